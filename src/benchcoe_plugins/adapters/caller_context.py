@@ -1,0 +1,25 @@
+"""Read the harness evaluator's local state from the call stack.
+
+The harnesses call a model once per request type and never tell it what else is coming,
+nor where results will be written. Both facts are locals of the evaluator that called
+us: ``requests`` (every request type of the run) and ``evaluation_tracker`` (the output
+folder). Reading them lets a CoE load each expert once per run and write its routing log
+beside the harness output. Where they are not found (another caller), the CoE still
+works: it answers one request type at a time and writes the log only where configured.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+
+def find_caller_local(name: str, module_prefix: str, accept: Callable[[Any], bool] = lambda value: True) -> Any:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(module_prefix) and name in frame.f_locals:
+            value = frame.f_locals[name]
+            if accept(value):
+                return value
+        frame = frame.f_back
+    return None

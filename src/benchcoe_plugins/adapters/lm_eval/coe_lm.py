@@ -1,0 +1,166 @@
+"""lm-eval model ``coe``: a router and a pool of lm-eval models behind one ``LM``.
+
+    lm_eval --model coe --model_args config=coe.yaml --tasks mmlu_pro
+
+Each document (task, doc_id) is routed once; its requests go to that expert through the
+expert's own ``generate_until`` / ``loglikelihood`` / ``loglikelihood_rolling``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from lm_eval.api.registry import get_model, model_registry
+
+from benchcoe_plugins.adapters.caller_context import find_caller_local
+from benchcoe_plugins.core.config import CoEConfig, load_config
+from benchcoe_plugins.core.documents import RoutingDocument, question_text
+from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.experts.spec import ExpertSpec
+
+logger = logging.getLogger(__name__)
+
+CHAT_MARKER = "<|benchcoe-chat|>"
+CACHE_FINGERPRINT_KEY = "__benchcoe_fingerprint__"
+
+
+def known_lm_eval_models() -> list[str]:
+    import lm_eval.models  # noqa: F401  (fills the registry with the stock models)
+
+    return list(model_registry.keys())
+
+
+def encode_chat(chat_history: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    return CHAT_MARKER + json.dumps({"messages": chat_history, "add_generation_prompt": add_generation_prompt})
+
+
+def render_chat(model: Any, context: str) -> str:
+    """A context the CoE rendered as a chat marker, rendered by ``model``'s own template."""
+    if not context.startswith(CHAT_MARKER):
+        return context
+    chat = json.loads(context[len(CHAT_MARKER):])
+    return model.apply_chat_template(chat["messages"], chat["add_generation_prompt"])
+
+
+def request_key(request_type: str, request: Instance) -> str:
+    return hashlib.sha256(json.dumps([request_type, list(request.args)], sort_keys=True, default=repr).encode()).hexdigest()
+
+
+class CoELM(LM):
+    def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
+                 device: Any = None, **overrides: Any) -> None:
+        super().__init__()
+        if config is None:
+            raise ConfigError("the coe model needs a config: --model_args config=/path/to/coe.yaml")
+        self.config: CoEConfig = load_config(config, overrides, known_models=known_lm_eval_models)
+        self.harness_args = {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
+        self.session = CoESession(self.config, self._build_expert)
+        self._routing_log_written: Path | None = None
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "CoELM":
+        from benchcoe_plugins.core.model_args import parse_model_args
+
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**parse_model_args(arg_string), **extra)
+
+    # -- experts -----------------------------------------------------------------------------
+    def _build_expert(self, spec: ExpertSpec) -> LM:
+        """The expert's own model_args win over the CLI's batch_size/max_batch_size/device."""
+        merged = {k: v for k, v in self.harness_args.items() if v is not None and k not in spec.model_args}
+        merged.update(spec.model_args)
+        return get_model(spec.model).create_from_arg_string("", merged)
+
+    @staticmethod
+    def _call_expert(model: LM, request_type: str, requests: list[Instance]) -> list[Any]:
+        rendered = [replace(r, arguments=(render_chat(model, r.args[0]), *r.args[1:])) for r in requests]
+        return getattr(model, request_type)(rendered)
+
+    # -- routing -----------------------------------------------------------------------------
+    def _document(self, request: Instance) -> RoutingDocument:
+        task = request.task_name or ""
+        explicit = any(fnmatch.fnmatchcase(task, p) for p in self.config.question_field)
+        context = request.args[0] if request.args else ""
+        if context.startswith(CHAT_MARKER):
+            messages = json.loads(context[len(CHAT_MARKER):])["messages"]
+            context = messages[-1]["content"] if messages else ""
+        text = question_text(request.doc or {}, self.config.question_fields_for(task),
+                             None if explicit else context, task, request.doc_id)
+        return RoutingDocument(task, request.doc_id, text, request.doc or {})
+
+    def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
+        pending = find_caller_local("requests", "lm_eval.evaluator", lambda v: isinstance(v, dict))
+        expanded = None
+        if pending:
+            expanded = {kind: [r for r in reqs for _ in range(r.repeats)] for kind, reqs in pending.items()}
+        return self.session.answer(request_type, requests, expanded, self._document, lambda e, k, r: r,
+                                   request_key, self._call_expert)
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        return self._answer("generate_until", requests)
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self._answer("loglikelihood", requests)
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        return self._answer("loglikelihood_rolling", requests)
+
+    # -- chat templates: each expert renders the conversation with its own -------------------
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return encode_chat(chat_history, add_generation_prompt)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return "benchcoe-" + self.session.fingerprint()[:16]
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return "per-expert (each expert applies its own chat template)" if chat_template else None
+
+    # -- --use_cache guard -------------------------------------------------------------------
+    def set_cache_hook(self, cache_hook: Any) -> None:
+        super().set_cache_hook(cache_hook)
+        store = getattr(cache_hook, "dbdict", None)
+        if store is None:
+            return
+        fingerprint = self.session.fingerprint()
+        stored = store.get(CACHE_FINGERPRINT_KEY)
+        if stored != fingerprint and len(store) > (1 if stored else 0):
+            raise ConfigError(
+                f"--use_cache file {getattr(store, 'filename', '')!r} holds answers of another model, router or "
+                f"expert set (lm-eval's cache key ignores the model). Use another --use_cache path for this CoE "
+                f"or delete that file."
+            )
+        store[CACHE_FINGERPRINT_KEY] = fingerprint
+        store.commit()
+
+    # -- record ------------------------------------------------------------------------------
+    def _routing_log_path(self) -> Path | None:
+        if self.config.routing_log:
+            return self.config.routing_log
+        tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
+        if tracker is None or not getattr(tracker, "output_path", None):
+            return None
+        folder = Path(tracker.output_path)
+        if folder.suffix == ".json":
+            folder = folder.parent
+        folder = folder / str(tracker.general_config_tracker.model_name_sanitized)
+        return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+
+    def get_model_info(self) -> dict[str, Any]:
+        summary = self.session.summary()
+        path = self._routing_log_path()
+        if path is not None:
+            self._routing_log_written = self.session.write_routing_log(path)
+            logger.info("benchcoe: routing log written to %s", path)
+        summary["routing_log"] = str(path) if path else None
+        return {"coe": summary}

@@ -1,0 +1,246 @@
+"""The CoE config file: one schema for lm-eval's ``coe`` and lmms-eval's ``coemodel``.
+
+Example::
+
+    name: mmlu-pro-coe
+    router: mmlu_pro_subject          # a shipped router name or a folder (relative to this file)
+    fallback: llama                   # answers documents the router cannot place
+    experts:
+      llama: {model: hf, model_args: {pretrained: /models/llama-3.1-8b-instruct}}
+      phi3:  {model: vllm, model_args: "pretrained=/models/phi-3,tensor_parallel_size=2"}
+    question_field: {mmlu_pro*: question}
+
+Everything is validated by ``load_config`` before any model is built.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.core.model_args import parse_model_args, parse_value
+from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_local_path
+
+TOP_LEVEL_KEYS = {
+    "name": "a label for this CoE (optional)",
+    "router": "router checkpoint: a name in router_ckpts/ or a folder path",
+    "fallback": "expert for documents the router cannot place",
+    "experts": "mapping expert name -> {model, model_args}",
+    "question_field": "doc field(s) the router reads, per task pattern",
+    "routing_log": "path of the per-document routing log (JSONL)",
+    "result_cache": "folder of per-expert result caches (resume), or false",
+    "rank_loading": "'needed' (each rank loads only what it needs) or 'all' (same experts on every rank)",
+    "vllm_isolation": "run vllm experts in a worker process each (default true)",
+}
+EXPERT_KEYS = {
+    "model": "a model name the harness knows (hf, vllm, llava_hf, coe_replay, ...)",
+    "model_args": "the expert's own model_args, as a mapping or a 'k=v,k=v' string",
+    "modality": "'text' (reads only the text prompt) or 'vision' (reads images too)",
+    "handles_text_only": "whether a vision expert can answer documents without an image",
+}
+RANK_LOADING = ("needed", "all")
+DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
+DEFAULT_RESULT_CACHE = Path(os.environ.get("BENCHCOE_CACHE", "~/.cache/benchcoe_plugins")).expanduser() / "results"
+
+
+@dataclass
+class CoEConfig:
+    experts: dict[str, ExpertSpec]
+    router: Path
+    fallback: str
+    name: str = "coe"
+    question_field: dict[str, list[str]] = field(default_factory=dict)
+    routing_log: Path | None = None
+    result_cache: Path | None = DEFAULT_RESULT_CACHE
+    rank_loading: str = "needed"
+    vllm_isolation: bool = True
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def question_fields_for(self, task: str) -> list[str]:
+        for pattern, fields in self.question_field.items():
+            if fnmatch.fnmatchcase(task, pattern):
+                return fields
+        return list(DEFAULT_QUESTION_FIELDS)
+
+
+def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        listing = ", ".join(f"{key} ({meaning})" for key, meaning in allowed.items())
+        raise ConfigError(f"{where}: unknown key(s) {unknown}. Allowed keys: {listing}.")
+
+
+def _as_mapping(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_model_args(value)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}. Write it as 'key=value,key=value' or as a mapping.") from None
+    if value is None:
+        return {}
+    raise ConfigError(f"{where} must be a mapping or a 'key=value,...' string, not {type(value).__name__}.")
+
+
+def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec:
+    weights = spec.weights_reference()
+    if weights is None:
+        return spec
+    key = next(k for k in spec.model_args if spec.model_args[k] == weights)
+    candidate = Path(weights).expanduser()
+    if not candidate.is_absolute() and (base / candidate).exists():
+        candidate = base / candidate
+    if candidate.exists():
+        return ExpertSpec(spec.name, spec.model, {**spec.model_args, key: str(candidate.resolve())},
+                          spec.modality, spec.handles_text_only)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if looks_like_local_path(weights) or offline:
+        reason = "HF_HUB_OFFLINE is set, so it must be a local folder" if offline else "it looks like a local path"
+        raise ConfigError(
+            f"{where}.model_args.{key}: {weights!r} does not exist ({reason}). "
+            f"Fix the path (relative paths are read from {base}) or give a hub id."
+        )
+    return spec
+
+
+def resolve_router_path(value: str, base: Path) -> Path:
+    from benchcoe_plugins.routers.registry import shipped_router_dirs
+
+    candidates = [Path(value).expanduser()]
+    if not candidates[0].is_absolute():
+        candidates = [base / value, Path.cwd() / value] + [d / value for d in shipped_router_dirs()]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    shipped = sorted({p.name for d in shipped_router_dirs() for p in d.iterdir() if p.is_dir()})
+    raise ConfigError(
+        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}) "
+        f"nor a shipped router {shipped}. Give a router checkpoint folder or one of those names."
+    )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``router=x`` sets a top-level key; ``experts.NAME.model_args.KEY=v`` a nested one."""
+    merged = dict(raw)
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = merged
+        for key in keys[:-1]:
+            child = node.get(key)
+            if isinstance(child, str) and key == "model_args":
+                child = _as_mapping(child, dotted)
+            node[key] = dict(child) if isinstance(child, dict) else {}
+            node = node[key]
+        node[keys[-1]] = parse_value(value) if isinstance(value, str) else value
+    return merged
+
+
+def load_config(
+    source: str | os.PathLike | dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    known_models: Callable[[], Iterable[str]] | None = None,
+    default_modality: str = "text",
+) -> CoEConfig:
+    """Read and validate a CoE config; raises ConfigError naming the key and the fix."""
+    if isinstance(source, dict):
+        raw, base, path = dict(source), Path.cwd(), None
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found. Pass --model_args config=/path/to/coe.yaml.")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        base = path.parent.resolve()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path or ''} must be a YAML mapping with keys {sorted(TOP_LEVEL_KEYS)}.")
+    raw = apply_overrides(raw, overrides or {})
+    _unknown_keys(raw, TOP_LEVEL_KEYS, "config")
+
+    experts_raw = raw.get("experts")
+    if not isinstance(experts_raw, dict) or not experts_raw:
+        raise ConfigError("config: 'experts' must map at least one expert name to {model: ..., model_args: ...}.")
+    known = set(known_models()) if known_models else None
+    experts: dict[str, ExpertSpec] = {}
+    for name, entry in experts_raw.items():
+        where = f"experts.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with keys {sorted(EXPERT_KEYS)}.")
+        _unknown_keys(entry, EXPERT_KEYS, where)
+        model = entry.get("model")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{where}.model is missing: name a harness model such as 'hf'.")
+        if known is not None and model not in known:
+            raise ConfigError(
+                f"{where}.model: {model!r} is not a model this harness knows. "
+                f"Known models: {', '.join(sorted(known))}."
+            )
+        modality = entry.get("modality", default_modality)
+        if modality not in MODALITIES:
+            raise ConfigError(f"{where}.modality: {modality!r} must be one of {MODALITIES}.")
+        handles_text_only = entry.get("handles_text_only", modality == "text")
+        if not isinstance(handles_text_only, bool):
+            raise ConfigError(f"{where}.handles_text_only must be true or false.")
+        spec = ExpertSpec(str(name), model, _as_mapping(entry.get("model_args"), f"{where}.model_args"),
+                          modality, handles_text_only)
+        experts[str(name)] = _check_weights_exist(spec, base, where)
+
+    router_value = raw.get("router")
+    if not isinstance(router_value, str) or not router_value:
+        raise ConfigError("config: 'router' is missing: name a router folder (e.g. router_ckpts/mmlu_pro_subject).")
+    router = resolve_router_path(router_value, base)
+
+    fallback = raw.get("fallback", next(iter(experts)))
+    if fallback not in experts:
+        raise ConfigError(f"fallback: {fallback!r} is not an expert of this config; choose one of {sorted(experts)}.")
+
+    question_field: dict[str, list[str]] = {}
+    for pattern, fields in (raw.get("question_field") or {}).items():
+        fields = [fields] if isinstance(fields, str) else fields
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not fields:
+            raise ConfigError(f"question_field.{pattern} must be a field name or a list of field names.")
+        question_field[str(pattern)] = fields
+
+    rank_loading = raw.get("rank_loading", "needed")
+    if rank_loading not in RANK_LOADING:
+        raise ConfigError(f"rank_loading: {rank_loading!r} must be one of {RANK_LOADING}.")
+
+    result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
+    routing_log = raw.get("routing_log")
+    config = CoEConfig(
+        experts=experts,
+        router=router,
+        fallback=fallback,
+        name=str(raw.get("name", path.stem if path else "coe")),
+        question_field=question_field,
+        routing_log=Path(routing_log).expanduser() if routing_log else None,
+        result_cache=Path(result_cache).expanduser() if result_cache else None,
+        rank_loading=rank_loading,
+        vllm_isolation=bool(raw.get("vllm_isolation", True)),
+        source=path,
+        raw=raw,
+    )
+    _check_router_matches(config)
+    return config
+
+
+def _check_router_matches(config: CoEConfig) -> None:
+    from benchcoe_plugins.routers.registry import read_manifest
+
+    manifest = read_manifest(config.router)
+    missing = sorted(set(manifest.get("experts", [])) - set(config.experts))
+    if missing:
+        raise ConfigError(
+            f"router {config.router.name!r} routes to expert(s) {missing} that the config does not define "
+            f"(config experts: {sorted(config.experts)}). Add them under 'experts:' with these names, "
+            f"or use a router trained on this expert set."
+        )

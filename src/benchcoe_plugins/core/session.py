@@ -1,0 +1,198 @@
+"""Harness-agnostic CoE run: route each document once, run experts, keep the record.
+
+An adapter turns harness requests into ``RoutingDocument``s and expert requests; the
+session decides the expert of each document (memoized per (task, doc_id), so every request
+of a document goes to the same expert), runs the pool, and keeps the routing record that
+ends up in the routing log and the results JSON.
+
+Look-ahead: the harnesses call the model once per request type. When the adapter can
+see the request types still to come (``pending``), the session answers them in the same
+pass, so each expert is loaded once per run, and hands the stored answers back when the
+harness asks for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from benchcoe_plugins.core.config import CoEConfig
+from benchcoe_plugins.core.documents import RoutingDocument
+from benchcoe_plugins.core.errors import RoutingError
+from benchcoe_plugins.experts.pool import ExpertPool, Job
+from benchcoe_plugins.experts.spec import ExpertSpec
+from benchcoe_plugins.routers.base import RouteDecision, folder_checksum
+from benchcoe_plugins.routers.registry import load_router
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoutedDocument:
+    document: RoutingDocument
+    expert: str
+    decision: RouteDecision
+    reason: str
+
+
+class CoESession:
+    def __init__(self, config: CoEConfig, build_expert: Callable[[ExpertSpec], Any], rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.config = config
+        self.router = load_router(config.router)
+        self.router_checksum = folder_checksum(config.router)
+        self.rank = rank
+        self.world_size = world_size
+        self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank)
+        self.routes: dict[tuple[str, str], RoutedDocument] = {}
+        self._warned_subjects: set[str] = set()
+        self._stash: dict[tuple[str, int], deque] = defaultdict(deque)
+        self._answered_types: set[str] = set()
+
+    # -- routing ---------------------------------------------------------------------------
+    def _text_capable(self, preferred: str) -> str | None:
+        specs = self.config.experts
+        if specs[preferred].handles_text_only:
+            return preferred
+        if specs[self.config.fallback].handles_text_only:
+            return self.config.fallback
+        return next((n for n, s in specs.items() if s.handles_text_only), None)
+
+    def route(self, documents: Sequence[RoutingDocument]) -> list[str]:
+        """Expert name per document; each (task, doc_id) is decided once per run."""
+        new: dict[tuple[str, str], RoutingDocument] = {}
+        for document in documents:
+            if document.key not in self.routes:
+                new.setdefault(document.key, document)
+        if new:
+            fresh = list(new.values())
+            for document, decision in zip(fresh, self.router.decide(fresh)):
+                self.routes[document.key] = self._finalize(document, decision)
+        return [self.routes[d.key].expert for d in documents]
+
+    def _finalize(self, document: RoutingDocument, decision: RouteDecision) -> RoutedDocument:
+        expert, reason = decision.expert, decision.reason or "router"
+        if expert is None or expert not in self.config.experts:
+            subject = decision.subject or "(none)"
+            if subject not in self._warned_subjects:
+                self._warned_subjects.add(subject)
+                logger.warning("benchcoe: the router has no expert for subject %r (task %s); "
+                               "such documents go to the fallback expert %r",
+                               subject, document.task, self.config.fallback)
+            expert, reason = self.config.fallback, f"fallback: unknown subject {subject}"
+        if document.has_image is False and not self.config.experts[expert].handles_text_only:
+            text_expert = self._text_capable(expert)
+            if text_expert is None:
+                raise RoutingError(
+                    f"document {document.doc_id} of {document.task} has no image, and no expert can answer "
+                    f"image-free documents. Add a text expert (modality: text) or set handles_text_only: true "
+                    f"on an expert that can."
+                )
+            expert, reason = text_expert, f"image-free document; {expert} needs an image"
+        return RoutedDocument(document, expert, decision, reason)
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(
+        self,
+        request_type: str,
+        requests: Sequence[Any],
+        pending: dict[str, Sequence[Any]] | None,
+        document_of: Callable[[Any], RoutingDocument],
+        prepare: Callable[[str, str, Any], Any],
+        request_key: Callable[[str, Any], str],
+        call: Callable[[Any, str, list[Any]], list[Any]],
+    ) -> list[Any]:
+        """Answers of ``requests`` in order; also answers ``pending`` types ahead (see module doc)."""
+        work: dict[str, Sequence[Any]] = {request_type: requests}
+        for other_type, other_requests in (pending or {}).items():
+            if other_type != request_type and other_type not in self._answered_types:
+                work[other_type] = other_requests
+        self._answered_types.update(work)
+
+        needed: list[tuple[str, Any]] = []
+        for kind, reqs in work.items():
+            stashed = Counter()
+            for request in reqs:
+                slot = (kind, id(request))
+                if kind == request_type and len(self._stash[slot]) > stashed[slot]:
+                    stashed[slot] += 1
+                    continue
+                needed.append((kind, request))
+        experts = self.route([document_of(r) for _, r in needed]) if needed else []
+        jobs = []
+        for (kind, request), expert in zip(needed, experts):
+            expert_request = prepare(expert, kind, request)
+            jobs.append(Job(expert, kind, expert_request, request_key(kind, expert_request)))
+        answers = self.pool.run(jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1,
+                                keep_last=not pending)
+        for (kind, request), answer in zip(needed, answers):
+            self._stash[(kind, id(request))].append(answer)
+        return [self._stash[(request_type, id(r))].popleft() for r in requests]
+
+    # -- record ----------------------------------------------------------------------------
+    def counts_per_task(self, routes: Sequence[RoutedDocument] | None = None) -> dict[str, dict[str, int]]:
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for routed in routes if routes is not None else self.routes.values():
+            counts[routed.document.task][routed.expert] += 1
+        return {task: dict(sorted(c.items())) for task, c in sorted(counts.items())}
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for routed in self.routes.values():
+            rows.append({
+                "task": routed.document.task,
+                "doc_id": routed.document.doc_id,
+                "expert": routed.expert,
+                "router_expert": routed.decision.expert,
+                "score": routed.decision.score,
+                "subject": routed.decision.subject,
+                "reason": routed.reason,
+            })
+        rows.sort(key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
+        return rows
+
+    def summary(self, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+        rows = self.log_rows() if rows is None else rows
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for row in rows:
+            counts[row["task"]][row["expert"]] += 1
+        manifest_path = self.config.router / "router.json"
+        manifest = json.loads(manifest_path.read_text())
+        return {
+            "name": self.config.name,
+            "config_file": str(self.config.source) if self.config.source else None,
+            "config": self.config.raw,
+            "router": {
+                "name": manifest.get("name", self.config.router.name),
+                "kind": manifest.get("kind"),
+                "path": str(self.config.router),
+                "sha256": self.router_checksum,
+            },
+            "fallback": self.config.fallback,
+            "experts": {name: spec.describe() for name, spec in self.config.experts.items()},
+            "documents_per_expert": {task: dict(sorted(c.items())) for task, c in sorted(counts.items())},
+            "expert_loads": dict(self.pool.loads),
+            "answers_from_result_cache": dict(self.pool.from_store),
+        }
+
+    def write_routing_log(self, path: Path, rows: Sequence[dict[str, Any]] | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            for row in self.log_rows() if rows is None else rows:
+                handle.write(json.dumps(row) + "\n")
+        return path
+
+    def fingerprint(self) -> str:
+        """Identity of router + expert set; guards lm-eval's --use_cache against stale answers."""
+        import hashlib
+
+        blob = json.dumps({"router": self.router_checksum,
+                           "experts": {n: s.identity() for n, s in self.config.experts.items()},
+                           "fallback": self.config.fallback,
+                           "question_field": self.config.question_field}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()

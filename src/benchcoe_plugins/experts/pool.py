@@ -1,0 +1,149 @@
+"""Expert lifecycle: load lazily, run each expert's whole share at once, free, resume.
+
+The pool knows experts only through ``build(spec)`` given by a harness adapter and runs
+them through ``call(model, request_type, requests)``. Each expert is loaded once for all
+the request types it has work for, its answers are written to its ``ResultStore`` as soon
+as each call returns, and it is freed before the next expert loads, so peak memory is
+that of the largest expert, not the sum.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from benchcoe_plugins.core.errors import ExpertError
+from benchcoe_plugins.experts.result_store import ResultStore
+from benchcoe_plugins.experts.spec import ExpertSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One request for one expert. ``key`` identifies the request inside that expert's store."""
+
+    expert: str
+    request_type: str
+    request: Any
+    key: str
+
+
+def free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class ExpertPool:
+    def __init__(
+        self,
+        specs: dict[str, ExpertSpec],
+        build: Callable[[ExpertSpec], Any],
+        result_dir: Path | None = None,
+        rank: int = 0,
+    ) -> None:
+        self.specs = specs
+        self.build = build
+        self.result_dir = result_dir
+        self.rank = rank
+        self.loads: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+        self.from_store: Counter[str] = Counter()
+        self._loaded_name: str | None = None
+        self._loaded_model: Any = None
+        self._stores: dict[str, ResultStore] = {}
+
+    def _store(self, name: str) -> ResultStore | None:
+        if self.result_dir is None:
+            return None
+        if name not in self._stores:
+            self._stores[name] = ResultStore(self.result_dir, self.specs[name].identity(), self.rank)
+        return self._stores[name]
+
+    def model(self, name: str) -> Any:
+        """The loaded model of expert ``name``, loading it (and freeing another) if needed."""
+        if self._loaded_name != name:
+            self.release()
+            logger.info("benchcoe: loading expert %r (%s)", name, self.specs[name].model)
+            self._loaded_model = self.build(self.specs[name])
+            self._loaded_name = name
+            self.loads[name] += 1
+        return self._loaded_model
+
+    def release(self) -> None:
+        if self._loaded_name is not None:
+            logger.info("benchcoe: freeing expert %r", self._loaded_name)
+            self._loaded_model = None
+            self._loaded_name = None
+            free_memory()
+
+    def order(self, names: Sequence[str]) -> list[str]:
+        """The loaded expert first (no reload), then config order."""
+        ordered = [n for n in self.specs if n in set(names)]
+        if self._loaded_name in ordered:
+            ordered.remove(self._loaded_name)
+            ordered.insert(0, self._loaded_name)
+        return ordered
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        call: Callable[[Any, str, list[Any]], list[Any]],
+        load_all: bool = False,
+        keep_last: bool = False,
+    ) -> list[Any]:
+        """Answers of ``jobs`` in their order. ``load_all`` loads every expert even without work
+        (collective experts need the same load order on every rank)."""
+        results: list[Any] = [None] * len(jobs)
+        by_expert: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for index, job in enumerate(jobs):
+            by_expert[job.expert][job.request_type].append(index)
+        names = list(self.specs) if load_all else self.order(list(by_expert))
+        finished: list[str] = []
+        for name in names:
+            store = self._store(name)
+            work = by_expert.get(name, {})
+            cached = store.get_many(jobs[i].key for ids in work.values() for i in ids) if store and work else {}
+            try:
+                for request_type, indices in work.items():
+                    todo = [i for i in indices if jobs[i].key not in cached]
+                    for i in indices:
+                        if jobs[i].key in cached:
+                            results[i] = cached[jobs[i].key]
+                    self.from_store[name] += len(indices) - len(todo)
+                    if not todo:
+                        continue
+                    answers = call(self.model(name), request_type, [jobs[i].request for i in todo])
+                    if len(answers) != len(todo):
+                        raise RuntimeError(f"returned {len(answers)} answers for {len(todo)} requests")
+                    for i, answer in zip(todo, answers):
+                        results[i] = answer
+                    if store:
+                        store.put_many((jobs[i].key, results[i]) for i in todo)
+                    self.answered[name] += len(todo)
+                if load_all and not work:
+                    self.model(name)
+            except Exception as error:
+                self.release()
+                saved = f"answers of finished experts {finished} are saved in {self.result_dir}; " if store else ""
+                raise ExpertError(
+                    f"expert {name!r} ({self.specs[name].model}) failed: {error!r}. {saved}"
+                    f"fix the cause and rerun the same command: finished experts are not run again."
+                ) from error
+            finished.append(name)
+            if not (keep_last and name == names[-1]):
+                self.release()
+        return results
+
+    def close(self) -> None:
+        self.release()
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()

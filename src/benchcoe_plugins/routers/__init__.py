@@ -1,0 +1,1 @@
+"""Routers: estimators that map documents to experts, saved as checkpoint folders."""

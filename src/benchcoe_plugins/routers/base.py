@@ -1,0 +1,139 @@
+"""Router estimators and their checkpoint folder.
+
+A router follows scikit-learn's conventions: plain constructor arguments (``get_params``),
+``fit`` returns ``self``, fitted state ends in ``_``, ``predict`` maps documents to expert
+names. ``save(folder)`` / ``load(folder)`` (aliases ``save_pretrained`` /
+``from_pretrained``) write and read a folder:
+
+    router.json          manifest: format, format_version, kind, params, experts,
+                         subjects, table (subject -> expert), fallback_expert,
+                         data (what it was trained on), evaluation (held-out report)
+    *.safetensors        weights, where the router has any
+    other files          e.g. an encoder's tokenizer, written by the router kind itself
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from benchcoe_plugins.core.documents import RoutingDocument
+from benchcoe_plugins.core.errors import RouterFormatError
+
+FORMAT = "benchcoe-router"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "router.json"
+STANDARD_KEYS = ("format", "format_version", "kind", "name", "params", "experts", "subjects", "table")
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where one document goes. ``expert`` is None when the router cannot place it."""
+
+    expert: str | None
+    score: float | None = None
+    subject: str | None = None
+    reason: str = ""
+
+
+def folder_checksum(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+class Router:
+    """Base class; subclasses set ``kind`` and implement ``fit``, ``decide`` and the state hooks."""
+
+    kind: ClassVar[str] = ""
+
+    experts_: list[str]
+    subjects_: list[str]
+    table_: dict[str, str]
+    metadata_: dict[str, Any]
+
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> "Router":
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; parameters: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- routing ---------------------------------------------------------------------------
+    def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
+        raise NotImplementedError
+
+    def predict(self, documents: Sequence[RoutingDocument]) -> list[str | None]:
+        return [decision.expert for decision in self.decide(documents)]
+
+    def is_fitted(self) -> bool:
+        return hasattr(self, "experts_")
+
+    # -- persistence -----------------------------------------------------------------------
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        """Write weights/extra files into ``folder``; return extra manifest fields."""
+        return {}
+
+    def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
+        """Restore fitted state from ``folder`` and ``manifest``."""
+
+    def save(self, folder: str | Path, name: str | None = None) -> Path:
+        if not self.is_fitted():
+            raise RouterFormatError(f"{type(self).__name__} is not fitted: call fit() before save().")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        extra = self._save_state(folder)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": name or folder.name,
+            "params": self.get_params(),
+            "experts": list(self.experts_),
+            "subjects": list(getattr(self, "subjects_", [])),
+            "table": dict(getattr(self, "table_", {})),
+        }
+        for key, value in {**getattr(self, "metadata_", {}), **extra}.items():
+            manifest.setdefault(key, value)
+        (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Router":
+        from benchcoe_plugins.routers.registry import load_router
+
+        router = load_router(folder)
+        if not isinstance(router, cls):
+            raise RouterFormatError(f"{folder} holds a {type(router).__name__}, not a {cls.__name__}.")
+        return router
+
+    save_pretrained = save
+    from_pretrained = load
+
+    @classmethod
+    def _from_manifest(cls, folder: Path, manifest: dict[str, Any]) -> "Router":
+        params = manifest.get("params", {})
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        router = cls(**{k: v for k, v in params.items() if k in accepted})
+        router.experts_ = list(manifest["experts"])
+        router.subjects_ = list(manifest.get("subjects", []))
+        router.table_ = dict(manifest.get("table", {}))
+        router.metadata_ = {k: v for k, v in manifest.items() if k not in STANDARD_KEYS}
+        router._load_state(folder, manifest)
+        return router

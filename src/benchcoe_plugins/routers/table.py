@@ -1,0 +1,72 @@
+"""Table router: the document's own subject field -> the best expert for that subject.
+
+Needs no training text: the table comes from each expert's per-subject benchmark
+accuracy (``fit``) or is written by hand (``from_table``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from benchcoe_plugins.core.documents import DEFAULT_SUBJECT_RULES, RoutingDocument, normalize_subject, subject_of
+from benchcoe_plugins.routers.base import RouteDecision, Router
+
+
+def best_expert_table(subjects: Sequence[str], correct: np.ndarray, experts: Sequence[str]) -> tuple[dict[str, str], dict[str, list[float]]]:
+    """Per subject, the expert with the highest accuracy (ties -> the earlier expert).
+
+    ``correct`` is (n_documents, n_experts) of 0/1. Returns the table and the accuracy rows.
+    """
+    correct = np.asarray(correct, dtype=float)
+    subjects = np.asarray([normalize_subject(s) for s in subjects])
+    table: dict[str, str] = {}
+    accuracy: dict[str, list[float]] = {}
+    for subject in sorted(set(subjects.tolist())):
+        rows = correct[subjects == subject]
+        means = rows.mean(axis=0)
+        table[subject] = experts[int(np.argmax(means))]
+        accuracy[subject] = [round(float(m), 6) for m in means]
+    return table, accuracy
+
+
+class TableRouter(Router):
+    """Routes by ``subject_rules`` (which doc field holds the subject, per task pattern)."""
+
+    kind = "table"
+
+    def __init__(self, subject_rules: list[dict[str, str]] | None = None) -> None:
+        self.subject_rules = subject_rules
+
+    def _rules(self) -> list[dict[str, str]]:
+        return self.subject_rules if self.subject_rules is not None else DEFAULT_SUBJECT_RULES
+
+    def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str]) -> "TableRouter":
+        subjects = [subject_of(d.task, d.doc, self._rules()) for d in documents]
+        if any(s is None for s in subjects):
+            missing = next(d for d, s in zip(documents, subjects) if s is None)
+            raise ValueError(f"document {missing.key} has no subject field by rules {self._rules()}")
+        self.experts_ = list(experts)
+        self.table_, accuracy = best_expert_table(subjects, correct, experts)
+        self.subjects_ = sorted(self.table_)
+        self.metadata_ = {"subject_accuracy": accuracy}
+        return self
+
+    @classmethod
+    def from_table(cls, table: dict[str, str], experts: Sequence[str] | None = None,
+                   subject_rules: list[dict[str, str]] | None = None, metadata: dict[str, Any] | None = None) -> "TableRouter":
+        router = cls(subject_rules=subject_rules)
+        router.table_ = {normalize_subject(k): v for k, v in table.items()}
+        router.experts_ = list(experts) if experts else sorted(set(table.values()))
+        router.subjects_ = sorted(router.table_)
+        router.metadata_ = dict(metadata or {})
+        return router
+
+    def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
+        decisions = []
+        for document in documents:
+            subject = subject_of(document.task, document.doc, self._rules())
+            expert = self.table_.get(subject) if subject is not None else None
+            decisions.append(RouteDecision(expert, 1.0 if expert else None, subject, "table" if expert else "unknown subject"))
+        return decisions

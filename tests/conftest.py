@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny local experts, offline environment, CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
+
+
+def harness_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **OFFLINE_ENV, **(extra or {})}
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs a console script of this environment (lm_eval, benchcoe, python -m ...)."""
+    command = [str(BIN / args[0]) if (BIN / args[0]).exists() else args[0], *args[1:]]
+    result = subprocess.run(command, cwd=cwd, env=env or harness_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}")
+    return result
+
+
+def read_samples(output_dir: Path) -> dict[tuple[str, int], dict]:
+    """(task, doc_id) -> sample row of every samples_*.jsonl under output_dir."""
+    rows = {}
+    for path in sorted(output_dir.rglob("samples_*.jsonl")):
+        task = path.name[len("samples_"):].rsplit("_", 1)[0]
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows[(task, row["doc_id"])] = row
+    return rows
+
+
+def read_results(output_dir: Path) -> dict:
+    paths = sorted(output_dir.rglob("results_*.json"))
+    assert paths, f"no results_*.json under {output_dir}"
+    return json.loads(paths[-1].read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny causal LMs that differ (seed, size, chat template)."""
+    from tiny_models import build_causal_lm
+
+    root = tmp_path_factory.mktemp("experts")
+    return {
+        "alpha": build_causal_lm(root / "alpha", seed=11, hidden_size=32, chat_template="plain"),
+        "beta": build_causal_lm(root / "beta", seed=22, hidden_size=48, chat_template="tagged"),
+    }
