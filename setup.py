@@ -2,7 +2,7 @@
 
 lm-eval reads no entry points for models, so the ``coe`` model is registered by a
 one-line ``.pth`` file that installs a lazy import hook (see
-``src/benchcoe_plugins/adapters/lm_eval/startup_hook.py``). setup.cfg cannot place a
+``src/benchcoe_plugins/adapters/lm_eval/registration.py``). setup.cfg cannot place a
 file outside the package, so ``build_py`` writes it next to the packages: into
 ``build_lib`` for a regular wheel, and into the editable wheel's root (the install
 directory setuptools configures for PEP 660 builds) for ``pip install -e``. Either way it
@@ -20,7 +20,18 @@ HERE = Path(__file__).resolve().parent
 # Shipped folders at the repository root, copied into the package for regular installs.
 SHIPPED_FOLDERS = ("router_ckpts", "tasks")
 PTH_NAME = "benchcoe_plugins.pth"
-PTH_LINE = "import benchcoe_plugins.adapters.lm_eval.startup_hook as _benchcoe_hook; _benchcoe_hook.install()\n"
+# The .pth line site.py executes at start-up: a finder that imports nothing and wakes up
+# only for lm-eval's registry (see adapters/lm_eval/registration.py). Inline, because
+# importing a module here would cost a site-packages scan in every interpreter.
+FINDER_SOURCE = (
+    "class BenchCoEWatcher:\n"
+    " def find_spec(self, name, path=None, target=None):\n"
+    "  if name != 'lm_eval.api.registry': return None\n"
+    "  from benchcoe_plugins.adapters.lm_eval.registration import watched_spec\n"
+    "  return watched_spec(self, name)\n"
+    "sys.meta_path.insert(0, BenchCoEWatcher())\n"
+)
+PTH_LINE = f"import sys; exec({FINDER_SOURCE!r}, {{'sys': sys}})\n"
 
 
 class BuildPyWithPth(build_py):

@@ -1,0 +1,152 @@
+"""The real ``lm_eval`` CLI runs ``--model coe`` over tiny local experts; each document's
+responses must equal those of its chosen expert run alone through ``--model hf``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, harness_env, read_results, read_samples, run_cli
+from benchcoe_plugins.routers.table import TableRouter
+
+pytestmark = pytest.mark.slow
+
+SUBJECTS = ["biology", "law", "math", "history"]
+TABLE = {"biology": "alpha", "law": "beta", "math": "beta"}  # history: not in the table -> fallback
+
+
+def write_toy_tasks(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"question": f"What is {i} plus {i % 3}?", "subject": SUBJECTS[i % 4],
+         "choices": [str(i), str(i + i % 3), "ten"], "answer": 1}
+        for i in range(8)
+    ]
+    data = folder / "toy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("toy_gen.yaml", "toy_mc.yaml"):
+        text = (REPO / "tests" / "data" / "toy_tasks" / name).read_text().replace("DATA_FILE", str(data))
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_experts, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("coe")
+    write_toy_tasks(root / "tasks")
+    TableRouter.from_table(TABLE, experts=["alpha", "beta"]).save(root / "router")
+    config = {
+        "name": "toy-coe",
+        "router": "router",
+        "fallback": "alpha",
+        "experts": {
+            "alpha": {"model": "hf", "model_args": {"pretrained": str(tiny_experts["alpha"]), "batch_size": 1}},
+            "beta": {"model": "hf", "model_args": {"pretrained": str(tiny_experts["beta"])}},
+        },
+        "question_field": {"toy_*": "question"},
+        "result_cache": str(root / "result_cache"),
+    }
+    (root / "coe.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def lm_eval(workspace: Path, model: str, model_args: str, out: str, *extra: str) -> Path:
+    run_cli(["lm_eval", "--model", model, "--model_args", model_args, "--tasks", "toy_gen,toy_mc",
+             "--include_path", str(workspace / "tasks"), "--batch_size", "1", "--output_path",
+             str(workspace / out), "--log_samples", *extra], cwd=workspace)
+    return workspace / out
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, tiny_experts) -> dict[str, Path]:
+    """One CoE run and one run of each expert alone, plain and with --apply_chat_template."""
+    outputs = {"coe": lm_eval(workspace, "coe", "config=coe.yaml", "out_coe")}
+    for name, path in tiny_experts.items():
+        outputs[name] = lm_eval(workspace, "hf", f"pretrained={path}", f"out_{name}")
+    return outputs
+
+
+def expected_expert(doc: dict) -> str:
+    return TABLE.get(doc["subject"], "alpha")
+
+
+def test_every_document_answered_by_its_expert_exactly(runs) -> None:
+    coe = read_samples(runs["coe"])
+    alone = {name: read_samples(runs[name]) for name in ("alpha", "beta")}
+    assert len(coe) == 16
+    differing = 0
+    for key, row in coe.items():
+        chosen = expected_expert(row["doc"])
+        assert row["resps"] == alone[chosen][key]["resps"], f"{key}: CoE differs from {chosen} alone"
+        differing += alone["alpha"][key]["resps"] != alone["beta"][key]["resps"]
+    assert differing > 0, "the two experts answer identically: the parity test could not fail"
+
+
+def test_routing_log_and_results_record_the_coe(runs, workspace) -> None:
+    coe = read_samples(runs["coe"])
+    logs = list(runs["coe"].rglob("routing_*.jsonl"))
+    assert len(logs) == 1, "the routing log is written next to the harness output"
+    rows = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    assert len(rows) == len(coe) == len({(r["task"], r["doc_id"]) for r in rows})
+    for row in rows:
+        assert row["expert"] == expected_expert(coe[(row["task"], row["doc_id"])]["doc"])
+        if row["subject"] == "history":
+            assert row["reason"].startswith("fallback")
+
+    summary = read_results(runs["coe"])["config"]["coe"]
+    assert summary["router"]["kind"] == "table" and len(summary["router"]["sha256"]) == 64
+    assert set(summary["experts"]) == {"alpha", "beta"}
+    for task in ("toy_gen", "toy_mc"):
+        counts = {"alpha": 0, "beta": 0}
+        for (t, _), row in coe.items():
+            if t == task:
+                counts[expected_expert(row["doc"])] += 1
+        assert summary["documents_per_expert"][task] == counts
+    assert summary["expert_loads"] == {"alpha": 1, "beta": 1}, "each expert loads once for both request types"
+
+
+def test_chat_template_is_rendered_by_each_expert(workspace, tiny_experts) -> None:
+    chat = ["--apply_chat_template"]
+    coe = read_samples(lm_eval(workspace, "coe", "config=coe.yaml,result_cache=False", "out_coe_chat", *chat))
+    alone = {name: read_samples(lm_eval(workspace, "hf", f"pretrained={path}", f"out_{name}_chat", *chat))
+             for name, path in tiny_experts.items()}
+    for key, row in coe.items():
+        chosen = alone[expected_expert(row["doc"])][key]
+        assert row["resps"] == chosen["resps"]
+    # the two templates differ, so the experts saw different prompts for the same document
+    key = next(iter(coe))
+    prompts = {name: alone[name][key]["arguments"]["gen_args_0"]["arg_0"] for name in alone}
+    assert prompts["alpha"] != prompts["beta"]
+
+
+def test_bad_config_fails_before_any_model_loads(workspace) -> None:
+    bad = yaml.safe_load((workspace / "coe.yaml").read_text())
+    bad["experts"]["beta"]["model"] = "hff"
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=bad.yaml", "--tasks", "toy_gen",
+                      "--include_path", str(workspace / "tasks")], cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert "experts.beta.model: 'hff' is not a model this harness knows" in result.stderr
+    assert "Loading weights" not in result.stderr + result.stdout
+
+
+def test_use_cache_never_serves_another_coe(workspace, tmp_path) -> None:
+    """lm-eval's CachingLM keys answers by request only; the coe refuses a cache of another CoE."""
+    from lm_eval.api.model import CachingLM
+
+    from benchcoe_plugins.adapters.lm_eval.coe_lm import CoELM
+    from benchcoe_plugins.core.errors import ConfigError
+
+    cache = str(tmp_path / "cache.db")
+    first = CachingLM(CoELM(config=str(workspace / "coe.yaml")), cache)
+    first.dbdict["some-request-hash"] = "an answer"
+    first.dbdict.commit()
+    CachingLM(CoELM(config=str(workspace / "coe.yaml")), cache)  # same CoE: the cache is valid
+    TableRouter.from_table({"biology": "beta"}, experts=["alpha", "beta"]).save(tmp_path / "other_router")
+    with pytest.raises(ConfigError, match="another model, router or expert set"):
+        CachingLM(CoELM(config=str(workspace / "coe.yaml"), router=str(tmp_path / "other_router")), cache)
