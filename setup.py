@@ -45,6 +45,8 @@ class BuildPyWithPth(build_py):
         (target_dir / PTH_NAME).write_text(PTH_LINE)
         if not getattr(self, "editable_mode", False):
             for folder in SHIPPED_FOLDERS:
+                if not (HERE / folder).is_dir():
+                    continue
                 destination = Path(self.build_lib) / "benchcoe_plugins" / "data" / folder
                 shutil.rmtree(destination, ignore_errors=True)
                 shutil.copytree(HERE / folder, destination, ignore=shutil.ignore_patterns("__pycache__"))

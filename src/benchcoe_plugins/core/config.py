@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -35,14 +35,15 @@ TOP_LEVEL_KEYS = {
     "question_field": "doc field(s) the router reads, per task pattern",
     "routing_log": "path of the per-document routing log (JSONL)",
     "result_cache": "folder of per-expert result caches (resume), or false",
+    "checkpoint_every": "store an expert's answers every N requests (default 1000), so a crash loses little",
     "rank_loading": "'needed' (each rank loads only what it needs) or 'all' (same experts on every rank)",
-    "vllm_isolation": "run vllm experts in a worker process each (default true)",
 }
 EXPERT_KEYS = {
     "model": "a model name the harness knows (hf, vllm, llava_hf, coe_replay, ...)",
     "model_args": "the expert's own model_args, as a mapping or a 'k=v,k=v' string",
     "modality": "'text' (reads only the text prompt) or 'vision' (reads images too)",
     "handles_text_only": "whether a vision expert can answer documents without an image",
+    "isolated": "run the expert in a worker process of its own (default: true for vllm models)",
 }
 RANK_LOADING = ("needed", "all")
 DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
@@ -59,7 +60,7 @@ class CoEConfig:
     routing_log: Path | None = None
     result_cache: Path | None = DEFAULT_RESULT_CACHE
     rank_loading: str = "needed"
-    vllm_isolation: bool = True
+    checkpoint_every: int = 1000
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -99,8 +100,7 @@ def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec
     if not candidate.is_absolute() and (base / candidate).exists():
         candidate = base / candidate
     if candidate.exists():
-        return ExpertSpec(spec.name, spec.model, {**spec.model_args, key: str(candidate.resolve())},
-                          spec.modality, spec.handles_text_only)
+        return replace(spec, model_args={**spec.model_args, key: str(candidate.resolve())})
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     if looks_like_local_path(weights) or offline:
         reason = "HF_HUB_OFFLINE is set, so it must be a local folder" if offline else "it looks like a local path"
@@ -190,8 +190,11 @@ def load_config(
         handles_text_only = entry.get("handles_text_only", modality == "text")
         if not isinstance(handles_text_only, bool):
             raise ConfigError(f"{where}.handles_text_only must be true or false.")
+        isolated = entry.get("isolated", model.startswith("vllm"))
+        if not isinstance(isolated, bool):
+            raise ConfigError(f"{where}.isolated must be true or false.")
         spec = ExpertSpec(str(name), model, _as_mapping(entry.get("model_args"), f"{where}.model_args"),
-                          modality, handles_text_only)
+                          modality, handles_text_only, isolated)
         experts[str(name)] = _check_weights_exist(spec, base, where)
 
     router_value = raw.get("router")
@@ -214,6 +217,10 @@ def load_config(
     if rank_loading not in RANK_LOADING:
         raise ConfigError(f"rank_loading: {rank_loading!r} must be one of {RANK_LOADING}.")
 
+    checkpoint_every = raw.get("checkpoint_every", 1000)
+    if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every: {checkpoint_every!r} must be a positive integer.")
+
     result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
     routing_log = raw.get("routing_log")
     config = CoEConfig(
@@ -225,7 +232,7 @@ def load_config(
         routing_log=Path(routing_log).expanduser() if routing_log else None,
         result_cache=Path(result_cache).expanduser() if result_cache else None,
         rank_loading=rank_loading,
-        vllm_isolation=bool(raw.get("vllm_isolation", True)),
+        checkpoint_every=checkpoint_every,
         source=path,
         raw=raw,
     )

@@ -47,7 +47,7 @@ class CoESession:
         self.router_checksum = folder_checksum(config.router)
         self.rank = rank
         self.world_size = world_size
-        self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank)
+        self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank, config.checkpoint_every)
         self.routes: dict[tuple[str, str], RoutedDocument] = {}
         self._warned_subjects: set[str] = set()
         self._stash: dict[tuple[str, int], deque] = defaultdict(deque)

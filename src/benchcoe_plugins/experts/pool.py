@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from benchcoe_plugins.core.errors import ExpertError
+from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.result_store import ResultStore
 from benchcoe_plugins.experts.spec import ExpertSpec
 
@@ -48,11 +49,13 @@ class ExpertPool:
         build: Callable[[ExpertSpec], Any],
         result_dir: Path | None = None,
         rank: int = 0,
+        checkpoint_every: int = 1000,
     ) -> None:
         self.specs = specs
         self.build = build
         self.result_dir = result_dir
         self.rank = rank
+        self.checkpoint_every = checkpoint_every
         self.loads: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.from_store: Counter[str] = Counter()
@@ -80,6 +83,8 @@ class ExpertPool:
     def release(self) -> None:
         if self._loaded_name is not None:
             logger.info("benchcoe: freeing expert %r", self._loaded_name)
+            if isinstance(self._loaded_model, IsolatedExpert):
+                self._loaded_model.close()
             self._loaded_model = None
             self._loaded_name = None
             free_memory()
@@ -112,6 +117,8 @@ class ExpertPool:
             work = by_expert.get(name, {})
             cached = store.get_many(jobs[i].key for ids in work.values() for i in ids) if store and work else {}
             try:
+                if load_all:
+                    self.model(name)
                 for request_type, indices in work.items():
                     todo = [i for i in indices if jobs[i].key not in cached]
                     for i in indices:
@@ -120,16 +127,19 @@ class ExpertPool:
                     self.from_store[name] += len(indices) - len(todo)
                     if not todo:
                         continue
-                    answers = call(self.model(name), request_type, [jobs[i].request for i in todo])
-                    if len(answers) != len(todo):
-                        raise RuntimeError(f"returned {len(answers)} answers for {len(todo)} requests")
-                    for i, answer in zip(todo, answers):
-                        results[i] = answer
-                    if store:
-                        store.put_many((jobs[i].key, results[i]) for i in todo)
-                    self.answered[name] += len(todo)
-                if load_all and not work:
-                    self.model(name)
+                    logger.info("benchcoe: expert %r answers %d %s requests (%d from its result store)",
+                                 name, len(todo), request_type, len(indices) - len(todo))
+                    # answers are stored chunk by chunk, so a crash loses at most one chunk
+                    for start in range(0, len(todo), self.checkpoint_every):
+                        chunk = todo[start:start + self.checkpoint_every]
+                        answers = call(self.model(name), request_type, [jobs[i].request for i in chunk])
+                        if len(answers) != len(chunk):
+                            raise RuntimeError(f"returned {len(answers)} answers for {len(chunk)} requests")
+                        for i, answer in zip(chunk, answers):
+                            results[i] = answer
+                        if store:
+                            store.put_many((jobs[i].key, results[i]) for i in chunk)
+                        self.answered[name] += len(chunk)
             except Exception as error:
                 self.release()
                 saved = f"answers of finished experts {finished} are saved in {self.result_dir}; " if store else ""

@@ -40,6 +40,7 @@ class ExpertSpec:
     model_args: dict[str, Any] = field(default_factory=dict)
     modality: str = "text"
     handles_text_only: bool = True
+    isolated: bool = False
 
     def weights_reference(self) -> str | None:
         for key in WEIGHT_KEYS:
@@ -65,5 +66,6 @@ class ExpertSpec:
             "model": self.model,
             "model_args": self.model_args,
             "modality": self.modality,
+            "isolated": self.isolated,
             "identity": self.identity()[:16],
         }

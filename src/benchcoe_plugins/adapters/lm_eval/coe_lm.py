@@ -22,10 +22,12 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import get_model, model_registry
 
 from benchcoe_plugins.adapters.caller_context import find_caller_local
+from benchcoe_plugins.adapters.lm_eval.distributed import DataParallelMixin
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.spec import ExpertSpec
 
 logger = logging.getLogger(__name__)
@@ -56,16 +58,25 @@ def request_key(request_type: str, request: Instance) -> str:
     return hashlib.sha256(json.dumps([request_type, list(request.args)], sort_keys=True, default=repr).encode()).hexdigest()
 
 
-class CoELM(LM):
+def build_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> LM:
+    """The expert's own model_args win over the CLI's batch_size/max_batch_size/device."""
+    merged = {k: v for k, v in harness_args.items() if v is not None and k not in spec.model_args}
+    merged.update(spec.model_args)
+    return get_model(spec.model).create_from_arg_string("", merged)
+
+
+class CoELM(DataParallelMixin, LM):
     def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
                  device: Any = None, **overrides: Any) -> None:
         super().__init__()
+        self._setup_data_parallel()
         if config is None:
             raise ConfigError("the coe model needs a config: --model_args config=/path/to/coe.yaml")
         self.config: CoEConfig = load_config(config, overrides, known_models=known_lm_eval_models)
         self.harness_args = {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
-        self.session = CoESession(self.config, self._build_expert)
-        self._routing_log_written: Path | None = None
+        self.session = CoESession(self.config, self._build_expert, self.rank, self.world_size)
+        self._all_rank_rows: list[dict[str, Any]] | None = None
+        self._all_rank_loads: list[dict[str, int]] | None = None
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "CoELM":
@@ -75,11 +86,15 @@ class CoELM(LM):
         return cls(**parse_model_args(arg_string), **extra)
 
     # -- experts -----------------------------------------------------------------------------
-    def _build_expert(self, spec: ExpertSpec) -> LM:
-        """The expert's own model_args win over the CLI's batch_size/max_batch_size/device."""
-        merged = {k: v for k, v in self.harness_args.items() if v is not None and k not in spec.model_args}
-        merged.update(spec.model_args)
-        return get_model(spec.model).create_from_arg_string("", merged)
+    def _build_expert(self, spec: ExpertSpec) -> Any:
+        if spec.isolated:
+            return IsolatedExpert(f"{__name__}:build_expert", spec, self.harness_args)
+        model = build_expert(spec, self.harness_args)
+        if self.world_size > 1 and self.config.rank_loading == "needed" and hasattr(model, "_world_size"):
+            # each rank runs only its share on the experts it needs, so an expert must not
+            # wait in a collective for ranks that never loaded it
+            model._rank, model._world_size = 0, 1
+        return model
 
     @staticmethod
     def _call_expert(model: LM, request_type: str, requests: list[Instance]) -> list[Any]:
@@ -103,8 +118,12 @@ class CoELM(LM):
         expanded = None
         if pending:
             expanded = {kind: [r for r in reqs for _ in range(r.repeats)] for kind, reqs in pending.items()}
-        return self.session.answer(request_type, requests, expanded, self._document, lambda e, k, r: r,
-                                   request_key, self._call_expert)
+        answers = self.session.answer(request_type, requests, expanded, self._document, lambda e, k, r: r,
+                                      request_key, self._call_expert)
+        if self.world_size > 1:  # every rank calls each request type, so all of them gather here
+            self._all_rank_rows = [row for rows in self.all_gather_object(self.session.log_rows()) for row in rows]
+            self._all_rank_loads = self.all_gather_object(dict(self.session.pool.loads))
+        return answers
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         return self._answer("generate_until", requests)
@@ -157,10 +176,17 @@ class CoELM(LM):
         return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
 
     def get_model_info(self) -> dict[str, Any]:
-        summary = self.session.summary()
+        """Called by lm-eval on rank 0 after evaluation: the CoE record for the results JSON."""
+        rows = self._all_rank_rows
+        if rows is not None:
+            rows = sorted({(r["task"], str(r["doc_id"])): r for r in rows}.values(),
+                          key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
+        summary = self.session.summary(rows)
+        if self._all_rank_loads is not None:
+            summary["expert_loads_per_rank"] = self._all_rank_loads
         path = self._routing_log_path()
         if path is not None:
-            self._routing_log_written = self.session.write_routing_log(path)
+            self.session.write_routing_log(path, rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
         return {"coe": summary}
