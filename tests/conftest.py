@@ -62,3 +62,6 @@ def tiny_experts(tmp_path_factory) -> dict[str, Path]:
         "alpha": build_causal_lm(root / "alpha", seed=11, hidden_size=32, chat_template="plain"),
         "beta": build_causal_lm(root / "beta", seed=22, hidden_size=48, chat_template="tagged"),
     }
+
+
+from coe_workspace import runs, workspace  # noqa: E402,F401  (session fixtures shared by lm-eval tests)

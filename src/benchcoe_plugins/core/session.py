@@ -107,6 +107,7 @@ class CoESession:
         call: Callable[[Any, str, list[Any]], list[Any]],
     ) -> list[Any]:
         """Answers of ``requests`` in order; also answers ``pending`` types ahead (see module doc)."""
+        answered_ahead = request_type in self._answered_types
         work: dict[str, Sequence[Any]] = {request_type: requests}
         for other_type, other_requests in (pending or {}).items():
             if other_type != request_type and other_type not in self._answered_types:
@@ -127,8 +128,9 @@ class CoESession:
         for (kind, request), expert in zip(needed, experts):
             expert_request = prepare(expert, kind, request)
             jobs.append(Job(expert, kind, expert_request, request_key(kind, expert_request)))
-        answers = self.pool.run(jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1,
-                                keep_last=not pending)
+        # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
+        answers = [] if answered_ahead and not jobs else self.pool.run(
+            jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1, keep_last=not pending)
         for (kind, request), answer in zip(needed, answers):
             self._stash[(kind, id(request))].append(answer)
         return [self._stash[(request_type, id(r))].popleft() for r in requests]

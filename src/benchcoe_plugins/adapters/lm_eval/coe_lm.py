@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -184,6 +185,7 @@ class CoELM(DataParallelMixin, LM):
         summary = self.session.summary(rows)
         if self._all_rank_loads is not None:
             summary["expert_loads_per_rank"] = self._all_rank_loads
+            summary["expert_loads"] = dict(sum((Counter(loads) for loads in self._all_rank_loads), Counter()))
         path = self._routing_log_path()
         if path is not None:
             self.session.write_routing_log(path, rows)

@@ -21,9 +21,11 @@ class DataParallelMixin:
     def _setup_data_parallel(self) -> None:
         if launched_world_size() <= 1:
             return
+        import torch
         from accelerate import Accelerator
 
-        self.accelerator = Accelerator()
+        # without cpu=True accelerate stays single-process on a CPU-only machine
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
         self._device = self.accelerator.device

@@ -1,0 +1,73 @@
+"""Failures mid-run, resume, data parallelism and worker-process experts, through the real
+``lm_eval`` CLI on the shared toy workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coe_workspace import lm_eval
+from conftest import BIN, read_results, read_samples, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_failed_expert_keeps_finished_answers_and_rerun_resumes(workspace, runs, tiny_experts, tmp_path) -> None:
+    broken = tmp_path / "beta_copy"
+    shutil.copytree(tiny_experts["beta"], broken)
+    weights = broken / "model.safetensors"
+    weights.rename(tmp_path / "weights.bak")  # beta (loaded after alpha) fails to load
+    store = tmp_path / "store"
+    args = f"config=coe.yaml,result_cache={store},experts.beta.model_args.pretrained={broken}"
+    command = ["lm_eval", "--model", "coe", "--model_args", args, "--tasks", "toy_gen,toy_mc", "--include_path",
+               str(workspace / "tasks"), "--batch_size", "1", "--output_path", str(tmp_path / "out"), "--log_samples"]
+
+    failed = run_cli(command, cwd=workspace, check=False)
+    assert failed.returncode != 0
+    assert "expert 'beta' (hf) failed" in failed.stderr and "rerun the same command" in failed.stderr
+    assert list(store.glob("*.sqlite")), "alpha's finished answers are on disk"
+
+    (tmp_path / "weights.bak").rename(weights)
+    run_cli(command, cwd=workspace)
+    summary = read_results(tmp_path / "out")["config"]["coe"]
+    assert summary["expert_loads"] == {"beta": 1}, "alpha finished before the failure and is not loaded again"
+    assert summary["answers_from_result_cache"]["alpha"] > 0
+    resumed, uninterrupted = read_samples(tmp_path / "out"), read_samples(runs["coe"])
+    assert {k: r["resps"] for k, r in resumed.items()} == {k: r["resps"] for k, r in uninterrupted.items()}
+
+
+def routing(output: Path) -> dict:
+    rows = [json.loads(line) for path in output.rglob("routing_*.jsonl") for line in path.read_text().splitlines()]
+    return {(r["task"], r["doc_id"]): r["expert"] for r in rows}
+
+
+@pytest.mark.parametrize("rank_loading", ["needed", "all"])
+def test_two_processes_equal_one(workspace, runs, tmp_path, rank_loading: str) -> None:
+    out = tmp_path / "out"
+    run_cli([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "lm_eval", "--model", "coe", "--model_args",
+             f"config=coe.yaml,result_cache=False,rank_loading={rank_loading}", "--tasks", "toy_mc,toy_gen",
+             "--include_path", str(workspace / "tasks"), "--batch_size", "1", "--output_path", str(out),
+             "--log_samples"], cwd=workspace)
+    two, one = read_samples(out), read_samples(runs["coe"])
+    assert {k: r["resps"] for k, r in two.items()} == {k: r["resps"] for k, r in one.items()}
+    assert routing(out) == routing(runs["coe"]), "routing does not depend on the number of processes or task order"
+    per_rank = read_results(out)["config"]["coe"]["expert_loads_per_rank"]
+    assert len(per_rank) == 2
+    if rank_loading == "all":
+        assert per_rank == [{"alpha": 1, "beta": 1}] * 2, "every rank loads every expert, in the same order"
+    else:
+        assert all(sum(loads.values()) >= 1 for loads in per_rank)
+
+
+def test_isolated_expert_runs_in_a_worker_process_with_identical_answers(workspace, runs, tmp_path) -> None:
+    """Stand-in for vLLM (no GPU here): the `hf` experts run isolated, in worker processes, the way
+    vllm experts run by default so that their GPU memory is returned when they are freed."""
+    out = lm_eval(workspace, "coe", "config=coe.yaml,result_cache=False,experts.alpha.isolated=True,"
+                  "experts.beta.isolated=True", str(tmp_path / "out"))
+    summary = read_results(out)["config"]["coe"]
+    assert summary["experts"]["alpha"]["isolated"] and summary["experts"]["beta"]["isolated"]
+    assert {k: r["resps"] for k, r in read_samples(out).items()} == \
+        {k: r["resps"] for k, r in read_samples(runs["coe"]).items()}
