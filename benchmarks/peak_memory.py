@@ -1,0 +1,65 @@
+"""Peak memory: a CoE of three experts of clearly different sizes versus its largest expert
+run alone, each as a real ``lm_eval`` CLI run on the same local task (CPU).
+
+The CoE frees each expert before loading the next, so its peak should be that of its
+largest expert, not the sum. Peak RSS is ``ru_maxrss`` of the run's process, measured by a
+fresh wrapper process per run.
+
+    python benchmarks/peak_memory.py [--docs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _workspace import SUBJECTS, build_experts, write_task
+
+SIZES = {"small": (256, 4), "medium": (1280, 6), "large": (1536, 10)}  # hidden size, layers
+WRAPPER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+           "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def peak_rss_mb(command: list[str], cwd: Path) -> float:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", WRAPPER, *command], cwd=cwd, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.strip()) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=30)
+    args = parser.parse_args()
+
+    import yaml
+
+    from benchcoe_plugins.routers.table import TableRouter
+
+    root = Path(tempfile.mkdtemp(prefix="benchcoe-memory-"))
+    experts = build_experts(root / "experts", SIZES)
+    sizes_mb = {n: sum(f.stat().st_size for f in p.glob("*.safetensors")) / 2**20 for n, p in experts.items()}
+    names = list(experts)
+    TableRouter.from_table({s: names[i % 3] for i, s in enumerate(SUBJECTS)}, experts=names).save(root / "router")
+    config = {"router": str(root / "router"), "fallback": "small", "result_cache": False,
+              "experts": {n: {"model": "hf", "model_args": {"pretrained": str(p)}} for n, p in experts.items()}}
+    (root / "coe.yaml").write_text(yaml.safe_dump(config))
+    tasks = write_task(root / "tasks", args.docs, max_gen_toks=4)
+    lm_eval = str(Path(sys.executable).parent / "lm_eval")
+    common = ["--tasks", "bench_gen", "--include_path", str(tasks), "--device", "cpu", "--batch_size", "1"]
+
+    alone = peak_rss_mb([lm_eval, "--model", "hf", "--model_args", f"pretrained={experts['large']}", *common], root)
+    coe = peak_rss_mb([lm_eval, "--model", "coe", "--model_args", "config=coe.yaml", *common], root)
+    print("expert weights (MB): " + ", ".join(f"{n} {s:.0f}" for n, s in sizes_mb.items()))
+    print(f"peak RSS, largest expert alone:   {alone:.0f} MB")
+    print(f"peak RSS, CoE of the three:       {coe:.0f} MB")
+    print(f"ratio coe / largest alone: {coe / alone:.3f} (the sum of the experts' weights would add "
+          f"{sizes_mb['small'] + sizes_mb['medium']:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
