@@ -1,0 +1,255 @@
+"""lmms-eval model ``coemodel``: a router and a pool of lmms-eval / lm-eval models behind one ``lmms``.
+
+    python -m lmms_eval --model coemodel --model_args config=coe.yaml --tasks mmmu_val,mmstar
+    python -m lmms_eval --model coemodel --force_simple --model_args config=coe.yaml --tasks scienceqa_full
+
+``CoEModelChat`` (the default) and ``CoEModelSimple`` (``--force_simple``) receive the
+requests lmms-eval builds for their kind. Each document (task, doc_id) is routed once; its
+requests go to that expert, rewritten for the expert's kind where it differs (see
+``requests.py``): vision experts of the other kind, and text experts (lm-eval models) that
+read the text prompt without images. Image-free documents never reach an expert that needs
+an image (``handles_text_only: false``, the default for vision experts).
+
+Every expert shares the CoE's ``task_dict``, ``accelerator``, rank and world size. The routing
+log (one row per document) is written beside lmms-eval's results, and the results JSON gets a
+``coe`` section (router, experts, documents per expert and task); with several processes
+the rows of every rank are gathered first.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+
+from benchcoe_plugins.adapters.caller_context import find_caller_local
+from benchcoe_plugins.adapters.lmms_eval import requests as shapes
+from benchcoe_plugins.adapters.lmms_eval.experts import (ExpertInterface, build_expert, known_model_names,
+                                                        resolve_interfaces)
+from benchcoe_plugins.core.config import CoEConfig, load_config
+from benchcoe_plugins.core.documents import RoutingDocument, question_text
+from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.experts.spec import ExpertSpec
+
+logger = logging.getLogger(__name__)
+
+# Fields the router reads per task when the config names none (question_field: {task: fields}).
+DEFAULT_QUESTION_FIELDS: dict[str, list[str]] = {
+    "mmmu*": ["question"],
+    "mmstar*": ["question"],
+    "scienceqa*": ["question", "hint"],
+}
+RESULTS_KEY = "coe"
+
+
+class _CoEModel(lmms):
+    """Shared body of the chat and simple ``coemodel`` classes."""
+
+    kind: str = shapes.SIMPLE
+
+    def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
+                 device: Any = None, **overrides: Any) -> None:
+        super().__init__()
+        if config is None:
+            raise ConfigError("the coemodel needs a config: --model_args config=/path/to/coe.yaml")
+        self.config: CoEConfig = load_config(config, overrides, known_models=known_model_names,
+                                             default_modality="vision")
+        self.interfaces: dict[str, ExpertInterface] = resolve_interfaces(self.config.experts, self.kind)
+        self.harness_args = {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
+        self._rank = int(os.environ.get("RANK", 0))
+        self._world_size = int(os.environ.get("WORLD_SIZE", 1))
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator()
+        self._device = self.accelerator.device
+        self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size)
+        self._checked: set[tuple[str, str]] = set()
+        self._closed = False
+
+    @property
+    def device(self) -> Any:
+        return self._device
+
+    # -- experts -----------------------------------------------------------------------------
+    def _build_expert(self, spec: ExpertSpec) -> Any:
+        model = build_expert(self.interfaces[spec.name], self.harness_args)
+        if self.interfaces[spec.name].kind != shapes.TEXT:
+            model.task_dict = self.task_dict
+            model.accelerator = self.accelerator
+            model._rank, model._world_size = self.rank, self.world_size
+        return model
+
+    def _doc(self, request_view: shapes.RequestView) -> Mapping[str, Any]:
+        return self.task_dict[request_view.task][request_view.split][request_view.doc_id]
+
+    def _prepare(self, expert: str, request_type: str, request: Instance) -> Any:
+        """``request`` rewritten for ``expert``'s kind (unchanged when the kinds agree)."""
+        interface = self.interfaces[expert]
+        if interface.kind == self.kind:
+            return request
+        request_view = shapes.view(request, self.kind)
+        if interface.kind == shapes.TEXT:
+            from lm_eval.api.instance import Instance as TextInstance
+
+            doc = self._doc(request_view)
+            prompt = shapes.text_prompt(request_view, doc)
+            if request_type == "loglikelihood":
+                arguments = (prompt, shapes.target_text(request_view, doc))
+            else:
+                arguments = (prompt, shapes.text_gen_kwargs(request_view.gen_kwargs))
+            return TextInstance(request_type, dict(doc), arguments, request.idx,
+                                (request_view.task, request_view.doc_id, 1))
+        arguments = shapes.to_chat_args(request_view) if interface.kind == shapes.CHAT else shapes.to_simple_args(request_view)
+        return Instance(request_type=request_type, arguments=arguments, idx=request.idx,
+                        metadata=dict(request.metadata), task_name=request.task_name, doc_id=request.doc_id)
+
+    @staticmethod
+    def _call_expert(model: Any, request_type: str, requests: list[Any]) -> list[Any]:
+        return getattr(model, request_type)(requests)
+
+    # -- routing -----------------------------------------------------------------------------
+    def _question_fields(self, task: str) -> tuple[list[str], bool]:
+        """(fields, explicit): the config's fields for ``task``, else this adapter's defaults."""
+        if any(fnmatch.fnmatchcase(task, p) for p in self.config.question_field):
+            return self.config.question_fields_for(task), True
+        for pattern, fields in DEFAULT_QUESTION_FIELDS.items():
+            if fnmatch.fnmatchcase(task, pattern):
+                return fields, False
+        return self.config.question_fields_for(task), False
+
+    def _document(self, request: Instance) -> RoutingDocument:
+        request_view = shapes.view(request, self.kind)
+        doc = self._doc(request_view)
+        fields, explicit = self._question_fields(request_view.task)
+        fallback = request_view.context if isinstance(request_view.context, str) and not explicit else None
+        text = question_text(doc, fields, fallback, request_view.task, request_view.doc_id)
+        has_image = bool(shapes.visuals_of(request_view, doc))
+        return RoutingDocument(request_view.task, request_view.doc_id, text, doc, has_image)
+
+    def _check_conversions(self, work: Mapping[str, list[Instance]]) -> None:
+        """Before any expert loads: every routed (request type, expert) pair must be answerable."""
+        for request_type, requests in work.items():
+            if not requests:
+                continue
+            experts = self.session.route([self._document(r) for r in requests])
+            for expert in dict.fromkeys(experts):
+                if (request_type, expert) in self._checked:
+                    continue
+                ok, why = self.interfaces[expert].answers(request_type, self.kind)
+                if not ok:
+                    raise ConfigError(f"cannot send {request_type} requests to the router's choice: {why}")
+                self._checked.add((request_type, expert))
+
+    def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
+        pending = find_caller_local("requests", "lmms_eval.evaluator", lambda v: isinstance(v, dict))
+        expanded = None
+        if pending:
+            expanded = {kind: [r for r in reqs for _ in range(r.repeats or 1)] for kind, reqs in pending.items()}
+        self._check_conversions({request_type: requests, **(expanded or {})})
+        return self.session.answer(request_type, requests, expanded, self._document, self._prepare,
+                                   shapes.request_key, self._call_expert)
+
+    def generate_until(self, requests: list[Instance]) -> list[Any]:
+        return self._answer("generate_until", requests)
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[Any]:
+        return self._answer("generate_until_multi_round", requests)
+
+    # -- record ------------------------------------------------------------------------------
+    def _gather(self, value: Any) -> list[Any]:
+        """``value`` of every rank (rank order); just ``[value]`` in one process."""
+        if self.world_size <= 1:
+            return [value]
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            logger.warning("benchcoe: %d ranks but no process group; the routing record covers rank %d only",
+                           self.world_size, self.rank)
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def _routing_log_path(self, tracker: Any) -> Path | None:
+        if self.config.routing_log:
+            return self.config.routing_log
+        if tracker is None or not getattr(tracker, "output_path", None):
+            return None
+        folder = Path(tracker.output_path)
+        if folder.suffix == ".json":
+            folder = folder.parent
+        folder = folder / str(tracker.general_config_tracker.model_name_sanitized or "")
+        return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+
+    def routing_summary(self, rows: list[dict[str, Any]] | None = None,
+                        loads: list[dict[str, int]] | None = None) -> dict[str, Any]:
+        summary = self.session.summary(rows)
+        summary["kind"] = self.kind
+        summary["expert_interfaces"] = {name: i.kind for name, i in self.interfaces.items()}
+        if loads is not None and len(loads) > 1:
+            summary["expert_loads_per_rank"] = loads
+        return summary
+
+    def clean(self) -> None:
+        """Called by lmms-eval on every rank once all requests are answered: record, then free."""
+        if not self._closed:
+            self._closed = True
+            self.session.pool.close()
+            rows = [row for part in self._gather(self.session.log_rows()) for row in part]
+            rows.sort(key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
+            loads = self._gather(dict(self.session.pool.loads))
+            if self.rank == 0:
+                self._record(rows, loads)
+        super().clean()
+
+    def _record(self, rows: list[dict[str, Any]], loads: list[dict[str, int]]) -> None:
+        tracker = find_caller_local("evaluation_tracker", "lmms_eval",
+                                    lambda v: hasattr(v, "general_config_tracker"))
+        summary = self.routing_summary(rows, loads)
+        path = self._routing_log_path(tracker)
+        if path is not None:
+            self.session.write_routing_log(path, rows)
+            logger.info("benchcoe: routing log written to %s", path)
+        summary["routing_log"] = str(path) if path else None
+        self.last_summary = summary
+        if tracker is not None:
+            add_to_results(tracker, summary)
+
+
+def add_to_results(tracker: Any, summary: dict[str, Any]) -> None:
+    """lmms-eval writes no model info into the results JSON; add ``coe`` when the tracker saves it."""
+    save = tracker.save_results_aggregated
+
+    def save_with_coe(results: dict, *args: Any, **kwargs: Any) -> Any:
+        results[RESULTS_KEY] = summary
+        return save(results, *args, **kwargs)
+
+    tracker.save_results_aggregated = save_with_coe
+
+
+class CoEModelSimple(_CoEModel):
+    """``coemodel`` under ``--force_simple``: also answers ``loglikelihood``."""
+
+    is_simple = True
+    kind = shapes.SIMPLE
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        return self._answer("loglikelihood", requests)
+
+
+class CoEModelChat(_CoEModel):
+    """``coemodel`` (default): chat requests; lmms-eval's chat kind has no loglikelihood."""
+
+    is_simple = False
+    kind = shapes.CHAT
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError("the chat coemodel has no loglikelihood (lmms-eval's chat models have none); "
+                                  "run log-likelihood tasks with --force_simple.")

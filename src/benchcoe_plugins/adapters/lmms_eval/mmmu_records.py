@@ -1,0 +1,143 @@
+"""Score MMMU validation records and build the shipped ``router_ckpts/mmmu_subject`` table router.
+
+Records: ``llava1.5_13b.jsonl.gz`` and ``qwen_vl.jsonl.gz`` (MMMU-Benchmark/MMMU,
+``mmmu/example_outputs/``, Apache-2.0): one line per validation question with ``id``,
+``question_type``, ``all_choices``, ``index2ans``, raw ``response``. Gold answers come
+from ``answer_dict_val.json`` (``ground_truth``: a letter, a string or a list of strings).
+
+How a raw response is scored (``is_correct``):
+
+* multiple-choice: the predicted letter is, in this order, (1) the whole response when it
+  is one of ``all_choices`` (case-insensitive, brackets and a trailing ``.``/``)`` removed);
+  (2) a leading ``(X)``, ``X)``, ``X.`` or ``X:``; (3) ``answer is X`` / ``answer: X`` /
+  ``option X`` anywhere; (4) the only choice whose option text occurs in the response.
+  No letter found -> wrong. Correct when the letter equals the gold letter.
+* short-answer: correct when a normalized gold answer (lower case, no spaces, ``$`` or
+  trailing ``.``) occurs in the normalized response, or when a number in the response is
+  within 1 % of a numeric gold answer.
+
+The table maps each of the 30 subjects to the expert with the higher accuracy (ties: the
+first expert, llava1.5_13b). Rebuild with::
+
+    python -m benchcoe_plugins.adapters.lmms_eval.mmmu_records /path/to/shared/data/mmmu router_ckpts/mmmu_subject
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+EXPERTS = ("llava1.5_13b", "qwen_vl")
+SUBJECT_RULES = [{"task": "mmmu*", "field": "id", "pattern": r"^(?:validation|test|dev)_(.+)_\d+$"}]
+_LEADING = re.compile(r"^\s*\(?([A-Za-z])\s*[).:]")
+_STATED = re.compile(r"(?:answer\s*(?:is|:)\s*|option\s+)\(?([A-Za-z])\b\)?", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def predicted_letter(response: str, choices: Sequence[str], index2ans: Mapping[str, str]) -> str | None:
+    """The option letter a raw multiple-choice response gives, by the rules in the module doc."""
+    letters = {c.upper() for c in choices}
+    bare = response.strip().strip("()").rstrip(".)").strip().upper()
+    if bare in letters:
+        return bare
+    for pattern in (_LEADING, _STATED):
+        match = pattern.search(response)
+        if match and match.group(1).upper() in letters:
+            return match.group(1).upper()
+    lowered = response.lower()
+    mentioned = [letter for letter, text in index2ans.items() if str(text).strip() and str(text).lower() in lowered]
+    return mentioned[0].upper() if len(mentioned) == 1 else None
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"[\s$]+", "", str(text).lower()).rstrip(".")
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in _NUMBER.findall(str(text))]
+
+
+def short_answer_correct(response: str, gold: str | Sequence[str]) -> bool:
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    normalized = _normalize(response)
+    for answer in golds:
+        if _normalize(answer) and _normalize(answer) in normalized:
+            return True
+        gold_numbers = _numbers(answer)
+        if len(gold_numbers) == 1 and re.fullmatch(r"\s*-?[\d,.]+\s*", str(answer)):
+            target = gold_numbers[0]
+            if any(abs(n - target) <= 0.01 * max(abs(target), 1e-9) for n in _numbers(response)):
+                return True
+    return False
+
+
+def is_correct(record: Mapping[str, Any], gold: Mapping[str, Any]) -> bool:
+    if gold["question_type"] == "multiple-choice":
+        letter = predicted_letter(str(record.get("response", "")), record.get("all_choices", []),
+                                  record.get("index2ans", {}))
+        return letter is not None and letter == str(gold["ground_truth"]).upper()
+    return short_answer_correct(str(record.get("response", "")), gold["ground_truth"])
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    with gzip.open(path, "rt") as handle:
+        return {row["id"]: row for row in map(json.loads, handle)}
+
+
+def correctness_matrix(data_dir: Path, experts: Sequence[str] = EXPERTS) -> tuple[list[str], np.ndarray]:
+    """(question ids, 0/1 matrix questions x experts) over the gold answer ids."""
+    gold = json.loads((data_dir / "answer_dict_val.json").read_text())
+    records = {name: read_records(data_dir / f"{name}.jsonl.gz") for name in experts}
+    ids = sorted(gold)
+    matrix = np.array([[is_correct(records[name].get(qid, {}), gold[qid]) for name in experts] for qid in ids],
+                      dtype=float)
+    return ids, matrix
+
+
+def build_router(data_dir: str | Path, out: str | Path) -> Path:
+    """Fit the subject table router from the records in ``data_dir`` and save it to ``out``."""
+    from benchcoe_plugins.core.documents import RoutingDocument
+    from benchcoe_plugins.routers.table import TableRouter
+
+    data_dir = Path(data_dir)
+    ids, matrix = correctness_matrix(data_dir)
+    documents = [RoutingDocument("mmmu_val", qid, "", {"id": qid}) for qid in ids]
+    router = TableRouter(subject_rules=SUBJECT_RULES).fit(documents, matrix, list(EXPERTS))
+    router.metadata_.update({
+        "fallback_expert": EXPERTS[0],
+        "data": {
+            "records": [f"{name}.jsonl.gz" for name in EXPERTS] + ["answer_dict_val.json"],
+            "source": "MMMU-Benchmark/MMMU mmmu/example_outputs (Apache-2.0): real outputs of LLaVA-1.5-13B and "
+                      "Qwen-VL on the 900 MMMU validation questions",
+            "split": "MMMU validation (900 questions, 30 subjects x 30)",
+            "scoring": "benchcoe_plugins.adapters.lmms_eval.mmmu_records.is_correct (see its module docstring)",
+            "tie_break": "the first expert (llava1.5_13b)",
+            "covers_tasks": "mmmu_val, mmmu_test (subject from the doc id); other tasks go to the config's fallback",
+        },
+        "evaluation": {
+            "in_sample_accuracy": {name: round(float(matrix[:, i].mean()), 4) for i, name in enumerate(EXPERTS)},
+            "in_sample_router_accuracy": round(float(np.mean([
+                matrix[i, EXPERTS.index(router.table_[_subject(qid)])] for i, qid in enumerate(ids)])), 4),
+            "in_sample_oracle_accuracy": round(float(matrix.max(axis=1).mean()), 4),
+            "note": "accuracies on the same 900 questions the table was built from (no held-out split)",
+        },
+    })
+    return router.save(out, name="mmmu_subject")
+
+
+def _subject(question_id: str) -> str:
+    from benchcoe_plugins.core.documents import normalize_subject
+
+    return normalize_subject(re.match(SUBJECT_RULES[0]["pattern"], question_id).group(1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m benchcoe_plugins.adapters.lmms_eval.mmmu_records DATA_DIR OUT_DIR")
+    print(build_router(sys.argv[1], sys.argv[2]))

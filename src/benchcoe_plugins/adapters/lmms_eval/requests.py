@@ -1,0 +1,158 @@
+"""lmms-eval request shapes and the conversions between them.
+
+lmms-eval builds a request's ``args`` from the model's kind (see HARNESS_NOTES):
+
+    simple generate_until              (ctx, gen_kwargs, doc_to_visual, doc_id, task, split)
+    simple loglikelihood               (ctx, target, doc_to_visual, doc_id, task, split)
+    simple generate_until_multi_round  (ctx, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split)
+    chat generate_until (+multi_round) (ctx, doc_to_messages, gen_kwargs, doc_id, task, split)
+
+``target`` is a string or a function of the document. A request can be rewritten for an
+expert of the other kind (generate_until only), or for a text-only lm-eval model, which
+receives ``ctx`` (the task's text prompt) without images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+SIMPLE, CHAT, TEXT = "simple", "chat", "text"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# lmms-eval generation kwargs -> lm-eval's (HFLM, vLLM) names; others are dropped for text experts.
+TEXT_GEN_KWARGS = {"max_new_tokens": "max_gen_toks", "until": "until", "do_sample": "do_sample",
+                   "temperature": "temperature", "top_p": "top_p"}
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """The harness-independent parts of one lmms-eval request."""
+
+    kind: str
+    request_type: str
+    context: str
+    doc_id: Any
+    task: str
+    split: str | None
+    gen_kwargs: dict | None = None
+    doc_to_visual: Callable | None = None
+    doc_to_messages: Callable | None = None
+    target: Any = None
+
+
+def view(request: Any, kind: str) -> RequestView:
+    """Reads ``request.args`` as built for a model of ``kind`` (simple or chat)."""
+    args, rtype = request.args, request.request_type
+    if kind == CHAT:
+        ctx, doc_to_messages, gen_kwargs, doc_id, task, split = args
+        return RequestView(CHAT, rtype, ctx, doc_id, task, split, gen_kwargs, doc_to_messages=doc_to_messages)
+    if rtype == "loglikelihood":
+        ctx, target, doc_to_visual, doc_id, task, split = args
+        return RequestView(SIMPLE, rtype, ctx, doc_id, task, split, doc_to_visual=doc_to_visual, target=target)
+    if rtype == "generate_until_multi_round":
+        ctx, gen_kwargs, doc_to_visual, _doc_to_text, doc_id, task, split = args
+    else:
+        ctx, gen_kwargs, doc_to_visual, doc_id, task, split = args
+    return RequestView(SIMPLE, rtype, ctx, doc_id, task, split, gen_kwargs, doc_to_visual=doc_to_visual)
+
+
+def _content_of(visual: Any) -> dict[str, Any]:
+    if isinstance(visual, str) and visual.lower().endswith(VIDEO_SUFFIXES):
+        return {"type": "video", "url": visual}
+    if isinstance(visual, dict) and "array" in visual:
+        return {"type": "audio", "url": visual}
+    return {"type": "image", "url": visual}
+
+
+class MessagesFromVisuals:
+    """``doc_to_messages`` for a simple request: one user turn, its visuals then its text."""
+
+    def __init__(self, doc_to_visual: Callable, text: str) -> None:
+        self.doc_to_visual = doc_to_visual
+        self.text = text
+
+    def __call__(self, doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+        content = [_content_of(v) for v in (self.doc_to_visual(doc) or [])]
+        content.append({"type": "text", "text": self.text})
+        return [{"role": "user", "content": content}]
+
+
+class VisualsFromMessages:
+    """``doc_to_visual`` for a chat request whose task object is not reachable."""
+
+    def __init__(self, doc_to_messages: Callable) -> None:
+        self.doc_to_messages = doc_to_messages
+
+    def __call__(self, doc: Mapping[str, Any]) -> list[Any]:
+        return [part["url"] for part in message_parts(self.doc_to_messages(doc)) if part.get("type") != "text"]
+
+
+def message_parts(messages: Any) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for message in messages or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            parts.extend(p for p in content if isinstance(p, Mapping))
+        elif isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+    return parts
+
+
+def visuals_of(request_view: RequestView, doc: Mapping[str, Any]) -> list[Any]:
+    """The images / videos / audio the request carries for ``doc``."""
+    if request_view.doc_to_visual is not None:
+        return list(request_view.doc_to_visual(doc) or [])
+    return VisualsFromMessages(request_view.doc_to_messages)(doc)
+
+
+def doc_to_visual_of(request_view: RequestView) -> Callable:
+    """The task's own ``doc_to_visual`` when the chat request's ``doc_to_messages`` is a task method."""
+    if request_view.doc_to_visual is not None:
+        return request_view.doc_to_visual
+    task_object = getattr(request_view.doc_to_messages, "__self__", None)
+    own = getattr(task_object, "doc_to_visual", None)
+    return own if callable(own) else VisualsFromMessages(request_view.doc_to_messages)
+
+
+def target_text(request_view: RequestView, doc: Mapping[str, Any]) -> str:
+    target = request_view.target
+    return target(doc) if callable(target) else str(target)
+
+
+def to_simple_args(request_view: RequestView) -> tuple:
+    return (request_view.context, request_view.gen_kwargs, doc_to_visual_of(request_view), request_view.doc_id,
+            request_view.task, request_view.split)
+
+
+def to_chat_args(request_view: RequestView) -> tuple:
+    messages = request_view.doc_to_messages or MessagesFromVisuals(request_view.doc_to_visual, request_view.context)
+    return (request_view.context, messages, request_view.gen_kwargs, request_view.doc_id, request_view.task,
+            request_view.split)
+
+
+def text_gen_kwargs(gen_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """lmms-eval generation kwargs in lm-eval's names (max_new_tokens -> max_gen_toks)."""
+    converted = {TEXT_GEN_KWARGS[k]: v for k, v in (gen_kwargs or {}).items() if k in TEXT_GEN_KWARGS}
+    if not converted.get("do_sample") and converted.get("temperature", 0) in (0, 0.0, None):
+        converted.pop("temperature", None)
+        converted["do_sample"] = False
+    converted.setdefault("until", [])
+    return converted
+
+
+def text_prompt(request_view: RequestView, doc: Mapping[str, Any]) -> str:
+    """The text a text-only expert reads: ``ctx``, else the text parts of the chat messages."""
+    if isinstance(request_view.context, str) and request_view.context:
+        return request_view.context
+    parts = message_parts(request_view.doc_to_messages(doc)) if request_view.doc_to_messages else []
+    return "\n".join(p["text"] for p in parts if p.get("type") == "text")
+
+
+def request_key(request_type: str, request: Any) -> str:
+    """Identity of a request inside one expert's result store: everything but the callables."""
+    args = [a for a in request.args if not callable(a)]
+    payload = [request_type, getattr(request, "task_name", None), str(getattr(request, "doc_id", None)),
+               getattr(request, "idx", 0), args]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()

@@ -1,0 +1,243 @@
+"""Subject-level router (the paper's): predict the subject from the question text, then a
+subject -> expert table (each expert's per-subject accuracy on the training split) picks
+the expert.
+
+Backbones: ``tfidf`` / ``embedding`` / ``tfidf+embedding`` (a multinomial logistic-regression
+head, seconds on CPU) or ``finetune`` (fine-tunes a local BERT-family folder, the paper's
+setting; the model is saved inside the checkpoint under ``classifier/``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, subject_of
+from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.routers.base import RouteDecision, Router
+from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
+from benchcoe_plugins.routers.table import best_expert_table
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+class LinearHead:
+    """A fitted linear model as plain arrays: ``logits = X @ coef.T + intercept``."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+
+    @classmethod
+    def fit_multinomial(cls, features: Any, labels: np.ndarray, n_classes: int, C: float,
+                        sample_weight: np.ndarray | None = None) -> "LinearHead":
+        """Softmax regression over ``n_classes`` (classes absent from ``labels`` get -inf-like bias)."""
+        from sklearn.linear_model import LogisticRegression
+
+        present = np.unique(labels)
+        coef = np.zeros((n_classes, features.shape[1]), dtype=np.float32)
+        intercept = np.full(n_classes, -30.0, dtype=np.float32)
+        if len(present) == 1:
+            intercept[present[0]] = 0.0
+            return cls(coef, intercept)
+        model = LogisticRegression(C=C, max_iter=3000).fit(features, labels, sample_weight=sample_weight)
+        if len(present) == 2:  # sklearn stores one row for two classes: softmax([0, z]) == sigmoid(z)
+            intercept[present] = [0.0, float(model.intercept_[0])]
+            coef[present[1]] = model.coef_[0]
+        else:
+            coef[present] = model.coef_
+            intercept[present] = model.intercept_
+        return cls(coef, intercept)
+
+    @classmethod
+    def fit_binary_columns(cls, features: Any, targets: np.ndarray, C: float) -> "LinearHead":
+        """One logistic regression per column of 0/1 ``targets``: P(column = 1)."""
+        from sklearn.linear_model import LogisticRegression
+
+        targets = np.asarray(targets)
+        coef = np.zeros((targets.shape[1], features.shape[1]), dtype=np.float32)
+        intercept = np.zeros(targets.shape[1], dtype=np.float32)
+        for column in range(targets.shape[1]):
+            y = targets[:, column]
+            if y.min() == y.max():  # always right / always wrong: a constant
+                intercept[column] = 30.0 if y[0] else -30.0
+                continue
+            model = LogisticRegression(C=C, max_iter=3000).fit(features, y)
+            coef[column] = model.coef_[0]
+            intercept[column] = model.intercept_[0]
+        return cls(coef, intercept)
+
+    def logits(self, features: Any) -> np.ndarray:
+        return np.asarray(features @ self.coef.T) + self.intercept
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.coef": self.coef, f"{prefix}.intercept": self.intercept}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> "LinearHead":
+        try:
+            return cls(tensors[f"{prefix}.coef"], tensors[f"{prefix}.intercept"])
+        except KeyError as missing:
+            raise RouterFormatError(f"router weights lack tensor {missing}; re-train the router.") from None
+
+
+def document_texts(documents: Sequence[RoutingDocument]) -> list[str]:
+    return [d.text or "" for d in documents]
+
+
+def document_subjects(documents: Sequence[RoutingDocument], subjects: Sequence[str | None] | None) -> list[str]:
+    """Given subjects (normalized) or each document's own subject field."""
+    if subjects is None:
+        subjects = [subject_of(d.task, d.doc) for d in documents]
+    if len(subjects) != len(documents):
+        raise RecordsError(f"{len(subjects)} subjects for {len(documents)} documents")
+    missing = [d.key for d, s in zip(documents, subjects) if s in (None, "")]
+    if missing:
+        raise RecordsError(f"{len(missing)} documents have no subject (first: {missing[0]}). Give subjects "
+                           f"explicitly, or use documents with a subject/category field.")
+    return [normalize_subject(s) for s in subjects]  # type: ignore[arg-type]
+
+
+def check_training_inputs(documents: Sequence[RoutingDocument], correct: np.ndarray,
+                          experts: Sequence[str]) -> np.ndarray:
+    correct = np.asarray(correct, dtype=np.float32)
+    if len(experts) < 2:
+        raise RecordsError(f"a router needs at least two experts to choose between; got {list(experts)}.")
+    if len(set(experts)) != len(experts):
+        raise RecordsError(f"expert names repeat: {list(experts)}")
+    if not len(documents):
+        raise RecordsError("no training documents: the records or sample logs are empty.")
+    if correct.shape != (len(documents), len(experts)):
+        raise RecordsError(f"correctness matrix has shape {correct.shape}; expected "
+                           f"({len(documents)} documents, {len(experts)} experts).")
+    return correct
+
+
+class SubjectRouter(Router):
+    """Question text -> subject (classifier) -> expert (table)."""
+
+    kind = "subject"
+
+    def __init__(self, backbone: str = "tfidf", encoder: str = DEFAULT_ENCODER, C: float = 10.0,
+                 max_features: int = 30000, epochs: int = 3, lr: float = 2e-5, batch_size: int = 16,
+                 max_length: int = 512, seed: int = 0, progress: bool = True) -> None:
+        self.backbone = backbone
+        self.encoder = encoder
+        self.C = C
+        self.max_features = max_features
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.seed = seed
+        self.progress = progress
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
+            subjects: Sequence[str | None] | None = None,
+            validation: tuple[Sequence[RoutingDocument], Sequence[str | None] | None] | None = None) -> "SubjectRouter":
+        """``correct``: (n_documents, n_experts) 0/1; ``subjects`` default to the documents' own field."""
+        correct = check_training_inputs(documents, correct, experts)
+        labels_text = document_subjects(documents, subjects)
+        self.experts_ = list(experts)
+        self.table_, accuracy = best_expert_table(labels_text, correct, self.experts_)
+        self.subjects_ = sorted(self.table_)
+        self.subject_accuracy_ = np.array([accuracy[s] for s in self.subjects_], dtype=np.float32)
+        index = {s: i for i, s in enumerate(self.subjects_)}
+        labels = np.array([index[s] for s in labels_text])
+        texts = document_texts(documents)
+        self._finetuned: FineTunedModel | None = None
+        self._finetune_dir: Path | None = None
+        if self.backbone == "finetune":
+            import tempfile
+
+            self._finetune_dir = Path(tempfile.mkdtemp(prefix="benchcoe-subject-")) / "classifier"
+            val_texts, val_labels = (), None
+            if validation is not None:
+                val_docs, val_subjects = validation
+                val_texts = document_texts(val_docs)
+                val_labels = np.array([index.get(s, -1) for s in document_subjects(val_docs, val_subjects)])
+            summary = fine_tune_classifier(self.encoder, texts, labels, problem="classification",
+                                           output_dir=self._finetune_dir, val_texts=val_texts, val_targets=val_labels,
+                                           epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                                           max_length=self.max_length, seed=self.seed, progress=self.progress,
+                                           num_labels=max(2, len(self.subjects_)))
+            self._finetuned = FineTunedModel(self._finetune_dir, max_length=self.max_length)
+            self.features_ = None
+            self.head_ = None
+            self.metadata_ = {"fine_tuning": summary}
+        else:
+            self.features_ = TextFeatures(self.backbone, self.encoder, self.max_features, progress=self.progress).fit(texts)
+            self.head_ = LinearHead.fit_multinomial(self.features_.transform(texts), labels, len(self.subjects_), self.C)
+            self.metadata_ = {}
+        self.metadata_["subject_accuracy"] = {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}
+        return self
+
+    # -- inference ---------------------------------------------------------------------------
+    def subject_proba(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
+        """(n_documents, n_subjects): P(subject | question text), columns in ``subjects_`` order."""
+        texts = document_texts(documents)
+        if not texts:
+            return np.zeros((0, len(self.subjects_)), dtype=np.float32)
+        if self.backbone == "finetune":
+            return softmax(self._finetuned.logits(texts)[:, :len(self.subjects_)])  # type: ignore[union-attr]
+        return softmax(self.head_.logits(self.features_.transform(texts)))
+
+    def expected_accuracy(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
+        """(n_documents, n_experts): each expert's training accuracy averaged over P(subject)."""
+        return self.subject_proba(documents) @ self.subject_accuracy_
+
+    def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
+        proba = self.subject_proba(documents)
+        decisions = []
+        for row in proba:
+            subject = self.subjects_[int(np.argmax(row))]
+            decisions.append(RouteDecision(self.table_[subject], float(row.max()), subject, "predicted subject"))
+        return decisions
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        from safetensors.numpy import save_file
+
+        tensors = {"subject_accuracy": self.subject_accuracy_}
+        state: dict[str, Any] = {"weights": "subject.safetensors"}
+        if self.backbone == "finetune":
+            import shutil
+
+            target = folder / "classifier"
+            if self._finetune_dir is not None and self._finetune_dir.resolve() != target.resolve():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(self._finetune_dir, target)
+            state["classifier"] = "classifier"
+        else:
+            tensors.update(self.head_.tensors("subject_head"))
+            state["features"] = self.features_.save(folder)
+        save_file(tensors, str(folder / "subject.safetensors"))
+        return {"state": state}
+
+    def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
+        from safetensors.numpy import load_file
+
+        state = manifest.get("state") or {}
+        tensors = load_file(str(folder / state.get("weights", "subject.safetensors")))
+        self.subject_accuracy_ = tensors["subject_accuracy"]
+        if self.backbone == "finetune":
+            self._finetune_dir = folder / state.get("classifier", "classifier")
+            self._finetuned = FineTunedModel(self._finetune_dir, max_length=self.max_length)
+            self.features_, self.head_ = None, None
+        else:
+            self.features_ = TextFeatures.load(folder, state["features"])
+            self.head_ = LinearHead.from_tensors(tensors, "subject_head")
+        if self.subject_accuracy_.shape != (len(self.subjects_), len(self.experts_)):
+            raise RouterFormatError(f"{folder}: subject_accuracy has shape {self.subject_accuracy_.shape}, "
+                                    f"expected ({len(self.subjects_)}, {len(self.experts_)}).")

@@ -1,0 +1,55 @@
+"""Command-line options shared by train / evaluate / report: where the expert results are."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.training.dataset import BenchmarkData
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("expert results (one source)")
+    group.add_argument("--records", type=Path, help="MMLU-Pro records folder: questions.jsonl.gz + records/<model>.jsonl.gz")
+    group.add_argument("--mmmu", type=Path, help="MMMU records folder: answer_dict_val.json + <model>.jsonl.gz")
+    group.add_argument("--samples", action="append", default=[], metavar="EXPERT=PATH",
+                       help="an expert's harness --log_samples output (file or folder); repeat per expert "
+                            "(and per path)")
+    group.add_argument("--experts", nargs="+", help="experts to use (record file stems); default: all")
+    group.add_argument("--metric", help="sample-log metric giving correctness (default: exact_match, acc, mmmu_acc, ...)")
+    group.add_argument("--limit", type=int, help="only the first N questions (records)")
+    group.add_argument("--strict-missing", action="store_true",
+                       help="fail when some expert lacks documents (default: drop them and report it)")
+
+
+def load_data(args: argparse.Namespace) -> BenchmarkData:
+    on_missing = "error" if args.strict_missing else "drop"
+    sources = [bool(args.records), bool(args.mmmu), bool(args.samples)]
+    if sum(sources) != 1:
+        raise RecordsError("give exactly one source of expert results: --records, --mmmu or --samples NAME=PATH.")
+    if args.records:
+        from benchcoe_plugins.training.records import load_mmlu_pro
+
+        data = load_mmlu_pro(args.records, args.experts, limit=args.limit, on_missing=on_missing)
+    elif args.mmmu:
+        from benchcoe_plugins.training.records import load_mmmu
+
+        data = load_mmmu(args.mmmu, args.experts, on_missing=on_missing)
+    else:
+        from benchcoe_plugins.training.sample_logs import load_sample_logs
+
+        paths: dict[str, list[str]] = {}
+        for item in args.samples:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise RecordsError(f"--samples {item!r}: expected EXPERT=PATH.")
+            paths.setdefault(name, []).append(path)
+        if args.experts:
+            paths = {e: paths[e] for e in args.experts if e in paths}
+        data = load_sample_logs(paths, metric=args.metric, on_missing=on_missing)
+    if data.missing:
+        detail = ", ".join(f"{e}: {len(k)}" for e, k in data.missing.items())
+        print(f"benchcoe: {sum(len(k) for k in data.missing.values())} documents lack some expert's result and "
+              f"were left out ({detail}); e.g. {next(iter(data.missing.values()))[:3]}")
+    return data

@@ -1,0 +1,144 @@
+"""The training table: documents x experts correctness, joined on a stable key, and splits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject
+from benchcoe_plugins.core.errors import RecordsError
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def key_string(document: RoutingDocument) -> str:
+    return f"{document.task}/{document.doc_id}"
+
+
+@dataclass(frozen=True)
+class ExpertRow:
+    """One expert's result on one document."""
+
+    document: RoutingDocument
+    correct: float
+    subject: str | None = None
+
+
+@dataclass
+class BenchmarkData:
+    documents: list[RoutingDocument]
+    experts: list[str]
+    correct: np.ndarray
+    subjects: list[str | None]
+    source: str = ""
+    missing: dict[str, list[str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def keys(self) -> list[str]:
+        return [key_string(d) for d in self.documents]
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "BenchmarkData":
+        index = np.asarray(index, dtype=int)
+        return BenchmarkData([self.documents[i] for i in index], list(self.experts), self.correct[index],
+                             [self.subjects[i] for i in index], self.source, self.missing)
+
+    def select_experts(self, experts: Sequence[str]) -> "BenchmarkData":
+        unknown = [e for e in experts if e not in self.experts]
+        if unknown:
+            raise RecordsError(f"unknown experts {unknown}; the data has {self.experts}.")
+        columns = [self.experts.index(e) for e in experts]
+        return BenchmarkData(self.documents, list(experts), self.correct[:, columns], self.subjects, self.source,
+                             {e: self.missing.get(e, []) for e in experts})
+
+    def summary(self) -> dict[str, Any]:
+        subjects = [s for s in self.subjects if s]
+        return {
+            "source": self.source,
+            "documents": len(self.documents),
+            "experts": list(self.experts),
+            "tasks": sorted({d.task for d in self.documents}),
+            "subjects": {s: subjects.count(s) for s in sorted(set(subjects))},
+            "expert_accuracy": {e: round(float(a), 6) for e, a in zip(self.experts, self.correct.mean(axis=0))}
+            if len(self.documents) else {},
+            "documents_missing_per_expert": {e: len(k) for e, k in self.missing.items() if k},
+        }
+
+
+def join_experts(per_expert: Mapping[str, Mapping[Any, ExpertRow]], source: str = "",
+                 on_missing: str = "drop") -> BenchmarkData:
+    """Join experts' rows on their keys. Documents some expert lacks are reported in
+    ``missing`` (``on_missing="drop"``) or raise (``"error"``); never silently dropped."""
+    if len(per_expert) < 2:
+        raise RecordsError(f"routing needs at least two experts; got {list(per_expert)}. Give each expert's "
+                           f"records or sample logs.")
+    for expert, rows in per_expert.items():
+        if not rows:
+            raise RecordsError(f"expert {expert!r} has no documents: its records or sample log are empty.")
+    experts = list(per_expert)
+    key_sets = {e: set(rows) for e, rows in per_expert.items()}
+    common = set.intersection(*key_sets.values())
+    every = set.union(*key_sets.values())
+    if not common:
+        raise RecordsError("the experts share no documents (mismatched tasks, ids or benchmark versions?): "
+                           + "; ".join(f"{e}: {len(k)} documents, e.g. {sorted(map(str, k))[:2]}" for e, k in key_sets.items()))
+    missing = {e: sorted(str(k) for k in every - key_sets[e]) for e in experts}
+    if on_missing == "error" and any(missing.values()):
+        detail = "; ".join(f"{e} lacks {len(k)} (e.g. {k[:3]})" for e, k in missing.items() if k)
+        raise RecordsError(f"documents missing for some experts: {detail}. Re-run those experts on the same tasks "
+                           f"and limit, or allow dropping them.")
+    ordered = sorted(common, key=lambda k: (str(k[0]), str(k[1]).zfill(12)) if isinstance(k, tuple) else str(k))
+    first = per_expert[experts[0]]
+    documents = [first[k].document for k in ordered]
+    subjects = [next((per_expert[e][k].subject for e in experts if per_expert[e][k].subject), None) for k in ordered]
+    subjects = [normalize_subject(s) if s else None for s in subjects]
+    correct = np.array([[per_expert[e][k].correct for e in experts] for k in ordered], dtype=np.float32)
+    return BenchmarkData(documents, experts, correct, subjects, source, {e: m for e, m in missing.items() if m})
+
+
+def split_indices(n: int, seed: int, test_fraction: float = 0.3, validation_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Random train / validation / test indices (fractions of all ``n``)."""
+    if not 0 < test_fraction < 1 or not 0 <= validation_fraction < 1 or test_fraction + validation_fraction >= 1:
+        raise RecordsError(f"bad split fractions: test {test_fraction}, validation {validation_fraction}.")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * validation_fraction))
+    if n - n_test - n_val < 2 or n_test < 1:
+        raise RecordsError(f"{n} documents are too few for a train/validation/test split.")
+    return {"test": np.sort(order[:n_test]), "validation": np.sort(order[n_test:n_test + n_val]),
+            "train": np.sort(order[n_test + n_val:])}
+
+
+def split_from_keys(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Indices of a given split ({"train": [task/doc_id, ...], "validation": [...], "test": [...]})."""
+    position = {k: i for i, k in enumerate(data.keys())}
+    out: dict[str, np.ndarray] = {}
+    for name in SPLIT_NAMES:
+        keys = list(split.get(name, []))
+        absent = [k for k in keys if k not in position]
+        if absent and len(absent) == len(keys) and keys:
+            raise RecordsError(f"none of the {len(keys)} '{name}' documents of the split are in the data "
+                               f"(e.g. {absent[:2]}): the split belongs to other records.")
+        out[name] = np.array(sorted(position[k] for k in keys if k in position), dtype=int)
+    return out
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RecordsError(f"cannot read split file {path}: {error}") from None
+    if not isinstance(split, dict) or not any(split.get(n) for n in SPLIT_NAMES):
+        raise RecordsError(f"{path} is not a split file: expected lists under {SPLIT_NAMES}.")
+    return split
+
+
+def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarray], seed: int | None) -> None:
+    keys = data.keys()
+    payload = {"seed": seed, **{name: [keys[i] for i in indices[name]] for name in SPLIT_NAMES}}
+    Path(path).write_text(json.dumps(payload) + "\n")

@@ -1,0 +1,146 @@
+"""``benchcoe report``: the Bench-CoE paper's MMLU-Pro figure -- per subject, each expert,
+the subject-level CoE and the query-level CoE -- as PNG + Markdown (+ JSON).
+
+Two sources:
+- records + router checkpoints: ``--records DIR --experts ... --router subject=router_ckpts/mmlu_pro_subject
+  --router query=router_ckpts/mmlu_pro_query``; evaluated on the first router's held-out test split.
+- harness results folders: ``--run NAME=DIR`` per expert run and per CoE run (each holding
+  results_*.json + samples_*.jsonl per task; a CoE run's routing_*.jsonl adds its routing counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--router", action="append", default=[], metavar="LABEL=DIR",
+                        help="a router checkpoint to compare (records mode); repeatable")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
+                        help="a harness output folder (results mode); repeatable")
+    parser.add_argument("--split", type=Path, help="split file (records mode; default: first router's split.json)")
+    parser.add_argument("--output", type=Path, default=Path("benchcoe_report"), help="report folder")
+    parser.add_argument("--title", default="MMLU-Pro: experts vs. Bench-CoE per subject")
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, Path]]:
+    pairs = []
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = Path(item).name, item
+        pairs.append((label, Path(path)))
+    if len({label for label, _ in pairs}) != len(pairs):
+        raise RecordsError(f"{flag} labels repeat: {[label for label, _ in pairs]}")
+    return pairs
+
+
+def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
+    from benchcoe_plugins.routers.base import Router
+    from benchcoe_plugins.training.dataset import read_split, split_from_keys
+    from benchcoe_plugins.training.metrics import accuracy_of
+
+    routers = [(label, Router.load(path)) for label, path in _pairs(args.router, "--router")]
+    data = load_data(args)
+    split_path = args.split or (Path(args.router[0].partition("=")[2] or args.router[0]) / "split.json" if routers else None)
+    if split_path is None or not split_path.is_file():
+        raise RecordsError("records mode needs held-out documents: give --router checkpoints (their split.json) "
+                           "or --split FILE.")
+    test = data.subset(split_from_keys(data, read_split(split_path))["test"])
+    if not len(test):
+        raise RecordsError(f"no test documents of {split_path} are in the given records.")
+    subjects = sorted({s or "(none)" for s in test.subjects})
+    series: dict[str, dict[str, float]] = {}
+    counts = {s: sum(1 for t in test.subjects if (t or "(none)") == s) for s in subjects}
+    mask = {s: [i for i, t in enumerate(test.subjects) if (t or "(none)") == s] for s in subjects}
+    for j, expert in enumerate(test.experts):
+        series[expert] = {s: float(test.correct[mask[s], j].mean()) for s in subjects}
+        series[expert]["overall"] = float(test.correct[:, j].mean())
+    routing: dict[str, Any] = {}
+    for label, router in routers:
+        hits = accuracy_of(test.correct, test.experts, router.predict(test.documents))
+        series[f"CoE {label}"] = {s: float(hits[mask[s]].mean()) for s in subjects}
+        series[f"CoE {label}"]["overall"] = float(hits.mean())
+    counts["overall"] = len(test)
+    return subjects + ["overall"], series, counts, routing
+
+
+def _subject_for(task: str, row: dict[str, Any]) -> str:
+    from benchcoe_plugins.training.sample_logs import row_subject
+
+    subject = row_subject(task, row)
+    if subject:
+        return subject
+    return task.replace("mmlu_pro_", "").replace("_", " ")
+
+
+def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
+    from benchcoe_plugins.training.records import read_jsonl
+    from benchcoe_plugins.training.sample_logs import correctness, sample_files, task_of
+
+    series: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    routing: dict[str, Any] = {}
+    for name, folder in _pairs(args.run, "--run"):
+        if not folder.is_dir():
+            raise RecordsError(f"--run {name}: {folder} is not a folder.")
+        if not list(folder.rglob("results_*.json")):
+            raise RecordsError(f"--run {name}: no results_*.json under {folder}; is it a harness --output_path?")
+        scores: dict[str, list[float]] = defaultdict(list)
+        for path in sample_files([folder]):
+            task = task_of(path)
+            for row in read_jsonl(path):
+                scores[_subject_for(task, row)].append(correctness(row, args.metric, path)[0])
+        if not scores:
+            raise RecordsError(f"--run {name}: the sample logs under {folder} are empty.")
+        every = [v for values in scores.values() for v in values]
+        series[name] = {s: sum(v) / len(v) for s, v in scores.items()}
+        series[name]["overall"] = sum(every) / len(every)
+        for s, v in scores.items():
+            counts[s] = max(counts.get(s, 0), len(v))
+        counts["overall"] = max(counts.get("overall", 0), len(every))
+        logs = sorted(folder.rglob("routing_*.jsonl"))
+        if logs:
+            routed = Counter(row["expert"] for row in read_jsonl(logs[-1]))
+            routing[name] = {"log": str(logs[-1]), "documents_per_expert": dict(sorted(routed.items()))}
+    subjects = sorted(s for s in counts if s != "overall") + ["overall"]
+    return subjects, series, counts, routing
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchcoe_plugins.training import plots
+    from benchcoe_plugins.training.reports import fmt
+
+    if args.run and (args.records or args.mmmu or args.samples or args.router):
+        raise RecordsError("give either --run folders (harness results) or records/samples with --router, not both.")
+    if args.run:
+        subjects, series, counts, routing = from_results(args)
+    else:
+        subjects, series, counts, routing = from_records(args)
+    output = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    values = {label: [row.get(s, float("nan")) for s in subjects] for label, row in series.items()}
+    png = plots.grouped_bars(output / "per_subject.png", subjects, values, args.title)
+    labels = list(series)
+    lines = [f"# {args.title}", "", "| subject | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for s in subjects:
+        row = [series[label].get(s) for label in labels]
+        present = [v for v in row if v is not None]
+        best = max(present) if present else None
+        cells = [("**" + fmt(v) + "**") if v is not None and v == best else fmt(v) for v in row]
+        lines.append(f"| {s} | {counts.get(s, '-')} | " + " | ".join(cells) + " |")
+    if routing:
+        lines += ["", "Routing: " + "; ".join(f"{k}: {v['documents_per_expert']}" for k, v in routing.items())]
+    (output / "per_subject.md").write_text("\n".join(lines) + "\n")
+    (output / "per_subject.json").write_text(json.dumps({"subjects": subjects, "documents": counts,
+                                                         "accuracy": series, "routing": routing}, indent=2) + "\n")
+    print(f"benchcoe report: {png} and {output / 'per_subject.md'}")
+    return 0

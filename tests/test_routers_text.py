@@ -1,0 +1,89 @@
+"""Subject- and query-level routers on a real slice of the MMLU-Pro records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.routers.base import Router
+from benchcoe_plugins.routers.query import QueryRouter
+from benchcoe_plugins.routers.subject import SubjectRouter
+from benchcoe_plugins.training.records import load_mmlu_pro
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EXPERTS = ["Meta-Llama-3_1-8B-Instruct", "mathstral-7B", "Qwen1.5-7B-Chat"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = load_mmlu_pro(SHARED / "mmlu_pro", EXPERTS, categories=["math", "law", "psychology", "history"])
+    return full.subset(np.random.default_rng(0).permutation(len(full))[:900])
+
+
+def halves(data):
+    return data.subset(np.arange(0, 600)), data.subset(np.arange(600, len(data)))
+
+
+def test_subject_router_learns_subjects_and_reloads_identically(data, tmp_path):
+    train, test = halves(data)
+    router = SubjectRouter(C=10.0, progress=False).fit(train.documents, train.correct, train.experts)
+    decisions = router.decide(test.documents)
+    predicted_subjects = [d.subject for d in decisions]
+    subject_accuracy = np.mean([p == t for p, t in zip(predicted_subjects, test.subjects)])
+    majority = max(test.subjects.count(s) for s in set(test.subjects)) / len(test)
+    assert subject_accuracy > majority + 0.2  # really learns subjects from text
+    assert all(d.expert == router.table_[d.subject] for d in decisions)
+    router.save(tmp_path / "subject")
+    files = {p.name for p in (tmp_path / "subject").iterdir()}
+    assert "router.json" in files and not any(f.endswith((".pkl", ".pickle", ".joblib")) for f in files)
+    again = Router.load(tmp_path / "subject")
+    assert isinstance(again, SubjectRouter)
+    assert again.predict(test.documents) == router.predict(test.documents)
+    np.testing.assert_allclose(again.subject_proba(test.documents), router.subject_proba(test.documents), rtol=1e-5)
+
+
+def test_query_router_tunes_on_validation_and_reloads_identically(data, tmp_path):
+    train, test = halves(data)
+    router = QueryRouter(progress=False, seed=1).fit(train.documents, train.correct, train.experts, subjects=train.subjects)
+    tuning = router.metadata_["tuning"]
+    assert tuning["validation_documents"] == 90
+    assert tuning["validation_accuracy"] >= tuning["validation_best_single"]
+    assert router.mode_ in ("query", "best")
+    proba = router.expert_proba(test.documents)
+    assert proba.shape == (len(test), 3) and (proba > 0).all() and (proba < 1).all()
+    router.save(tmp_path / "query")
+    again = Router.load(tmp_path / "query")
+    assert again.predict(test.documents) == router.predict(test.documents)
+    assert set(router.predict(test.documents)) <= set(EXPERTS)
+
+
+def test_query_router_falls_back_to_best_single_when_nothing_beats_it(data):
+    train, _ = halves(data)
+    correct = train.correct.copy()
+    correct[:, 0] = 1.0  # expert 0 always right: no routing can beat it
+    router = QueryRouter(progress=False).fit(train.documents, correct, train.experts, subjects=train.subjects)
+    assert router.mode_ == "best"
+    assert set(router.predict(train.documents[:20])) == {EXPERTS[0]}
+
+
+def test_routers_reject_bad_training_inputs(data):
+    train, _ = halves(data)
+    with pytest.raises(RecordsError, match="at least two experts"):
+        SubjectRouter(progress=False).fit(train.documents, train.correct[:, :1], train.experts[:1])
+    with pytest.raises(RecordsError, match="shape"):
+        QueryRouter(progress=False).fit(train.documents, train.correct[:10], train.experts)
+    with pytest.raises(RecordsError, match="no training documents"):
+        SubjectRouter(progress=False).fit([], np.zeros((0, 3)), train.experts)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        SubjectRouter(backbone="word2vec", progress=False).fit(train.documents, train.correct, train.experts)
+
+
+def test_corrupt_checkpoint_gives_clear_error(data, tmp_path):
+    train, _ = halves(data)
+    SubjectRouter(progress=False).fit(train.documents, train.correct, train.experts).save(tmp_path / "r")
+    (tmp_path / "r" / "subject.safetensors").unlink()
+    with pytest.raises(RouterFormatError, match="re-create|re-train"):
+        Router.load(tmp_path / "r")
