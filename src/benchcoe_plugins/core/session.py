@@ -50,7 +50,7 @@ class CoESession:
         self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank, config.checkpoint_every)
         self.routes: dict[tuple[str, str], RoutedDocument] = {}
         self._warned_subjects: set[str] = set()
-        self._stash: dict[tuple[str, int], deque] = defaultdict(deque)
+        self._stash: dict[tuple[str, str], deque] = defaultdict(deque)
         self._answered_types: set[str] = set()
 
     # -- routing ---------------------------------------------------------------------------
@@ -114,26 +114,32 @@ class CoESession:
                 work[other_type] = other_requests
         self._answered_types.update(work)
 
-        needed: list[tuple[str, Any]] = []
+        # answers are stashed by request content, not object: lmms-eval's rank padding makes
+        # new request objects equal to earlier ones
+        needed: list[tuple[str, Any, str]] = []
+        current_keys: list[str] = []
         for kind, reqs in work.items():
             stashed = Counter()
             for request in reqs:
-                slot = (kind, id(request))
-                if kind == request_type and len(self._stash[slot]) > stashed[slot]:
-                    stashed[slot] += 1
-                    continue
-                needed.append((kind, request))
-        experts = self.route([document_of(r) for _, r in needed]) if needed else []
+                key = request_key(kind, request)
+                if kind == request_type:
+                    current_keys.append(key)
+                    if len(self._stash[(kind, key)]) > stashed[key]:
+                        stashed[key] += 1
+                        continue
+                needed.append((kind, request, key))
+        experts = self.route([document_of(r) for _, r, _ in needed]) if needed else []
         jobs = []
-        for (kind, request), expert in zip(needed, experts):
+        for (kind, request, key), expert in zip(needed, experts):
             expert_request = prepare(expert, kind, request)
-            jobs.append(Job(expert, kind, expert_request, request_key(kind, expert_request)))
+            jobs.append(Job(expert, kind, expert_request,
+                            key if expert_request is request else request_key(kind, expert_request)))
         # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
         answers = [] if answered_ahead and not jobs else self.pool.run(
             jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1, keep_last=not pending)
-        for (kind, request), answer in zip(needed, answers):
-            self._stash[(kind, id(request))].append(answer)
-        return [self._stash[(request_type, id(r))].popleft() for r in requests]
+        for (kind, _, key), answer in zip(needed, answers):
+            self._stash[(kind, key)].append(answer)
+        return [self._stash[(request_type, key)].popleft() for key in current_keys]
 
     # -- record ----------------------------------------------------------------------------
     def counts_per_task(self, routes: Sequence[RoutedDocument] | None = None) -> dict[str, dict[str, int]]:

@@ -1,0 +1,33 @@
+"""``benchcoe offline-data``: seed the datasets cache so stock task names run offline.
+
+    benchcoe offline-data              # seed $HF_HOME/datasets (or $HF_DATASETS_CACHE)
+    benchcoe offline-data --check      # say whether it is seeded; exit 1 if not
+    HF_DATASETS_OFFLINE=1 lm_eval --model hf ... --tasks mmlu_pro
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="datasets cache folder (default: datasets' own, from HF_DATASETS_CACHE / HF_HOME)")
+    parser.add_argument("--force", action="store_true", help="rewrite the cache folder even if already seeded")
+    parser.add_argument("--check", action="store_true", help="only report whether the cache is seeded")
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchcoe_plugins.offline import seed
+
+    if args.check:
+        ok = seed.is_seeded(args.cache_dir)
+        print(f"{seed.HUB_ID}: {'seeded' if ok else 'NOT seeded'} at {seed.seeded_folder(args.cache_dir)}")
+        return 0 if ok else 1
+    for name, folder in seed.seed_all(args.cache_dir, force=args.force).items():
+        rows = json.loads((folder / seed.MARKER).read_text())["rows"]
+        print(f"{name}: seeded {folder} ({', '.join(f'{k} {v} rows' for k, v in rows.items())})")
+    print("Run the harness with HF_DATASETS_OFFLINE=1 (or HF_HUB_OFFLINE=1) so datasets uses this copy.")
+    return 0

@@ -1,0 +1,41 @@
+"""``benchcoe demo``: the unchanged ``lm_eval --model coe`` on the embedded replay pool; the
+accuracy the harness reports equals the accuracy computed here from the same records on the
+same documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from conftest import REPO, harness_env, read_results, read_samples, run_cli
+
+pytestmark = pytest.mark.slow
+REPLAY = REPO / "tasks" / "mmlu_pro" / "replay"
+
+
+def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
+    env = harness_env({"HF_HOME": str(tmp_path / "hf")})
+    result = run_cli(["benchcoe", "demo", "--output", str(tmp_path / "demo"), "--limit", "6", "--routers", "subject"],
+                     cwd=tmp_path, env=env)
+    assert "mmlu_pro" in result.stdout and "oracle" in result.stdout and "held-out" in result.stdout
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    (run,) = summary["runs"]
+    out = tmp_path / "demo" / "subject"
+    harness = read_results(out)["results"]["mmlu_pro"]["exact_match,custom-extract"]
+    assert run["harness_accuracy"] == harness
+
+    # Independently: the expert the routing log names for each document, scored by its record.
+    records = {}
+    for path in REPLAY.glob("*.jsonl.gz"):
+        with gzip.open(path, "rt") as handle:
+            records[path.name[: -len(".jsonl.gz")]] = {r["question_id"]: r for r in map(json.loads, handle)}
+    routing = {(row["task"], int(row["doc_id"])): row["expert"]
+               for row in map(json.loads, (out / "routing.jsonl").read_text().splitlines())}
+    samples = read_samples(out)
+    assert samples.keys() == routing.keys() and len(samples) == 14 * 6
+    correct = [records[routing[key]][row["doc"]["question_id"]]["pred"] == row["doc"]["answer"]
+               for key, row in samples.items()]
+    assert harness == pytest.approx(sum(correct) / len(correct), abs=1e-12)
+    for key, row in samples.items():  # per document, not only on average
+        assert bool(row["exact_match"]) == records[routing[key]][row["doc"]["question_id"]]["correct"], key

@@ -1,0 +1,82 @@
+"""Fuzzing (hypothesis): no config file or sample log, however malformed, crashes the
+readers with a bare traceback; each is accepted or rejected with this package's error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchcoe_plugins.core.config import load_config
+from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.routers.table import TableRouter
+from benchcoe_plugins.training.sample_logs import load_sample_logs
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=10)
+config_keys = st.sampled_from(["router", "fallback", "experts", "question_field", "routing_log", "result_cache",
+                               "rank_loading", "checkpoint_every", "name", "bogus"])
+expert_entries = st.dictionaries(st.sampled_from(["model", "model_args", "modality", "handles_text_only", "isolated",
+                                                  "extra"]), values, max_size=5)
+configs = st.dictionaries(config_keys, st.one_of(values, st.dictionaries(st.sampled_from(["a", "b"]), expert_entries,
+                                                                         max_size=2)), max_size=8)
+
+
+def make_router(folder: Path) -> Path:
+    router = folder / "router"
+    if not router.exists():
+        TableRouter.from_table({"biology": "a"}, experts=["a"]).save(router)
+    return router
+
+
+@FUZZ
+@given(config=configs)
+def test_config_reader_never_crashes_on_structured_input(tmp_path_factory, config: dict) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    make_router(folder)
+    path = folder / "coe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        load_config(path, known_models=lambda: ["hf", "vllm"])
+    except BenchCoEError:
+        pass
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_config_reader_never_crashes_on_arbitrary_text(tmp_path_factory, text: str) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / "coe.yaml"
+    path.write_text(text)
+    try:
+        load_config(path, known_models=lambda: ["hf"])
+    except BenchCoEError:
+        pass
+
+
+rows = st.dictionaries(st.sampled_from(["doc_id", "doc", "target", "resps", "filtered_resps", "exact_match", "acc",
+                                        "doc_hash", "input", "question"]), values, max_size=8)
+
+
+@FUZZ
+@given(lines_a=st.lists(st.one_of(rows.map(json.dumps), st.text(max_size=40)), max_size=6),
+       lines_b=st.lists(rows.map(json.dumps), max_size=6))
+def test_sample_log_reader_never_crashes(tmp_path_factory, lines_a: list[str], lines_b: list[str]) -> None:
+    folder = tmp_path_factory.mktemp("logs")
+    paths = {}
+    for expert, lines in (("a", lines_a), ("b", lines_b)):
+        path = folder / expert / "samples_toy_2026-01-01T00-00-00.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(lines) + "\n")
+        paths[expert] = [path]
+    try:
+        load_sample_logs(paths)
+    except BenchCoEError:
+        pass
