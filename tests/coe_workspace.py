@@ -10,11 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, harness_env, run_cli
+from benchcoe_plugins.core.documents import subject_of
 from benchcoe_plugins.routers.table import TableRouter
 
 SUBJECTS = ["biology", "law", "math", "history"]
-TABLE = {"biology": "alpha", "law": "beta", "math": "beta"}  # history: not in the table -> fallback
+# toy subjects and MMLU-Pro categories; history and the rest: not in the table -> fallback alpha
+TABLE = {"biology": "alpha", "law": "beta", "math": "beta", "business": "beta"}
+# generation and multiple choice, local toy tasks and the stock MMLU-Pro tasks (offline copy)
+TASKS = "toy_gen,toy_mc,mmlu_pro_biology,mmlu_pro_law,leaderboard_mmlu_pro"
+LIMIT = 3
 
 
 def write_toy_tasks(folder: Path) -> Path:
@@ -34,8 +39,11 @@ def write_toy_tasks(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def workspace(tiny_experts, tmp_path_factory) -> Path:
+    from benchcoe_plugins.offline.seed import seed_mmlu_pro_cache
+
     root = tmp_path_factory.mktemp("coe")
     write_toy_tasks(root / "tasks")
+    seed_mmlu_pro_cache(root / "hf" / "datasets")
     TableRouter.from_table(TABLE, experts=["alpha", "beta"]).save(root / "router")
     config = {
         "name": "toy-coe",
@@ -52,10 +60,18 @@ def workspace(tiny_experts, tmp_path_factory) -> Path:
     return root
 
 
-def lm_eval(workspace: Path, model: str, model_args: str, out: str, *extra: str) -> Path:
-    run_cli(["lm_eval", "--model", model, "--model_args", model_args, "--tasks", "toy_gen,toy_mc",
-             "--include_path", str(workspace / "tasks"), "--batch_size", "1", "--output_path",
-             str(workspace / out), "--log_samples", *extra], cwd=workspace)
+def workspace_env(workspace: Path) -> dict[str, str]:
+    return harness_env({"HF_HOME": str(workspace / "hf")})
+
+
+def lm_eval(workspace: Path, model: str, model_args: str, out: str, *extra: str, tasks: str = TASKS,
+            launcher: tuple[str, ...] = ()) -> Path:
+    """The real lm_eval CLI on the workspace: short generations, LIMIT documents per task."""
+    command = [*launcher, "-m", "lm_eval"] if launcher else ["lm_eval"]
+    run_cli([*command, "--model", model, "--model_args", model_args, "--tasks", tasks, "--limit", str(LIMIT),
+             "--gen_kwargs", "max_gen_toks=8", "--include_path", str(workspace / "tasks"), "--batch_size", "1",
+             "--output_path", str(workspace / out), "--log_samples", *extra], cwd=workspace,
+            env=workspace_env(workspace))
     return workspace / out
 
 
@@ -68,7 +84,7 @@ def runs(workspace, tiny_experts) -> dict[str, Path]:
     return outputs
 
 
-def expected_expert(doc: dict) -> str:
-    return TABLE.get(doc["subject"], "alpha")
+def expected_expert(task: str, doc: dict) -> str:
+    return TABLE.get(subject_of(task, doc), "alpha")
 
 

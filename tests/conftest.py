@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,13 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, check
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}")
     return result
+
+
+def free_port() -> int:
+    """A free local TCP port for torchrun's rendezvous (parallel runs must not share 29500)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def read_samples(output_dir: Path) -> dict[tuple[str, int], dict]:

@@ -8,7 +8,7 @@ import gzip
 import json
 
 import pytest
-from conftest import REPO, harness_env, read_results, read_samples, run_cli
+from conftest import REPO, SHARED_DATA, harness_env, read_results, read_samples, run_cli
 
 pytestmark = pytest.mark.slow
 REPLAY = REPO / "tasks" / "mmlu_pro" / "replay"
@@ -39,3 +39,18 @@ def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
     assert harness == pytest.approx(sum(correct) / len(correct), abs=1e-12)
     for key, row in samples.items():  # per document, not only on average
         assert bool(row["exact_match"]) == records[routing[key]][row["doc"]["question_id"]]["correct"], key
+
+    # And `benchcoe evaluate`, on the same documents from the records, reports the same accuracy.
+    keys = [f"mmlu_pro_{row['doc']['category'].replace(' ', '_')}/{row['doc']['question_id']}"
+            for row in samples.values()]
+    split = json.loads((REPO / "router_ckpts" / "mmlu_pro_subject" / "split.json").read_text())
+    split["train"] = [k for k in split["train"] + split["validation"] + split["test"] if k not in set(keys)]
+    split["validation"], split["test"] = [], keys
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    experts = [path.name[: -len(".jsonl.gz")] for path in REPLAY.glob("*.jsonl.gz")]
+    run_cli(["benchcoe", "evaluate", "--router", str(REPO / "router_ckpts" / "mmlu_pro_subject"), "--records",
+             str(SHARED_DATA / "mmlu_pro"), "--experts", *experts, "--split", str(tmp_path / "split.json"),
+             "--output", str(tmp_path / "evaluate"), "--no-plots"], cwd=tmp_path, env=env)
+    evaluation = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
+    assert evaluation["documents"] == len(samples)
+    assert evaluation["accuracy"] == pytest.approx(harness, abs=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coe_workspace import TABLE, expected_expert, lm_eval
+from coe_workspace import LIMIT, TASKS, expected_expert, lm_eval, workspace_env
 from conftest import read_results, read_samples, run_cli
 from benchcoe_plugins.routers.table import TableRouter
 
@@ -19,10 +19,11 @@ pytestmark = pytest.mark.slow
 def test_every_document_answered_by_its_expert_exactly(runs) -> None:
     coe = read_samples(runs["coe"])
     alone = {name: read_samples(runs[name]) for name in ("alpha", "beta")}
-    assert len(coe) == 16
+    assert len(coe) == LIMIT * len(TASKS.split(","))
+    assert {task for task, _ in coe} == set(TASKS.split(","))
     differing = 0
     for key, row in coe.items():
-        chosen = expected_expert(row["doc"])
+        chosen = expected_expert(key[0], row["doc"])
         assert row["resps"] == alone[chosen][key]["resps"], f"{key}: CoE differs from {chosen} alone"
         differing += alone["alpha"][key]["resps"] != alone["beta"][key]["resps"]
     assert differing > 0, "the two experts answer identically: the parity test could not fail"
@@ -35,29 +36,34 @@ def test_routing_log_and_results_record_the_coe(runs, workspace) -> None:
     rows = [json.loads(line) for line in logs[0].read_text().splitlines()]
     assert len(rows) == len(coe) == len({(r["task"], r["doc_id"]) for r in rows})
     for row in rows:
-        assert row["expert"] == expected_expert(coe[(row["task"], row["doc_id"])]["doc"])
+        assert row["expert"] == expected_expert(row["task"], coe[(row["task"], row["doc_id"])]["doc"])
         if row["subject"] == "history":
             assert row["reason"].startswith("fallback")
+    assert {r["expert"] for r in rows if r["task"].startswith(("mmlu_pro", "leaderboard"))} == {"alpha", "beta"}
 
     summary = read_results(runs["coe"])["config"]["coe"]
     assert summary["router"]["kind"] == "table" and len(summary["router"]["sha256"]) == 64
     assert set(summary["experts"]) == {"alpha", "beta"}
-    for task in ("toy_gen", "toy_mc"):
-        counts = {"alpha": 0, "beta": 0}
+    for task in TASKS.split(","):
+        counts: dict[str, int] = {}
         for (t, _), row in coe.items():
             if t == task:
-                counts[expected_expert(row["doc"])] += 1
+                expert = expected_expert(t, row["doc"])
+                counts[expert] = counts.get(expert, 0) + 1
         assert summary["documents_per_expert"][task] == counts
     assert summary["expert_loads"] == {"alpha": 1, "beta": 1}, "each expert loads once for both request types"
 
 
 def test_chat_template_is_rendered_by_each_expert(workspace, tiny_experts) -> None:
     chat = ["--apply_chat_template"]
-    coe = read_samples(lm_eval(workspace, "coe", "config=coe.yaml,result_cache=False", "out_coe_chat", *chat))
-    alone = {name: read_samples(lm_eval(workspace, "hf", f"pretrained={path}", f"out_{name}_chat", *chat))
+    tasks = "toy_gen,mmlu_pro_biology,mmlu_pro_law"
+    coe = read_samples(lm_eval(workspace, "coe", "config=coe.yaml,result_cache=False", "out_coe_chat", *chat,
+                               tasks=tasks))
+    alone = {name: read_samples(lm_eval(workspace, "hf", f"pretrained={path}", f"out_{name}_chat", *chat,
+                                        tasks=tasks))
              for name, path in tiny_experts.items()}
     for key, row in coe.items():
-        chosen = alone[expected_expert(row["doc"])][key]
+        chosen = alone[expected_expert(key[0], row["doc"])][key]
         assert row["resps"] == chosen["resps"]
     # the two templates differ, so the experts saw different prompts for the same document
     key = next(iter(coe))
@@ -70,7 +76,8 @@ def test_bad_config_fails_before_any_model_loads(workspace) -> None:
     bad["experts"]["beta"]["model"] = "hff"
     (workspace / "bad.yaml").write_text(yaml.safe_dump(bad))
     result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=bad.yaml", "--tasks", "toy_gen",
-                      "--include_path", str(workspace / "tasks")], cwd=workspace, check=False)
+                      "--include_path", str(workspace / "tasks")], cwd=workspace, env=workspace_env(workspace),
+                     check=False)
     assert result.returncode != 0
     assert "experts.beta.model: 'hff' is not a model this harness knows" in result.stderr
     assert "Loading weights" not in result.stderr + result.stdout

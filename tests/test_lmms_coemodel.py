@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +21,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from conftest import harness_env, run_cli
+from conftest import free_port, harness_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -95,12 +94,6 @@ def lmms_eval(workspace: Path, out: str, model: str, model_args: str, *extra: st
     # lmms-eval logs an evaluation error and still exits 0: a run counts only if it wrote results.
     assert list((workspace / out).rglob("*_results.json")), f"{out}: no results\n{result.stderr[-4000:]}"
     return workspace / out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +221,12 @@ def test_two_processes_match_one_process(runs) -> None:
     coe_one, coe_two = results(runs["one_rank"])["coe"], results(runs["two_ranks"])["coe"]
     assert coe_one["documents_per_expert"] == coe_two["documents_per_expert"]
     assert len(coe_two["expert_loads_per_rank"]) == 2
+
+
+def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:
+    """lmms-eval's `coe_replay` answers every document from another run's --log_samples JSONL."""
+    replayed = lmms_eval(workspace, "qwen_replayed", "coe_replay", f"log={runs['qwen_alone']}")
+    original, again = samples(runs["qwen_alone"]), samples(replayed)
+    assert again.keys() == original.keys() and len(again) > 0
+    for key, row in original.items():
+        assert response(again[key]) == response(row), key

@@ -87,3 +87,27 @@ def test_corrupt_checkpoint_gives_clear_error(data, tmp_path):
     (tmp_path / "r" / "subject.safetensors").unlink()
     with pytest.raises(RouterFormatError, match="re-create|re-train"):
         Router.load(tmp_path / "r")
+
+
+def test_question_and_options_text_and_cv_tuning_with_refit(data, tmp_path):
+    from benchcoe_plugins.routers.subject import document_texts
+
+    train, test = halves(data)
+    texts = document_texts(train.documents[:3], "question+options")
+    assert all(t.startswith(d.text) and str(d.doc["options"][0]) in t for t, d in zip(texts, train.documents[:3]))
+    router = QueryRouter(progress=False, text="question+options", tuning="cv", folds=3).fit(
+        train.documents[:450], train.correct[:450], train.experts, subjects=train.subjects[:450],
+        validation=(train.documents[450:], train.correct[450:], train.subjects[450:]))
+    tuning = router.metadata_["tuning"]
+    assert tuning["validation_documents"] == 600 and tuning["refit_documents"] == 600  # pooled, out-of-fold
+    assert tuning["validation_accuracy"] >= tuning["validation_best_single"] or router.mode_ == "best"
+    router.save(tmp_path / "query_cv")
+    again = Router.load(tmp_path / "query_cv")
+    assert again.text == "question+options" and again.predict(test.documents) == router.predict(test.documents)
+    refit = QueryRouter(progress=False, refit=True).fit(
+        train.documents[:450], train.correct[:450], train.experts, subjects=train.subjects[:450],
+        validation=(train.documents[450:], train.correct[450:], train.subjects[450:]))
+    assert refit.metadata_["tuning"]["validation_documents"] == 150 and refit.metadata_["tuning"]["refit_documents"] == 600
+    subject = SubjectRouter(progress=False, text="question+options").fit(train.documents, train.correct, train.experts)
+    subject.save(tmp_path / "subject_qo")
+    assert Router.load(tmp_path / "subject_qo").predict(test.documents) == subject.predict(test.documents)

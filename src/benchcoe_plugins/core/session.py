@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -50,7 +50,7 @@ class CoESession:
         self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank, config.checkpoint_every)
         self.routes: dict[tuple[str, str], RoutedDocument] = {}
         self._warned_subjects: set[str] = set()
-        self._stash: dict[tuple[str, str], deque] = defaultdict(deque)
+        self._stash: dict[tuple[str, str], list] = defaultdict(list)
         self._answered_types: set[str] = set()
 
     # -- routing ---------------------------------------------------------------------------
@@ -114,20 +114,21 @@ class CoESession:
                 work[other_type] = other_requests
         self._answered_types.update(work)
 
-        # answers are stashed by request content, not object: lmms-eval's rank padding makes
-        # new request objects equal to earlier ones
+        # Answers are stashed by request content, not object: lmms-eval's rank padding makes new
+        # request objects equal to earlier ones. A request whose content already has an answer is
+        # not run again; extra copies (lm-eval pads a rank with its last request) reuse the last
+        # answer, so every rank runs the same pool passes.
         needed: list[tuple[str, Any, str]] = []
         current_keys: list[str] = []
+        filling: set[tuple[str, str]] = set()  # keys first answered in this call (repeats run each)
         for kind, reqs in work.items():
-            stashed = Counter()
             for request in reqs:
                 key = request_key(kind, request)
                 if kind == request_type:
                     current_keys.append(key)
-                    if len(self._stash[(kind, key)]) > stashed[key]:
-                        stashed[key] += 1
-                        continue
-                needed.append((kind, request, key))
+                if not self._stash[(kind, key)] or (kind, key) in filling:
+                    filling.add((kind, key))
+                    needed.append((kind, request, key))
         experts = self.route([document_of(r) for _, r, _ in needed]) if needed else []
         jobs = []
         for (kind, request, key), expert in zip(needed, experts):
@@ -139,7 +140,13 @@ class CoESession:
             jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1, keep_last=not pending)
         for (kind, _, key), answer in zip(needed, answers):
             self._stash[(kind, key)].append(answer)
-        return [self._stash[(request_type, key)].popleft() for key in current_keys]
+        served: Counter = Counter()
+        results = []
+        for key in current_keys:
+            stashed = self._stash[(request_type, key)]
+            results.append(stashed[min(served[key], len(stashed) - 1)])
+            served[key] += 1
+        return results
 
     # -- record ----------------------------------------------------------------------------
     def counts_per_task(self, routes: Sequence[RoutedDocument] | None = None) -> dict[str, dict[str, int]]:

@@ -45,7 +45,8 @@ class QueryRouter(Router):
     def __init__(self, backbone: str = "tfidf", encoder: str = DEFAULT_ENCODER, C: float = 1.0,
                  subject_C: float = 10.0, max_features: int = 30000, blend: float | None = None,
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
-                 seed: int = 0, progress: bool = True) -> None:
+                 seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
+                 folds: int = 5, refit: bool = False) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -57,65 +58,124 @@ class QueryRouter(Router):
         self.validation_fraction = validation_fraction
         self.seed = seed
         self.progress = progress
+        self.text = text
+        self.tuning = tuning
+        self.folds = folds
+        self.refit = refit
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
             subjects: Sequence[str | None] | None = None,
             validation: tuple[Sequence[RoutingDocument], np.ndarray, Sequence[str | None] | None] | None = None,
             ) -> "QueryRouter":
-        """Fits on ``documents``; tunes ``blend``/``margin`` (when None) on ``validation``.
+        """Fits on ``documents``; chooses ``blend``/``margin`` (when None) on validation data only.
 
-        ``validation`` = (documents, correct, subjects); when None and tuning is needed,
-        ``validation_fraction`` of ``documents`` is held out by ``seed``.
+        ``tuning="validation"``: on ``validation`` = (documents, correct, subjects); when None,
+        ``validation_fraction`` of ``documents`` is held out by ``seed``. With ``refit=True`` the
+        final model is then re-fitted on training + validation documents with the chosen
+        setting. ``tuning="cv"``: training and validation documents are pooled; ``folds``-fold
+        out-of-fold predictions (folds by ``seed``) choose the setting, and the final model is
+        fitted on all of them. Test documents are never passed here.
         """
         if self.defer_to not in ("subject", "best"):
             raise ValueError(f"defer_to must be 'subject' or 'best', not {self.defer_to!r}")
+        if self.tuning not in ("validation", "cv"):
+            raise ValueError(f"tuning must be 'validation' or 'cv', not {self.tuning!r}")
         correct = check_training_inputs(documents, correct, experts)
         subject_names = document_subjects(documents, subjects)
         documents = list(documents)
-        needs_tuning = self.blend is None or self.margin is None
-        if validation is None and needs_tuning:
-            if len(documents) < 20:
-                raise RecordsError(f"{len(documents)} documents are too few to hold out validation data; "
-                                   f"give blend= and margin= or more documents.")
-            order = np.random.default_rng(self.seed).permutation(len(documents))
-            n_val = max(1, int(round(len(documents) * self.validation_fraction)))
-            val_index, train_index = order[:n_val], order[n_val:]
-            validation = ([documents[i] for i in val_index], correct[val_index], [subject_names[i] for i in val_index])
-            documents = [documents[i] for i in train_index]
-            correct, subject_names = correct[train_index], [subject_names[i] for i in train_index]
-
         self.experts_ = list(experts)
+        needs_tuning = self.blend is None or self.margin is None
+        if validation is not None:
+            val_docs, val_correct, val_subjects = validation
+            val_docs = list(val_docs)
+            val_correct = np.asarray(val_correct, dtype=np.float32)
+            if val_correct.shape != (len(val_docs), len(self.experts_)):
+                raise RecordsError(f"validation correctness has shape {val_correct.shape}; expected "
+                                   f"({len(val_docs)}, {len(self.experts_)}).")
+            validation = (val_docs, val_correct, document_subjects(val_docs, val_subjects))
+        tuning: dict[str, Any] = {}
+        if self.tuning == "cv" and needs_tuning:
+            if validation is not None:
+                documents = documents + validation[0]
+                correct = np.vstack([correct, validation[1]])
+                subject_names = subject_names + validation[2]
+            if len(documents) < max(20, 2 * self.folds):
+                raise RecordsError(f"{len(documents)} documents are too few for {self.folds}-fold tuning; "
+                                   f"give blend= and margin= or more documents.")
+            self._fit_models(documents, correct, subject_names)  # sets best_expert_ on all pooled documents
+            tuning = self._tune_cv(documents, correct, subject_names)
+        else:
+            if validation is None and needs_tuning:
+                if len(documents) < 20:
+                    raise RecordsError(f"{len(documents)} documents are too few to hold out validation data; "
+                                       f"give blend= and margin= or more documents.")
+                order = np.random.default_rng(self.seed).permutation(len(documents))
+                n_val = max(1, int(round(len(documents) * self.validation_fraction)))
+                val_index, train_index = order[:n_val], order[n_val:]
+                validation = ([documents[i] for i in val_index], correct[val_index], [subject_names[i] for i in val_index])
+                documents = [documents[i] for i in train_index]
+                correct, subject_names = correct[train_index], [subject_names[i] for i in train_index]
+            self._fit_models(documents, correct, subject_names)
+            self.blend_, self.margin_, self.mode_ = self.blend, self.margin, "query"
+            if validation is not None:
+                tuning = self._tune(validation[0], validation[1])
+                if self.refit:
+                    best_expert = self.best_expert_
+                    self._fit_models(documents + validation[0], np.vstack([correct, validation[1]]),
+                                     subject_names + validation[2])
+                    self.best_expert_ = best_expert if self.mode_ == "best" else self.best_expert_
+                    tuning["refit_documents"] = len(documents) + len(validation[0])
+        self.metadata_ = {"tuning": tuning, "best_expert": self.best_expert_,
+                          "subject_accuracy": {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}}
+        return self
+
+    def _fit_models(self, documents: Sequence[RoutingDocument], correct: np.ndarray, subject_names: Sequence[str]) -> None:
         self.table_, accuracy = best_expert_table(subject_names, correct, self.experts_)
         self.subjects_ = sorted(self.table_)
         self.subject_accuracy_ = np.array([accuracy[s] for s in self.subjects_], dtype=np.float32)
         self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
         subject_index = {s: i for i, s in enumerate(self.subjects_)}
-        texts = document_texts(documents)
+        texts = document_texts(documents, self.text)
         self.features_ = TextFeatures(self.backbone, self.encoder, self.max_features, progress=self.progress).fit(texts)
         features = self.features_.transform(texts)
         labels = np.array([subject_index[s] for s in subject_names])
         self.subject_head_ = LinearHead.fit_multinomial(features, labels, len(self.subjects_), self.subject_C)
         self.expert_head_ = LinearHead.fit_binary_columns(features, correct, self.C)
 
-        self.blend_, self.margin_, self.mode_ = self.blend, self.margin, "query"
-        tuning: dict[str, Any] = {}
-        if validation is not None:
-            val_docs, val_correct, val_subjects = validation
-            val_correct = np.asarray(val_correct, dtype=np.float32)
-            tuning = self._tune(val_docs, val_correct)
-        self.metadata_ = {"tuning": tuning, "best_expert": self.best_expert_,
-                          "subject_accuracy": {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}}
-        return self
+    def _tune_cv(self, documents: list[RoutingDocument], correct: np.ndarray, subject_names: list[str]) -> dict[str, Any]:
+        """Out-of-fold scores of ``folds`` models, each fitted without its fold, choose the setting."""
+        n = len(documents)
+        proba = np.zeros((n, len(self.experts_)), dtype=np.float32)
+        prior = np.zeros_like(proba)
+        subject_pick = np.zeros(n, dtype=int)
+        order = np.random.default_rng(self.seed).permutation(n)
+        params = {**self.get_params(), "tuning": "validation", "refit": False, "blend": 0.0, "margin": 0.0,
+                  "progress": False}
+        for fold in np.array_split(order, self.folds):
+            inside = np.setdiff1d(order, fold)
+            model = QueryRouter(**params)
+            model.experts_ = list(self.experts_)
+            model._fit_models([documents[i] for i in inside], correct[inside], [subject_names[i] for i in inside])
+            fold_proba, fold_prior, fold_pick = model._parts([documents[i] for i in fold])
+            proba[fold], prior[fold], subject_pick[fold] = fold_proba, fold_prior, fold_pick
+        tuning = self._choose(proba, prior, subject_pick, correct)
+        tuning.update({"method": f"{self.folds}-fold cross-validation on training + validation documents",
+                       "refit_documents": n})
+        return tuning
 
     def _tune(self, documents: Sequence[RoutingDocument], correct: np.ndarray) -> dict[str, Any]:
         """Pick blend / margin / mode with the best validation accuracy (never below best single)."""
         if not len(documents):
             raise RecordsError("validation documents are empty; cannot choose blend/margin.")
         proba, prior, subject_pick = self._parts(documents)
-        rows = np.arange(len(documents))
+        return {**self._choose(proba, prior, subject_pick, correct), "method": "validation documents"}
+
+    def _choose(self, proba: np.ndarray, prior: np.ndarray, subject_pick: np.ndarray,
+                correct: np.ndarray) -> dict[str, Any]:
+        rows = np.arange(len(correct))
         best_index = self.experts_.index(self.best_expert_)
-        fallback = subject_pick if self.defer_to == "subject" else np.full(len(documents), best_index)
+        fallback = subject_pick if self.defer_to == "subject" else np.full(len(correct), best_index)
         candidates: list[tuple[float, float, float]] = []
         blends = BLEND_GRID if self.blend is None else (self.blend,)
         for blend in blends:
@@ -133,13 +193,13 @@ class QueryRouter(Router):
         subject_level = float(correct[rows, subject_pick].mean())
         self.blend_, self.margin_ = blend, threshold
         self.mode_ = "query" if accuracy > best_single else "best"
-        return {"validation_documents": len(documents), "validation_accuracy": round(accuracy, 6),
+        return {"validation_documents": len(correct), "validation_accuracy": round(accuracy, 6),
                 "validation_best_single": round(best_single, 6), "validation_subject_level": round(subject_level, 6),
                 "blend": blend, "margin": round(threshold, 6), "mode": self.mode_, "candidates": len(candidates)}
 
     # -- inference ---------------------------------------------------------------------------
     def _parts(self, documents: Sequence[RoutingDocument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        features = self.features_.transform(document_texts(documents))
+        features = self.features_.transform(document_texts(documents, self.text))
         proba = sigmoid(self.expert_head_.logits(features))
         subject_proba = softmax(self.subject_head_.logits(features))
         prior = subject_proba @ self.subject_accuracy_

@@ -10,7 +10,7 @@ setting; the model is saved inside the checkpoint under ``classifier/``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -91,8 +91,24 @@ class LinearHead:
             raise RouterFormatError(f"router weights lack tensor {missing}; re-train the router.") from None
 
 
-def document_texts(documents: Sequence[RoutingDocument]) -> list[str]:
-    return [d.text or "" for d in documents]
+TEXT_MODES = ("question", "question+options")
+
+
+def document_texts(documents: Sequence[RoutingDocument], mode: str = "question") -> list[str]:
+    """What a text router reads: the routed text, plus (``"question+options"``) the answer
+    options from the document's own ``options``/``choices`` field when it has one -- the same
+    at training time (records) and at run time (the harness's doc)."""
+    if mode not in TEXT_MODES:
+        raise ValueError(f"unknown text mode {mode!r}; choose one of {TEXT_MODES}")
+    texts = [d.text or "" for d in documents]
+    if mode == "question+options":
+        for i, d in enumerate(documents):
+            options = None
+            if isinstance(d.doc, Mapping):
+                options = next((d.doc[k] for k in ("options", "choices") if isinstance(d.doc.get(k), (list, tuple))), None)
+            if options:
+                texts[i] = texts[i] + "\n" + "\n".join(str(o) for o in options)
+    return texts
 
 
 def document_subjects(documents: Sequence[RoutingDocument], subjects: Sequence[str | None] | None) -> list[str]:
@@ -130,7 +146,7 @@ class SubjectRouter(Router):
 
     def __init__(self, backbone: str = "tfidf", encoder: str = DEFAULT_ENCODER, C: float = 10.0,
                  max_features: int = 30000, epochs: int = 3, lr: float = 2e-5, batch_size: int = 16,
-                 max_length: int = 512, seed: int = 0, progress: bool = True) -> None:
+                 max_length: int = 512, seed: int = 0, progress: bool = True, text: str = "question") -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -141,6 +157,7 @@ class SubjectRouter(Router):
         self.max_length = max_length
         self.seed = seed
         self.progress = progress
+        self.text = text
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -155,7 +172,7 @@ class SubjectRouter(Router):
         self.subject_accuracy_ = np.array([accuracy[s] for s in self.subjects_], dtype=np.float32)
         index = {s: i for i, s in enumerate(self.subjects_)}
         labels = np.array([index[s] for s in labels_text])
-        texts = document_texts(documents)
+        texts = document_texts(documents, self.text)
         self._finetuned: FineTunedModel | None = None
         self._finetune_dir: Path | None = None
         if self.backbone == "finetune":
@@ -165,7 +182,7 @@ class SubjectRouter(Router):
             val_texts, val_labels = (), None
             if validation is not None:
                 val_docs, val_subjects = validation
-                val_texts = document_texts(val_docs)
+                val_texts = document_texts(val_docs, self.text)
                 val_labels = np.array([index.get(s, -1) for s in document_subjects(val_docs, val_subjects)])
             summary = fine_tune_classifier(self.encoder, texts, labels, problem="classification",
                                            output_dir=self._finetune_dir, val_texts=val_texts, val_targets=val_labels,
@@ -186,7 +203,7 @@ class SubjectRouter(Router):
     # -- inference ---------------------------------------------------------------------------
     def subject_proba(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
         """(n_documents, n_subjects): P(subject | question text), columns in ``subjects_`` order."""
-        texts = document_texts(documents)
+        texts = document_texts(documents, self.text)
         if not texts:
             return np.zeros((0, len(self.subjects_)), dtype=np.float32)
         if self.backbone == "finetune":

@@ -138,7 +138,10 @@ def read_split(path: Path) -> dict[str, list[str]]:
     return split
 
 
-def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarray], seed: int | None) -> None:
+def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarray], seed: int | None,
+                fitted_on: Sequence[str] = ("train",)) -> None:
+    """``fitted_on``: the parts the router's final fit saw (``test`` never is)."""
     keys = data.keys()
-    payload = {"seed": seed, **{name: [keys[i] for i in indices[name]] for name in SPLIT_NAMES}}
+    payload = {"seed": seed, **{name: [keys[i] for i in indices[name]] for name in SPLIT_NAMES},
+               "fitted_on": list(fitted_on)}
     Path(path).write_text(json.dumps(payload) + "\n")

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 
@@ -32,6 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--blend", type=float, help="query router: fixed blend (default: chosen on validation)")
     model.add_argument("--margin", type=float, help="query router: fixed deferral margin (default: chosen on validation)")
     model.add_argument("--defer-to", choices=("subject", "best"), default="subject")
+    model.add_argument("--text", choices=("question", "question+options"), default="question",
+                       help="what the text routers read: the question, or the question and its answer options "
+                            "(the doc's options/choices field, read at run time too)")
+    model.add_argument("--tuning", choices=("validation", "cv"), default="validation",
+                       help="query router: choose blend/margin on the validation split, or by k-fold "
+                            "cross-validation over training + validation documents (never the test split)")
+    model.add_argument("--folds", type=int, default=5, help="query router: folds of --tuning cv")
+    model.add_argument("--refit", action="store_true",
+                       help="fit the final router on training + validation documents (after choosing "
+                            "hyper-parameters on validation); the test split stays held out")
     model.add_argument("--epochs", type=int, default=3, help="finetune: epochs")
     model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
     model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
@@ -51,7 +63,7 @@ def build_router(args: argparse.Namespace) -> Any:
         return SubjectRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 10.0,
                              max_features=args.max_features, epochs=args.epochs, lr=args.lr,
                              batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                             progress=not args.quiet)
+                             progress=not args.quiet, text=args.text)
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
@@ -59,7 +71,8 @@ def build_router(args: argparse.Namespace) -> Any:
                            "'finetune' is for --router subject.")
     return QueryRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 1.0, subject_C=args.subject_C,
                        max_features=args.max_features, blend=args.blend, margin=args.margin,
-                       defer_to=args.defer_to, seed=args.seed, progress=not args.quiet)
+                       defer_to=args.defer_to, seed=args.seed, progress=not args.quiet, text=args.text,
+                       tuning=args.tuning, folds=args.folds, refit=args.refit)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,20 +99,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
           f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed})")
     router = build_router(args)
+    fitted_on = ["train"]
+    if args.router in ("table", "subject") and args.refit and len(validation):
+        # nothing of these routers is chosen on validation: the final fit simply uses it too
+        fit_data, fitted_on = data.subset(np.concatenate([indices["train"], indices["validation"]])), ["train", "validation"]
+    else:
+        fit_data = train
     if args.router == "table":
-        router.fit(train.documents, train.correct, train.experts)
+        router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
-        router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
-                   validation=(validation.documents, validation.subjects) if len(validation) else None)
+        router.fit(fit_data.documents, fit_data.correct, fit_data.experts, subjects=fit_data.subjects,
+                   validation=(validation.documents, validation.subjects) if len(validation) and fit_data is train else None)
     else:
         router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
                    validation=(validation.documents, validation.correct, validation.subjects) if len(validation) else None)
+        if len(validation) and (args.refit or args.tuning == "cv"):
+            fitted_on = ["train", "validation"]
     evaluation = evaluate_router(router, train, test)
     router.metadata_.update({
         "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
                                               "file": str(args.split) if args.split else None,
                                               "test_fraction": args.test_fraction,
                                               "validation_fraction": args.validation_fraction,
+                                              "fitted_on": fitted_on,
                                               **{k: int(len(v)) for k, v in indices.items()}}},
         "seed": args.seed,
         "backbone": getattr(router, "backbone", "true subject field"),
@@ -109,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         "training_seconds": round(time.time() - started, 1),
     })
     router.save(output, name=name)
-    write_split(output / "split.json", data, indices, None if args.split else args.seed)
+    write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on)
     files = write_evaluation(output / "report", name, evaluation, plots_too=not args.no_plots)
     base = evaluation["baselines"]
     print(f"benchcoe train: wrote {output} ({time.time() - started:.0f}s)")
