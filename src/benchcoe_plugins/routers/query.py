@@ -9,9 +9,13 @@ P(subject | question)):
 
 When the top-two margin of the score is below ``margin`` the router defers to the
 subject-level choice (``defer_to="subject"``) or the best single expert (``"best"``).
-``blend`` and ``margin`` are chosen on validation documents only (given, or split off the
-training documents by ``seed``); if no setting beats the best single expert on
-validation, the router routes everything to it, so it never does worse there.
+``blend`` and ``margin`` are chosen on validation documents only: the validation split
+(given, or split off the training documents by ``seed``), optionally followed by a re-fit on
+training + validation (``refit``), or ``folds``-fold cross-validation over training +
+validation documents (``tuning="cv"``) before a final fit on all of them. If the chosen
+setting does not beat the best single expert on those validation predictions by more than
+``guard_z`` standard errors, the router routes everything to it. ``text="question+options"``
+reads the document's answer options too (the doc's ``options``/``choices`` field).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class QueryRouter(Router):
                  subject_C: float = 10.0, max_features: int = 30000, blend: float | None = None,
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
                  seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
-                 folds: int = 5, refit: bool = False) -> None:
+                 folds: int = 5, refit: bool = False, guard_z: float = 1.0) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -62,6 +66,7 @@ class QueryRouter(Router):
         self.tuning = tuning
         self.folds = folds
         self.refit = refit
+        self.guard_z = guard_z
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -192,9 +197,18 @@ class QueryRouter(Router):
         best_single = float(correct[:, best_index].mean())
         subject_level = float(correct[rows, subject_pick].mean())
         self.blend_, self.margin_ = blend, threshold
-        self.mode_ = "query" if accuracy > best_single else "best"
+        # Route only when the gain over the best single expert is clear: more than guard_z standard
+        # errors of the per-document difference (the best of many candidates is optimistic).
+        score = blend * proba + (1 - blend) * prior
+        top2 = np.sort(score, axis=1)[:, -2:]
+        pick = score.argmax(axis=1)
+        chosen = np.where(top2[:, 1] - top2[:, 0] < threshold, fallback, pick) if threshold > 0 else pick
+        gain = correct[rows, chosen] - correct[:, best_index]
+        stderr = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+        self.mode_ = "query" if accuracy > best_single and gain.mean() > self.guard_z * stderr else "best"
         return {"validation_documents": len(correct), "validation_accuracy": round(accuracy, 6),
                 "validation_best_single": round(best_single, 6), "validation_subject_level": round(subject_level, 6),
+                "gain_standard_error": round(stderr, 6), "guard_z": self.guard_z,
                 "blend": blend, "margin": round(threshold, 6), "mode": self.mode_, "candidates": len(candidates)}
 
     # -- inference ---------------------------------------------------------------------------

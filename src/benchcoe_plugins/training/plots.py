@@ -15,6 +15,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Sequence[float]], title: str,
                  ylabel: str = "accuracy") -> Path:
     """One group of bars per subject (plus whatever the caller puts in ``subjects``), one bar per series."""
@@ -37,12 +46,7 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.32))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def routing_distribution(path: Path, counts: Mapping[str, int], title: str) -> Path:
@@ -56,9 +60,4 @@ def routing_distribution(path: Path, counts: Mapping[str, int], title: str) -> P
     ax.set_title(title)
     for i, name in enumerate(names):
         ax.text(counts[name] / total + 0.01, i, str(counts[name]), va="center", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
