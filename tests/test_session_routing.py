@@ -1,0 +1,80 @@
+"""Routing edge cases, raised before any expert loads: a missing question field, a subject the
+table lacks (fallback, one warning naming it), an image-free document with no expert for it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchcoe_plugins.core.config import load_config
+from benchcoe_plugins.core.documents import RoutingDocument
+from benchcoe_plugins.core.errors import RoutingError
+from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.routers.table import TableRouter
+
+
+def never_built(spec):
+    raise AssertionError(f"expert {spec.name} must not be loaded")
+
+
+def make_config(tmp_path: Path, experts: dict, **extra) -> Path:
+    TableRouter.from_table({"biology": "a", "law": "b"}, experts=["a", "b"]).save(tmp_path / "router")
+    path = tmp_path / "coe.yaml"
+    path.write_text(yaml.safe_dump({"router": "router", "fallback": "a", "experts": experts, "result_cache": False,
+                                    **extra}))
+    return path
+
+
+TEXT_EXPERTS = {"a": {"model": "hf"}, "b": {"model": "hf"}}
+
+
+def test_missing_configured_question_field_is_an_error_before_loading(tmp_path) -> None:
+    from lm_eval.api.instance import Instance
+
+    from benchcoe_plugins.adapters.lm_eval.coe_lm import CoELM
+
+    coe = CoELM(config=str(make_config(tmp_path, TEXT_EXPERTS, question_field={"toy*": "question"})))
+    request = Instance("generate_until", {"subject": "law", "prompt": "x"}, ("Q: x", {"until": ["\n"]}), 0,
+                       metadata=("toy_gen", 3, 1))
+    with pytest.raises(RoutingError, match=r"document 3 of task 'toy_gen' has none of the question fields \['question'\]"):
+        coe.generate_until([request])
+    assert not coe.session.pool.loads
+
+
+def test_unconfigured_task_falls_back_to_the_request_context(tmp_path) -> None:
+    from lm_eval.api.instance import Instance
+
+    from benchcoe_plugins.adapters.lm_eval.coe_lm import CoELM
+
+    coe = CoELM(config=str(make_config(tmp_path, TEXT_EXPERTS)))
+    request = Instance("generate_until", {"subject": "law"}, ("Q: the context", {}), 0, metadata=("other", 0, 1))
+    assert coe._document(request).text == "Q: the context"
+
+
+def test_unknown_subject_goes_to_fallback_with_one_warning(tmp_path, caplog) -> None:
+    config = load_config(make_config(tmp_path, TEXT_EXPERTS))
+    session = CoESession(config, never_built)
+    documents = [RoutingDocument("toy", i, "q", {"subject": s}) for i, s in enumerate(["history", "law", "history"])]
+    with caplog.at_level(logging.WARNING, logger="benchcoe_plugins"):
+        assert session.route(documents) == ["a", "b", "a"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'history'" in warnings[0] and "fallback" in warnings[0]
+    assert session.routes[("toy", "0")].reason == "fallback: unknown subject history"
+
+
+def test_image_free_document_never_reaches_an_image_only_expert(tmp_path) -> None:
+    experts = {"a": {"model": "llava_hf", "modality": "vision"}, "b": {"model": "hf", "modality": "text"}}
+    session = CoESession(load_config(make_config(tmp_path, experts)), never_built)
+    documents = [RoutingDocument("sqa", 0, "q", {"subject": "biology"}, has_image=False),
+                 RoutingDocument("sqa", 1, "q", {"subject": "biology"}, has_image=True)]
+    assert session.route(documents) == ["b", "a"]
+
+
+def test_image_free_document_without_any_text_expert_is_a_clear_error(tmp_path) -> None:
+    experts = {"a": {"model": "llava_hf", "modality": "vision"}, "b": {"model": "qwen2_5_vl", "modality": "vision"}}
+    session = CoESession(load_config(make_config(tmp_path, experts)), never_built)
+    with pytest.raises(RoutingError, match="no expert can answer image-free documents"):
+        session.route([RoutingDocument("sqa", 0, "q", {"subject": "law"}, has_image=False)])
