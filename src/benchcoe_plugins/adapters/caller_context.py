@@ -11,6 +11,8 @@ works: it answers one request type at a time and writes the log only where confi
 from __future__ import annotations
 
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -23,3 +25,14 @@ def find_caller_local(name: str, module_prefix: str, accept: Callable[[Any], boo
                 return value
         frame = frame.f_back
     return None
+
+
+def routing_log_beside(tracker: Any) -> Path | None:
+    """``routing_<date>.jsonl`` in the folder where the harness's evaluation tracker writes results."""
+    if tracker is None or not getattr(tracker, "output_path", None):
+        return None
+    folder = Path(tracker.output_path)
+    if folder.suffix == ".json":
+        folder = folder.parent
+    folder = folder / str(tracker.general_config_tracker.model_name_sanitized or "")
+    return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"

@@ -64,11 +64,15 @@ class CoEConfig:
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def question_fields_for(self, task: str) -> list[str]:
+    def configured_question_fields(self, task: str) -> list[str] | None:
+        """The fields the config names for ``task``; None when no pattern matches it."""
         for pattern, fields in self.question_field.items():
             if fnmatch.fnmatchcase(task, pattern):
                 return fields
-        return list(DEFAULT_QUESTION_FIELDS)
+        return None
+
+    def question_fields_for(self, task: str) -> list[str]:
+        return self.configured_question_fields(task) or list(DEFAULT_QUESTION_FIELDS)
 
 
 def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:

@@ -18,7 +18,7 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from benchcoe_plugins.core.config import CoEConfig
 from benchcoe_plugins.core.documents import RoutingDocument
@@ -29,6 +29,15 @@ from benchcoe_plugins.routers.base import RouteDecision, folder_checksum
 from benchcoe_plugins.routers.registry import load_router
 
 logger = logging.getLogger(__name__)
+
+
+def _log_order(row: dict[str, Any]) -> tuple[str, str]:
+    return (row["task"], str(row["doc_id"]).zfill(12))
+
+
+def merge_rank_rows(parts: Iterable[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The routing-log rows of every rank: one per document, in log order."""
+    return sorted({(r["task"], str(r["doc_id"])): r for part in parts for r in part}.values(), key=_log_order)
 
 
 @dataclass(frozen=True)
@@ -149,12 +158,6 @@ class CoESession:
         return results
 
     # -- record ----------------------------------------------------------------------------
-    def counts_per_task(self, routes: Sequence[RoutedDocument] | None = None) -> dict[str, dict[str, int]]:
-        counts: dict[str, Counter] = defaultdict(Counter)
-        for routed in routes if routes is not None else self.routes.values():
-            counts[routed.document.task][routed.expert] += 1
-        return {task: dict(sorted(c.items())) for task, c in sorted(counts.items())}
-
     def log_rows(self) -> list[dict[str, Any]]:
         rows = []
         for routed in self.routes.values():
@@ -167,7 +170,7 @@ class CoESession:
                 "subject": routed.decision.subject,
                 "reason": routed.reason,
             })
-        rows.sort(key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
+        rows.sort(key=_log_order)
         return rows
 
     def summary(self, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -57,7 +57,6 @@ class ExpertPool:
         self.rank = rank
         self.checkpoint_every = checkpoint_every
         self.loads: Counter[str] = Counter()
-        self.answered: Counter[str] = Counter()
         self.from_store: Counter[str] = Counter()
         self._loaded_name: str | None = None
         self._loaded_model: Any = None
@@ -139,7 +138,6 @@ class ExpertPool:
                             results[i] = answer
                         if store:
                             store.put_many((jobs[i].key, results[i]) for i in chunk)
-                        self.answered[name] += len(chunk)
             except Exception as error:
                 self.release()
                 saved = f"answers of finished experts {finished} are saved in {self.result_dir}; " if store else ""

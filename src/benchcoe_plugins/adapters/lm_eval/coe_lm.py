@@ -8,13 +8,11 @@ expert's own ``generate_until`` / ``loglikelihood`` / ``loglikelihood_rolling``.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +20,12 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import get_model, model_registry
 
-from benchcoe_plugins.adapters.caller_context import find_caller_local
+from benchcoe_plugins.adapters.caller_context import find_caller_local, routing_log_beside
 from benchcoe_plugins.adapters.lm_eval.distributed import DataParallelMixin
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
-from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.core.session import CoESession, merge_rank_rows
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.spec import ExpertSpec
 
@@ -105,7 +103,7 @@ class CoELM(DataParallelMixin, LM):
     # -- routing -----------------------------------------------------------------------------
     def _document(self, request: Instance) -> RoutingDocument:
         task = request.task_name or ""
-        explicit = any(fnmatch.fnmatchcase(task, p) for p in self.config.question_field)
+        explicit = self.config.configured_question_fields(task) is not None
         context = request.args[0] if request.args else ""
         if context.startswith(CHAT_MARKER):
             messages = json.loads(context[len(CHAT_MARKER):])["messages"]
@@ -122,7 +120,7 @@ class CoELM(DataParallelMixin, LM):
         answers = self.session.answer(request_type, requests, expanded, self._document, lambda e, k, r: r,
                                       request_key, self._call_expert)
         if self.world_size > 1:  # every rank calls each request type, so all of them gather here
-            self._all_rank_rows = [row for rows in self.all_gather_object(self.session.log_rows()) for row in rows]
+            self._all_rank_rows = merge_rank_rows(self.all_gather_object(self.session.log_rows()))
             self._all_rank_loads = self.all_gather_object(dict(self.session.pool.loads))
         return answers
 
@@ -167,21 +165,12 @@ class CoELM(DataParallelMixin, LM):
     def _routing_log_path(self) -> Path | None:
         if self.config.routing_log:
             return self.config.routing_log
-        tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
-        if tracker is None or not getattr(tracker, "output_path", None):
-            return None
-        folder = Path(tracker.output_path)
-        if folder.suffix == ".json":
-            folder = folder.parent
-        folder = folder / str(tracker.general_config_tracker.model_name_sanitized)
-        return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+        return routing_log_beside(find_caller_local("evaluation_tracker", "lm_eval",
+                                                    lambda v: hasattr(v, "general_config_tracker")))
 
     def get_model_info(self) -> dict[str, Any]:
         """Called by lm-eval on rank 0 after evaluation: the CoE record for the results JSON."""
         rows = self._all_rank_rows
-        if rows is not None:
-            rows = sorted({(r["task"], str(r["doc_id"])): r for r in rows}.values(),
-                          key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
         summary = self.session.summary(rows)
         if self._all_rank_loads is not None:
             summary["expert_loads_per_rank"] = self._all_rank_loads

@@ -21,21 +21,20 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from benchcoe_plugins.adapters.caller_context import find_caller_local
+from benchcoe_plugins.adapters.caller_context import find_caller_local, routing_log_beside
 from benchcoe_plugins.adapters.lmms_eval import requests as shapes
 from benchcoe_plugins.adapters.lmms_eval.experts import (ExpertInterface, build_expert, known_model_names,
                                                         resolve_interfaces)
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
-from benchcoe_plugins.core.session import CoESession
+from benchcoe_plugins.core.session import CoESession, merge_rank_rows
 from benchcoe_plugins.experts.spec import ExpertSpec
 
 logger = logging.getLogger(__name__)
@@ -117,8 +116,9 @@ class _CoEModel(lmms):
     # -- routing -----------------------------------------------------------------------------
     def _question_fields(self, task: str) -> tuple[list[str], bool]:
         """(fields, explicit): the config's fields for ``task``, else this adapter's defaults."""
-        if any(fnmatch.fnmatchcase(task, p) for p in self.config.question_field):
-            return self.config.question_fields_for(task), True
+        configured = self.config.configured_question_fields(task)
+        if configured:
+            return configured, True
         for pattern, fields in DEFAULT_QUESTION_FIELDS.items():
             if fnmatch.fnmatchcase(task, pattern):
                 return fields, False
@@ -178,15 +178,7 @@ class _CoEModel(lmms):
         return gathered
 
     def _routing_log_path(self, tracker: Any) -> Path | None:
-        if self.config.routing_log:
-            return self.config.routing_log
-        if tracker is None or not getattr(tracker, "output_path", None):
-            return None
-        folder = Path(tracker.output_path)
-        if folder.suffix == ".json":
-            folder = folder.parent
-        folder = folder / str(tracker.general_config_tracker.model_name_sanitized or "")
-        return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+        return self.config.routing_log or routing_log_beside(tracker)
 
     def routing_summary(self, rows: list[dict[str, Any]] | None = None,
                         loads: list[dict[str, int]] | None = None) -> dict[str, Any]:
@@ -202,8 +194,7 @@ class _CoEModel(lmms):
         if not self._closed:
             self._closed = True
             self.session.pool.close()
-            rows = [row for part in self._gather(self.session.log_rows()) for row in part]
-            rows.sort(key=lambda r: (r["task"], str(r["doc_id"]).zfill(12)))
+            rows = merge_rank_rows(self._gather(self.session.log_rows()))
             loads = self._gather(dict(self.session.pool.loads))
             if self.rank == 0:
                 self._record(rows, loads)
