@@ -97,7 +97,8 @@ class CoELM(DataParallelMixin, LM):
 
     @staticmethod
     def _call_expert(model: LM, request_type: str, requests: list[Instance]) -> list[Any]:
-        rendered = [replace(r, arguments=(render_chat(model, r.args[0]), *r.args[1:])) for r in requests]
+        rendered = [replace(r, arguments=(render_chat(model, r.args[0]), *r.args[1:]))
+                    if r.args[0].startswith(CHAT_MARKER) else r for r in requests]
         return getattr(model, request_type)(rendered)
 
     # -- routing -----------------------------------------------------------------------------
