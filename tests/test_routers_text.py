@@ -29,7 +29,8 @@ def halves(data):
 
 def test_subject_router_learns_subjects_and_reloads_identically(data, tmp_path):
     train, test = halves(data)
-    router = SubjectRouter(C=10.0, progress=False).fit(train.documents, train.correct, train.experts)
+    # guard off: this test is about the classifier and the table (the guard has its own test)
+    router = SubjectRouter(C=10.0, progress=False, guard_z=None).fit(train.documents, train.correct, train.experts)
     decisions = router.decide(test.documents)
     predicted_subjects = [d.subject for d in decisions]
     subject_accuracy = np.mean([p == t for p, t in zip(predicted_subjects, test.subjects)])
@@ -111,3 +112,45 @@ def test_question_and_options_text_and_cv_tuning_with_refit(data, tmp_path):
     subject = SubjectRouter(progress=False, text="question+options").fit(train.documents, train.correct, train.experts)
     subject.save(tmp_path / "subject_qo")
     assert Router.load(tmp_path / "subject_qo").predict(test.documents) == subject.predict(test.documents)
+
+
+def test_cross_fitted_choice_is_not_optimistic_about_noise():
+    from benchcoe_plugins.routers.guard import cross_fitted_hits
+
+    coin_flips = np.random.default_rng(0).integers(0, 2, size=(200, 1000)).astype(float)  # 200 useless settings
+    in_sample_best = coin_flips.mean(axis=1).max()
+    honest = cross_fitted_hits(coin_flips, folds=5, seed=0).mean()
+    assert in_sample_best > 0.53  # picking the best of many looks like a gain ...
+    assert abs(honest - 0.5) < 0.03 and honest < in_sample_best - 0.02  # ... the cross-fitted score does not
+
+
+def test_subject_router_guard_routes_only_on_a_clear_gain(data, tmp_path):
+    train, test = halves(data)
+    subjects = np.array(train.subjects)
+    specialists = np.stack([subjects == "math", subjects == "law", subjects == "history"], axis=1).astype(np.float32)
+    router = SubjectRouter(progress=False, folds=3).fit(train.documents, specialists, train.experts)
+    guard = router.metadata_["guard"]
+    assert router.mode_ == "subject" and guard["routes"] and guard["gain_over_best_single"] > 0.2
+    assert guard["held_out_documents"] == len(train)
+
+    always_right = train.correct.copy()
+    always_right[:, 1] = 1.0  # expert 1 is never beaten
+    guarded = SubjectRouter(progress=False, folds=3).fit(train.documents, always_right, train.experts)
+    assert guarded.mode_ == "best" and not guarded.metadata_["guard"]["routes"]
+    assert set(guarded.predict(test.documents)) == {EXPERTS[1]}
+    guarded.save(tmp_path / "guarded")
+    again = Router.load(tmp_path / "guarded")
+    assert again.mode_ == "best" and again.predict(test.documents) == guarded.predict(test.documents)
+    unguarded = SubjectRouter(progress=False, guard_z=None).fit(train.documents, always_right, train.experts)
+    assert unguarded.mode_ == "subject" and "guard" not in unguarded.metadata_
+
+
+def test_query_router_guard_scores_the_choice_of_setting(data):
+    train, _ = halves(data)
+    noise = np.random.default_rng(3).integers(0, 2, size=train.correct.shape).astype(np.float32)
+    router = QueryRouter(progress=False, tuning="cv", folds=3, seed=2).fit(
+        train.documents, noise, train.experts, subjects=train.subjects)
+    guard = router.metadata_["tuning"]["guard"]
+    # on coin-flip correctness the best of many settings looks better than it is; the cross-fitted score tells
+    assert guard["cross_fitted_accuracy"] <= router.metadata_["tuning"]["validation_accuracy"]
+    assert router.mode_ == "best" and set(router.predict(train.documents[:30])) == {router.best_expert_}

@@ -137,6 +137,9 @@ def test_train_evaluate_report_end_to_end(slice_dir, tmp_path, capsys):
     base = evaluation["baselines"]
     assert base["oracle"]["accuracy"] >= evaluation["accuracy"] >= 0
     assert evaluation["mu_o"] == pytest.approx(evaluation["accuracy"] / base["oracle"]["accuracy"], rel=1e-3)
+    guard = manifest["tuning"]["guard"]
+    assert guard["held_out_documents"] == 40 and guard["guard_z"] == 1.0  # the validation split
+    assert (manifest["tuning"]["mode"] == "best") == (not guard["routes"])
     split = json.loads((ckpt / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"]) and not set(split["validation"]) & set(split["train"])
 
@@ -146,7 +149,10 @@ def test_train_evaluate_report_end_to_end(slice_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["evaluate", "--router", str(subject), "--records", str(slice_dir), "--output", str(out)]) == 0
     evaluated = json.loads((out / "evaluation.json").read_text())
-    assert evaluated["accuracy"] == json.loads((subject / "router.json").read_text())["evaluation"]["accuracy"]
+    trained = json.loads((subject / "router.json").read_text())
+    assert evaluated["accuracy"] == trained["evaluation"]["accuracy"]
+    assert evaluated["baselines"]["best_single"] == trained["evaluation"]["baselines"]["best_single"]
+    assert trained["guard"]["method"] == "5-fold cross-validation" and trained["guard"]["held_out_documents"] == 240
     assert (out / "per_subject_accuracy.png").stat().st_size > 1000 and (out / "routing_distribution.png").is_file()
     assert "mu_o" in (out / "evaluation.md").read_text()
 

@@ -119,8 +119,11 @@ class SentenceEncoder:
     """Mean-pooled, L2-normalised embeddings of a frozen local encoder.
 
     ``cache_dir`` (optional) keeps vectors on disk between runs (one ``.npz`` per encoder);
-    the in-memory cache always avoids encoding a text twice.
+    the in-memory cache, shared by every encoder of the same model and ``max_length`` in the
+    process (cross-validation folds included), avoids encoding a text twice.
     """
+
+    _memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
     def __init__(self, model: str = DEFAULT_ENCODER, max_length: int = 256, batch_size: int = 64,
                  device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = True) -> None:
@@ -130,9 +133,12 @@ class SentenceEncoder:
         self.device = device
         self.cache_dir = cache_dir
         self.progress = progress
-        self._cache: dict[str, np.ndarray] = {}
         self._loaded: tuple[Any, Any] | None = None
         self._disk_loaded = False
+
+    @property
+    def _cache(self) -> dict[str, np.ndarray]:
+        return SentenceEncoder._memory.setdefault((str(self.model), int(self.max_length)), {})
 
     def _cache_file(self) -> Path | None:
         if not self.cache_dir:

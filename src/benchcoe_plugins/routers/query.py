@@ -13,8 +13,10 @@ subject-level choice (``defer_to="subject"``) or the best single expert (``"best
 (given, or split off the training documents by ``seed``), optionally followed by a re-fit on
 training + validation (``refit``), or ``folds``-fold cross-validation over training +
 validation documents (``tuning="cv"``) before a final fit on all of them. If the chosen
-setting does not beat the best single expert on those validation predictions by more than
-``guard_z`` standard errors, the router routes everything to it. ``text="question+options"``
+setting does not beat the best single expert on those held-out predictions by more than
+``guard_z`` standard errors -- the choice of setting itself cross-fitted, see
+:mod:`benchcoe_plugins.routers.guard` -- the router routes everything to it (``guard_z=None``:
+no guard). ``text="question+options"``
 reads the document's answer options too (the doc's ``options``/``choices`` field).
 """
 
@@ -29,6 +31,7 @@ from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, TextFeatures
+from benchcoe_plugins.routers.guard import cross_fitted_hits, fold_indices, guard_verdict
 from benchcoe_plugins.routers.subject import (
     LinearHead,
     check_training_inputs,
@@ -38,6 +41,17 @@ from benchcoe_plugins.routers.subject import (
     softmax,
 )
 from benchcoe_plugins.routers.table import best_expert_table
+
+def top_two_margin(score: np.ndarray) -> np.ndarray:
+    top2 = np.sort(score, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float) -> np.ndarray:
+    """Argmax of ``score``, or ``fallback`` where the top-two margin is below ``threshold``."""
+    pick = score.argmax(axis=1)
+    return np.where(top_two_margin(score) < threshold, fallback, pick) if threshold > 0 else pick
+
 
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -50,7 +64,7 @@ class QueryRouter(Router):
                  subject_C: float = 10.0, max_features: int = 30000, blend: float | None = None,
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
                  seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
-                 folds: int = 5, refit: bool = False, guard_z: float = 1.0) -> None:
+                 folds: int = 5, refit: bool = False, guard_z: float | None = 1.0) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -126,10 +140,8 @@ class QueryRouter(Router):
             if validation is not None:
                 tuning = self._tune(validation[0], validation[1])
                 if self.refit:
-                    best_expert = self.best_expert_
                     self._fit_models(documents + validation[0], np.vstack([correct, validation[1]]),
                                      subject_names + validation[2])
-                    self.best_expert_ = best_expert if self.mode_ == "best" else self.best_expert_
                     tuning["refit_documents"] = len(documents) + len(validation[0])
         self.metadata_ = {"tuning": tuning, "best_expert": self.best_expert_,
                           "subject_accuracy": {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}}
@@ -154,11 +166,10 @@ class QueryRouter(Router):
         proba = np.zeros((n, len(self.experts_)), dtype=np.float32)
         prior = np.zeros_like(proba)
         subject_pick = np.zeros(n, dtype=int)
-        order = np.random.default_rng(self.seed).permutation(n)
         params = {**self.get_params(), "tuning": "validation", "refit": False, "blend": 0.0, "margin": 0.0,
                   "progress": False}
-        for fold in np.array_split(order, self.folds):
-            inside = np.setdiff1d(order, fold)
+        for fold in fold_indices(n, self.folds, self.seed):
+            inside = np.setdiff1d(np.arange(n), fold)
             model = QueryRouter(**params)
             model.experts_ = list(self.experts_)
             model._fit_models([documents[i] for i in inside], correct[inside], [subject_names[i] for i in inside])
@@ -178,38 +189,38 @@ class QueryRouter(Router):
 
     def _choose(self, proba: np.ndarray, prior: np.ndarray, subject_pick: np.ndarray,
                 correct: np.ndarray) -> dict[str, Any]:
+        """The blend / margin with the best held-out accuracy, then the guard (see :mod:`.guard`)."""
         rows = np.arange(len(correct))
         best_index = self.experts_.index(self.best_expert_)
         fallback = subject_pick if self.defer_to == "subject" else np.full(len(correct), best_index)
-        candidates: list[tuple[float, float, float]] = []
-        blends = BLEND_GRID if self.blend is None else (self.blend,)
-        for blend in blends:
+        settings: list[tuple[float, float]] = []
+        hits = []
+        for blend in (BLEND_GRID if self.blend is None else (self.blend,)):
             score = blend * proba + (1 - blend) * prior
-            top2 = np.sort(score, axis=1)[:, -2:]
-            margin = top2[:, 1] - top2[:, 0]
-            pick = score.argmax(axis=1)
-            margins = (sorted({float(np.quantile(margin, q)) for q in MARGIN_QUANTILES}) if self.margin is None
-                       else [self.margin])
-            for threshold in margins:
-                chosen = np.where(margin < threshold, fallback, pick) if threshold > 0 else pick
-                candidates.append((float(correct[rows, chosen].mean()), blend, threshold))
-        accuracy, blend, threshold = max(candidates, key=lambda c: c[0])  # first best: smallest blend/margin
-        best_single = float(correct[:, best_index].mean())
-        subject_level = float(correct[rows, subject_pick].mean())
-        self.blend_, self.margin_ = blend, threshold
-        # Route only when the gain over the best single expert is clear: more than guard_z standard
-        # errors of the per-document difference (the best of many candidates is optimistic).
-        score = blend * proba + (1 - blend) * prior
-        top2 = np.sort(score, axis=1)[:, -2:]
-        pick = score.argmax(axis=1)
-        chosen = np.where(top2[:, 1] - top2[:, 0] < threshold, fallback, pick) if threshold > 0 else pick
-        gain = correct[rows, chosen] - correct[:, best_index]
-        stderr = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
-        self.mode_ = "query" if accuracy > best_single and gain.mean() > self.guard_z * stderr else "best"
-        return {"validation_documents": len(correct), "validation_accuracy": round(accuracy, 6),
-                "validation_best_single": round(best_single, 6), "validation_subject_level": round(subject_level, 6),
-                "gain_standard_error": round(stderr, 6), "guard_z": self.guard_z,
-                "blend": blend, "margin": round(threshold, 6), "mode": self.mode_, "candidates": len(candidates)}
+            margin = top_two_margin(score)
+            thresholds = (sorted({float(np.quantile(margin, q)) for q in MARGIN_QUANTILES}) if self.margin is None
+                          else [self.margin])
+            for threshold in thresholds:
+                settings.append((blend, threshold))
+                hits.append(correct[rows, route_with_margin(score, fallback, threshold)])
+        candidate_hits = np.array(hits)
+        chosen = int(np.argmax(candidate_hits.mean(axis=1)))  # first best: smallest blend / margin
+        self.blend_, self.margin_ = settings[chosen]
+        best_hits = correct[:, best_index]
+        tuning: dict[str, Any] = {
+            "validation_documents": len(correct), "validation_accuracy": round(float(candidate_hits[chosen].mean()), 6),
+            "validation_best_single": round(float(best_hits.mean()), 6),
+            "validation_subject_level": round(float(correct[rows, subject_pick].mean()), 6),
+            "blend": self.blend_, "margin": round(self.margin_, 6), "candidates": len(settings)}
+        if self.guard_z is None:
+            self.mode_ = "query"
+            return tuning
+        # The chosen setting's own accuracy is the best of many and so optimistic: the guard scores the choice too.
+        honest = cross_fitted_hits(candidate_hits, self.folds, self.seed + 1)
+        verdict = guard_verdict(honest, best_hits, self.guard_z)
+        self.mode_ = "query" if verdict["routes"] else "best"
+        return {**tuning, "guard": {**verdict, "cross_fitted_accuracy": round(float(honest.mean()), 6)},
+                "mode": self.mode_}
 
     # -- inference ---------------------------------------------------------------------------
     def _parts(self, documents: Sequence[RoutingDocument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,12 +242,11 @@ class QueryRouter(Router):
         if not len(documents):
             return []
         if self.mode_ == "best":
-            return [RouteDecision(self.best_expert_, None, None, "best single expert (validation)") for _ in documents]
+            return [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in documents]
         proba, prior, subject_pick = self._parts(documents)
         blend = 1.0 if self.blend_ is None else self.blend_
         score = blend * proba + (1 - blend) * prior
-        top2 = np.sort(score, axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
+        margins = top_two_margin(score)
         best_index = self.experts_.index(self.best_expert_)
         decisions = []
         for row, pick, margin, subject_choice in zip(score, score.argmax(axis=1), margins, subject_pick):

@@ -5,6 +5,12 @@ the expert.
 Backbones: ``tfidf`` / ``embedding`` / ``tfidf+embedding`` (a multinomial logistic-regression
 head, seconds on CPU) or ``finetune`` (fine-tunes a local BERT-family folder, the paper's
 setting; the model is saved inside the checkpoint under ``classifier/``).
+
+Guard (``guard_z``, see :mod:`benchcoe_plugins.routers.guard`): subject-level routing is kept
+only when it beats the best single expert by more than ``guard_z`` standard errors on
+held-out documents -- ``folds``-fold cross-validation of the whole router (classifier and
+table) for the linear heads, the validation documents for ``finetune``; otherwise every
+question goes to the best single expert.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, 
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
+from benchcoe_plugins.routers.guard import fold_indices, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table
 
 
@@ -146,7 +153,8 @@ class SubjectRouter(Router):
 
     def __init__(self, backbone: str = "tfidf", encoder: str = DEFAULT_ENCODER, C: float = 10.0,
                  max_features: int = 30000, epochs: int = 3, lr: float = 2e-5, batch_size: int = 16,
-                 max_length: int = 512, seed: int = 0, progress: bool = True, text: str = "question") -> None:
+                 max_length: int = 512, seed: int = 0, progress: bool = True, text: str = "question",
+                 guard_z: float | None = 1.0, folds: int = 5) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -158,15 +166,23 @@ class SubjectRouter(Router):
         self.seed = seed
         self.progress = progress
         self.text = text
+        self.guard_z = guard_z
+        self.folds = folds
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
             subjects: Sequence[str | None] | None = None,
-            validation: tuple[Sequence[RoutingDocument], Sequence[str | None] | None] | None = None) -> "SubjectRouter":
-        """``correct``: (n_documents, n_experts) 0/1; ``subjects`` default to the documents' own field."""
+            validation: tuple[Sequence[RoutingDocument], np.ndarray, Sequence[str | None] | None] | None = None,
+            ) -> "SubjectRouter":
+        """``correct``: (n_documents, n_experts) 0/1; ``subjects`` default to the documents' own field.
+
+        ``validation`` = (documents, correct, subjects): early stopping of ``finetune`` and its guard.
+        """
         correct = check_training_inputs(documents, correct, experts)
         labels_text = document_subjects(documents, subjects)
         self.experts_ = list(experts)
+        self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
+        self.mode_ = "subject"
         self.table_, accuracy = best_expert_table(labels_text, correct, self.experts_)
         self.subjects_ = sorted(self.table_)
         self.subject_accuracy_ = np.array([accuracy[s] for s in self.subjects_], dtype=np.float32)
@@ -181,7 +197,7 @@ class SubjectRouter(Router):
             self._finetune_dir = Path(tempfile.mkdtemp(prefix="benchcoe-subject-")) / "classifier"
             val_texts, val_labels = (), None
             if validation is not None:
-                val_docs, val_subjects = validation
+                val_docs, _, val_subjects = validation
                 val_texts = document_texts(val_docs, self.text)
                 val_labels = np.array([index.get(s, -1) for s in document_subjects(val_docs, val_subjects)])
             summary = fine_tune_classifier(self.encoder, texts, labels, problem="classification",
@@ -198,7 +214,39 @@ class SubjectRouter(Router):
             self.head_ = LinearHead.fit_multinomial(self.features_.transform(texts), labels, len(self.subjects_), self.C)
             self.metadata_ = {}
         self.metadata_["subject_accuracy"] = {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}
+        self.metadata_["best_expert"] = self.best_expert_
+        if self.guard_z is not None:
+            guard = self._guard(documents, correct, labels_text, validation)
+            self.mode_ = "subject" if guard.get("routes", True) else "best"
+            self.metadata_["guard"] = {**guard, "mode": self.mode_}
         return self
+
+    def _guard(self, documents: Sequence[RoutingDocument], correct: np.ndarray, subjects: list[str],
+               validation: tuple[Sequence[RoutingDocument], np.ndarray, Sequence[str | None] | None] | None,
+               ) -> dict[str, Any]:
+        """Held-out hits of subject-level routing vs. the best single expert (module docstring)."""
+        if self.backbone == "finetune":
+            if validation is None:
+                return {"skipped": "fine-tuning is not cross-validated; pass validation documents to guard it"}
+            val_docs, val_correct, _ = validation
+            val_correct = np.asarray(val_correct, dtype=float)
+            best = self.experts_.index(self.best_expert_)
+            hits = val_correct[np.arange(len(val_docs)), [self.experts_.index(e) for e in self._route_subject(val_docs)]]
+            return {"method": "validation documents", **guard_verdict(hits, val_correct[:, best], self.guard_z)}
+        n = len(documents)
+        if n < max(20, 2 * self.folds):
+            return {"skipped": f"{n} documents are too few for {self.folds}-fold cross-validation"}
+        params = {**self.get_params(), "guard_z": None, "progress": False}
+        routed = np.zeros(n)
+        best_single = np.zeros(n)
+        for fold in fold_indices(n, self.folds, self.seed):
+            inside = np.setdiff1d(np.arange(n), fold)
+            model = SubjectRouter(**params).fit([documents[i] for i in inside], correct[inside], self.experts_,
+                                                subjects=[subjects[i] for i in inside])
+            picks = [self.experts_.index(e) for e in model._route_subject([documents[i] for i in fold])]
+            routed[fold] = correct[fold, picks]
+            best_single[fold] = correct[fold, self.experts_.index(model.best_expert_)]
+        return {"method": f"{self.folds}-fold cross-validation", **guard_verdict(routed, best_single, self.guard_z)}
 
     # -- inference ---------------------------------------------------------------------------
     def subject_proba(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
@@ -214,12 +262,19 @@ class SubjectRouter(Router):
         """(n_documents, n_experts): each expert's training accuracy averaged over P(subject)."""
         return self.subject_proba(documents) @ self.subject_accuracy_
 
+    def _route_subject(self, documents: Sequence[RoutingDocument]) -> list[str]:
+        """The table's expert for each predicted subject (ignores the guard's mode)."""
+        return [self.table_[self.subjects_[k]] for k in self.subject_proba(documents).argmax(axis=1)]
+
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
         proba = self.subject_proba(documents)
         decisions = []
         for row in proba:
             subject = self.subjects_[int(np.argmax(row))]
-            decisions.append(RouteDecision(self.table_[subject], float(row.max()), subject, "predicted subject"))
+            if self.mode_ == "best":
+                decisions.append(RouteDecision(self.best_expert_, None, subject, "best single expert (guard)"))
+            else:
+                decisions.append(RouteDecision(self.table_[subject], float(row.max()), subject, "predicted subject"))
         return decisions
 
     # -- persistence ---------------------------------------------------------------------------
@@ -227,7 +282,7 @@ class SubjectRouter(Router):
         from safetensors.numpy import save_file
 
         tensors = {"subject_accuracy": self.subject_accuracy_}
-        state: dict[str, Any] = {"weights": "subject.safetensors"}
+        state: dict[str, Any] = {"weights": "subject.safetensors", "mode": self.mode_, "best_expert": self.best_expert_}
         if self.backbone == "finetune":
             import shutil
 
@@ -248,6 +303,11 @@ class SubjectRouter(Router):
         state = manifest.get("state") or {}
         tensors = load_file(str(folder / state.get("weights", "subject.safetensors")))
         self.subject_accuracy_ = tensors["subject_accuracy"]
+        self.mode_ = state.get("mode", "subject")
+        self.best_expert_ = state.get("best_expert")
+        if self.mode_ not in ("subject", "best") or (self.mode_ == "best" and self.best_expert_ not in self.experts_):
+            raise RouterFormatError(f"{folder}: router state has mode {self.mode_!r} / best expert "
+                                    f"{self.best_expert_!r}; re-train the router.")
         if self.backbone == "finetune":
             self._finetune_dir = folder / state.get("classifier", "classifier")
             self._finetuned = FineTunedModel(self._finetune_dir, max_length=self.max_length)

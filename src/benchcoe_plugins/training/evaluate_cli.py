@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048) -> dict[str, Any]:
-    """Routes ``test`` (batched, with a progress bar) and compares with the baselines from ``train``."""
+    """Routes ``test`` (batched, with a progress bar) and compares with the baselines from ``train``
+    (the documents the router's final fit saw: the best single expert is chosen there too)."""
     from tqdm.auto import tqdm
 
     from benchcoe_plugins.training.metrics import baselines, evaluate_routing
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     held_out = data.subset(indices[args.subset])
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
-    evaluation = evaluate_router(router, data.subset(indices["train"]), held_out)
+    fitted_on = [p for p in read_split(split_path).get("fitted_on", ["train"]) if p != args.subset]
+    evaluation = evaluate_router(router, data.subset(np.concatenate([indices[p] for p in fitted_on])), held_out)
     name = json.loads((args.router / "router.json").read_text()).get("name", args.router.name)
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)

@@ -25,7 +25,7 @@ def routing_entropy(choices: Sequence[str]) -> float:
     if not len(counts):
         return 0.0
     p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return max(0.0, float(-(p * np.log(p)).sum()))  # no -0.0 for a single expert
 
 
 def accuracy_of(correct: np.ndarray, experts: Sequence[str], choices: Sequence[str | None],

@@ -25,7 +25,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Sequence[float]], title: str,
-                 ylabel: str = "accuracy") -> Path:
+                 ylabel: str = "accuracy", ylim: tuple[float, float] | None = (0, 1),
+                 legend_below: bool = True) -> Path:
     """One group of bars per subject (plus whatever the caller puts in ``subjects``), one bar per series."""
     import numpy as np
 
@@ -42,10 +43,16 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     ax.set_xticks(x)
     ax.set_xticklabels(subjects, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    else:
+        ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.32))
+    if legend_below:
+        ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.32))
+    else:
+        ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
 
 

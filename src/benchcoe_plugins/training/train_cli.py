@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
+    model.add_argument("--guard-z", type=float, default=1.0,
+                       help="subject/query routers: route only if held-out routing beats the best single expert by "
+                            "more than this many standard errors, else send every question to it")
+    model.add_argument("--no-guard", action="store_true", help="subject/query routers: no guard")
     model.add_argument("--epochs", type=int, default=3, help="finetune: epochs")
     model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
     model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
@@ -63,7 +67,7 @@ def build_router(args: argparse.Namespace) -> Any:
         return SubjectRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 10.0,
                              max_features=args.max_features, epochs=args.epochs, lr=args.lr,
                              batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                             progress=not args.quiet, text=args.text)
+                             progress=not args.quiet, text=args.text, guard_z=guard_z(args))
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
@@ -72,7 +76,11 @@ def build_router(args: argparse.Namespace) -> Any:
     return QueryRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 1.0, subject_C=args.subject_C,
                        max_features=args.max_features, blend=args.blend, margin=args.margin,
                        defer_to=args.defer_to, seed=args.seed, progress=not args.quiet, text=args.text,
-                       tuning=args.tuning, folds=args.folds, refit=args.refit)
+                       tuning=args.tuning, folds=args.folds, refit=args.refit, guard_z=guard_z(args))
+
+
+def guard_z(args: argparse.Namespace) -> float | None:
+    return None if args.no_guard else args.guard_z
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,13 +117,15 @@ def run(args: argparse.Namespace) -> int:
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts, subjects=fit_data.subjects,
-                   validation=(validation.documents, validation.subjects) if len(validation) and fit_data is train else None)
+                   validation=(validation.documents, validation.correct, validation.subjects)
+                   if len(validation) and fit_data is train else None)
     else:
         router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
                    validation=(validation.documents, validation.correct, validation.subjects) if len(validation) else None)
         if len(validation) and (args.refit or args.tuning == "cv"):
             fitted_on = ["train", "validation"]
-    evaluation = evaluate_router(router, train, test)
+            fit_data = data.subset(np.concatenate([indices["train"], indices["validation"]]))
+    evaluation = evaluate_router(router, fit_data, test)
     router.metadata_.update({
         "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
                                               "file": str(args.split) if args.split else None,

@@ -1,0 +1,44 @@
+"""The guard of the text routers: route only where held-out evidence shows a clear gain over
+the best single expert; otherwise send every question to that expert.
+
+The evidence is per-document hits on documents the deciding model did not train on
+(cross-validation folds or the validation split). The gain over the best single expert is
+paired per document; the guard passes when its mean exceeds ``guard_z`` standard errors.
+When hyper-parameters are chosen on the same documents, :func:`cross_fitted_hits` scores
+the *choosing* too (each fold gets the setting chosen on the other folds), so picking the
+best of many settings does not inflate the evidence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """``folds`` disjoint random parts of ``range(n)`` (by ``seed``)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def cross_fitted_hits(candidate_hits: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Per-document hits of "pick the best candidate": candidate_hits is (n_candidates, n_documents)
+    of 0/1; each fold's documents are scored with the candidate that is best on the other folds."""
+    candidate_hits = np.asarray(candidate_hits, dtype=float)
+    n = candidate_hits.shape[1]
+    out = np.zeros(n)
+    totals = candidate_hits.sum(axis=1)
+    for part in fold_indices(n, min(folds, n), seed):
+        chosen = int(np.argmax(totals - candidate_hits[:, part].sum(axis=1)))
+        out[part] = candidate_hits[chosen, part]
+    return out
+
+
+def guard_verdict(routed_hits: np.ndarray, best_single_hits: np.ndarray, guard_z: float) -> dict[str, Any]:
+    """Whether routing clearly beats the best single expert on these held-out hits."""
+    gain = np.asarray(routed_hits, dtype=float) - np.asarray(best_single_hits, dtype=float)
+    mean = float(gain.mean()) if len(gain) else 0.0
+    stderr = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    return {"routes": bool(mean > 0 and mean > guard_z * stderr), "held_out_documents": int(len(gain)),
+            "gain_over_best_single": round(mean, 6), "gain_standard_error": round(stderr, 6), "guard_z": guard_z}
