@@ -9,7 +9,7 @@ chosen on train + validation; every figure is on the test part.
 
     python benchmarks/router_pools.py [--seeds 0 1 2] [--workers 2] [--plot router_pools.png]
 
-About 16 minutes with two workers on two CPU cores.
+16-18 minutes with two workers on two CPU cores.
 """
 
 from __future__ import annotations
