@@ -41,11 +41,9 @@ POOLS = [
 
 
 def run_one(job: tuple[list[str], int, str]) -> dict:
-    import numpy as np
-
     from benchcoe_plugins.routers.query import QueryRouter
     from benchcoe_plugins.routers.subject import SubjectRouter
-    from benchcoe_plugins.training.dataset import split_indices
+    from benchcoe_plugins.training.dataset import parts_subset, split_indices
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmlu_pro
 
@@ -53,7 +51,7 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
     data = load_mmlu_pro(records, experts)
     indices = split_indices(len(data), seed, 0.3, 0.1)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
-    fit = data.subset(np.concatenate([indices["train"], indices["validation"]]))
+    fit = parts_subset(data, indices, ["train", "validation"])
     subject = SubjectRouter(text="question+options", seed=seed, progress=False)
     subject.fit(fit.documents, fit.correct, fit.experts, subjects=fit.subjects)
     query = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False)

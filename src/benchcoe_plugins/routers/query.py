@@ -40,7 +40,8 @@ from benchcoe_plugins.routers.subject import (
     sigmoid,
     softmax,
 )
-from benchcoe_plugins.routers.table import best_expert_table
+from benchcoe_plugins.routers.table import best_expert_table, best_single_index
+
 
 def top_two_margin(score: np.ndarray) -> np.ndarray:
     top2 = np.sort(score, axis=1)[:, -2:]
@@ -151,7 +152,7 @@ class QueryRouter(Router):
         self.table_, accuracy = best_expert_table(subject_names, correct, self.experts_)
         self.subjects_ = sorted(self.table_)
         self.subject_accuracy_ = np.array([accuracy[s] for s in self.subjects_], dtype=np.float32)
-        self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
+        self.best_expert_ = self.experts_[best_single_index(correct)]
         subject_index = {s: i for i, s in enumerate(self.subjects_)}
         texts = document_texts(documents, self.text)
         self.features_ = TextFeatures(self.backbone, self.encoder, self.max_features, progress=self.progress).fit(texts)
@@ -192,7 +193,7 @@ class QueryRouter(Router):
         """The blend / margin with the best held-out accuracy, then the guard (see :mod:`.guard`)."""
         rows = np.arange(len(correct))
         best_index = self.experts_.index(self.best_expert_)
-        fallback = subject_pick if self.defer_to == "subject" else np.full(len(correct), best_index)
+        fallback = self._deferral(subject_pick)
         settings: list[tuple[float, float]] = []
         hits = []
         for blend in (BLEND_GRID if self.blend is None else (self.blend,)):
@@ -232,6 +233,12 @@ class QueryRouter(Router):
         subject_pick = np.array([index[self.table_[self.subjects_[k]]] for k in subject_proba.argmax(axis=1)], dtype=int)
         return proba, prior, subject_pick
 
+    def _deferral(self, subject_pick: np.ndarray) -> np.ndarray:
+        """Where a low-margin question goes: its subject-level expert or the best single expert."""
+        if self.defer_to == "subject":
+            return subject_pick
+        return np.full(len(subject_pick), self.experts_.index(self.best_expert_))
+
     def expert_proba(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
         """(n_documents, n_experts): P(expert answers correctly | question text)."""
         if not len(documents):
@@ -246,17 +253,12 @@ class QueryRouter(Router):
         proba, prior, subject_pick = self._parts(documents)
         blend = 1.0 if self.blend_ is None else self.blend_
         score = blend * proba + (1 - blend) * prior
-        margins = top_two_margin(score)
-        best_index = self.experts_.index(self.best_expert_)
-        decisions = []
-        for row, pick, margin, subject_choice in zip(score, score.argmax(axis=1), margins, subject_pick):
-            if self.margin_ and margin < self.margin_:
-                index = int(subject_choice) if self.defer_to == "subject" else best_index
-                reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
-            else:
-                index, reason = int(pick), "query level"
-            decisions.append(RouteDecision(self.experts_[index], float(row[index]), None, reason))
-        return decisions
+        threshold = self.margin_ or 0.0
+        chosen = route_with_margin(score, self._deferral(subject_pick), threshold)
+        deferred = top_two_margin(score) < threshold
+        deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
+        return [RouteDecision(self.experts_[index], float(row[index]), None, deferred_reason if low else "query level")
+                for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
 from benchcoe_plugins.routers.guard import fold_indices, guard_verdict
-from benchcoe_plugins.routers.table import best_expert_table
+from benchcoe_plugins.routers.table import best_expert_table, best_single_index
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -181,7 +181,7 @@ class SubjectRouter(Router):
         correct = check_training_inputs(documents, correct, experts)
         labels_text = document_subjects(documents, subjects)
         self.experts_ = list(experts)
-        self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
+        self.best_expert_ = self.experts_[best_single_index(correct)]
         self.mode_ = "subject"
         self.table_, accuracy = best_expert_table(labels_text, correct, self.experts_)
         self.subjects_ = sorted(self.table_)

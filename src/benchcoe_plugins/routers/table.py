@@ -14,6 +14,12 @@ from benchcoe_plugins.core.documents import DEFAULT_SUBJECT_RULES, RoutingDocume
 from benchcoe_plugins.routers.base import RouteDecision, Router
 
 
+def best_single_index(correct: np.ndarray) -> int:
+    """Column of the expert with the highest accuracy over all documents (ties -> the earlier expert).
+    The routers' guard fallback and the reports' baseline both use it, so they agree."""
+    return int(np.argmax(np.asarray(correct, dtype=float).mean(axis=0)))
+
+
 def best_expert_table(subjects: Sequence[str], correct: np.ndarray, experts: Sequence[str]) -> tuple[dict[str, str], dict[str, list[float]]]:
     """Per subject, the expert with the highest accuracy (ties -> the earlier expert).
 

@@ -114,6 +114,11 @@ def split_indices(n: int, seed: int, test_fraction: float = 0.3, validation_frac
             "train": np.sort(order[n_test + n_val:])}
 
 
+def parts_subset(data: BenchmarkData, indices: Mapping[str, np.ndarray], parts: Sequence[str]) -> BenchmarkData:
+    """The documents of the named split parts (e.g. ``["train", "validation"]``) together."""
+    return data.subset(np.concatenate([indices[p] for p in parts]))
+
+
 def split_from_keys(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
     """Indices of a given split ({"train": [task/doc_id, ...], "validation": [...], "test": [...]})."""
     position = {k: i for i, k in enumerate(data.keys())}

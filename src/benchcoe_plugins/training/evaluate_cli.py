@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
@@ -50,7 +48,7 @@ def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batc
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
 
     router = Router.load(args.router)
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
     fitted_on = [p for p in read_split(split_path).get("fitted_on", ["train"]) if p != args.subset]
-    evaluation = evaluate_router(router, data.subset(np.concatenate([indices[p] for p in fitted_on])), held_out)
+    evaluation = evaluate_router(router, parts_subset(data, indices, fitted_on), held_out)
     name = json.loads((args.router / "router.json").read_text()).get("name", args.router.name)
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.routers.table import best_expert_table
+from benchcoe_plugins.routers.table import best_expert_table, best_single_index
 
 
 def routing_entropy(choices: Sequence[str]) -> float:
@@ -45,7 +45,7 @@ def accuracy_of(correct: np.ndarray, experts: Sequence[str], choices: Sequence[s
 
 def baselines(train_correct: np.ndarray, train_subjects: Sequence[str | None], test_correct: np.ndarray,
               test_subjects: Sequence[str | None], experts: Sequence[str]) -> dict[str, Any]:
-    best_index = int(np.argmax(train_correct.mean(axis=0)))
+    best_index = best_single_index(train_correct)
     out: dict[str, Any] = {
         "best_single": {"expert": experts[best_index], "accuracy": float(test_correct[:, best_index].mean())},
         "random": {"accuracy": float(test_correct.mean())},

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
@@ -84,7 +83,7 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.training.dataset import read_split, split_from_keys, split_indices, write_split
+    from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys, split_indices, write_split
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.reports import write_evaluation
 
@@ -107,24 +106,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
           f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed})")
     router = build_router(args)
-    fitted_on = ["train"]
-    if args.router in ("table", "subject") and args.refit and len(validation):
-        # nothing of these routers is chosen on validation: the final fit simply uses it too
-        fit_data, fitted_on = data.subset(np.concatenate([indices["train"], indices["validation"]])), ["train", "validation"]
-    else:
-        fit_data = train
+    # Which parts the final fit sees. Table/subject routers choose nothing on validation, so with
+    # --refit they simply fit on it too; the query router takes validation apart and (refit / cv)
+    # ends fitted on both.
+    uses_validation = bool(len(validation)) and (args.refit or (args.router == "query" and args.tuning == "cv"))
+    fitted_on = ["train", "validation"] if uses_validation else ["train"]
+    fit_data = parts_subset(data, indices, fitted_on)
+    held_validation = (validation.documents, validation.correct, validation.subjects) if len(validation) else None
     if args.router == "table":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts, subjects=fit_data.subjects,
-                   validation=(validation.documents, validation.correct, validation.subjects)
-                   if len(validation) and fit_data is train else None)
+                   validation=None if uses_validation else held_validation)
     else:
-        router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
-                   validation=(validation.documents, validation.correct, validation.subjects) if len(validation) else None)
-        if len(validation) and (args.refit or args.tuning == "cv"):
-            fitted_on = ["train", "validation"]
-            fit_data = data.subset(np.concatenate([indices["train"], indices["validation"]]))
+        router.fit(train.documents, train.correct, train.experts, subjects=train.subjects, validation=held_validation)
     evaluation = evaluate_router(router, fit_data, test)
     router.metadata_.update({
         "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
