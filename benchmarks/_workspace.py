@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,6 +15,13 @@ sys.path.insert(0, str(REPO / "tests"))
 from tiny_models import build_causal_lm  # noqa: E402
 
 SUBJECTS = ["biology", "law", "math", "history", "physics", "economics"]
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A temporary folder removed when the benchmark exits (the tiny experts weigh up to ~1 GB)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def write_task(folder: Path, n_docs: int, max_gen_toks: int = 16) -> Path:

@@ -20,14 +20,13 @@ import argparse
 import gc
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from _workspace import SUBJECTS, build_experts, write_task  # noqa: E402
+from _workspace import SUBJECTS, build_experts, scratch_folder, write_task  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     from benchcoe_plugins.adapters.lm_eval.coe_lm import CoELM
     from benchcoe_plugins.routers.table import TableRouter
 
-    root = Path(tempfile.mkdtemp(prefix="benchcoe-overhead-"))
+    root = scratch_folder("benchcoe-overhead-")
     experts = build_experts(root / "experts", {"small": (64, 2), "medium": (128, 4), "large": (192, 6)})
     names = list(experts)
     TableRouter.from_table({s: names[i % 3] for i, s in enumerate(SUBJECTS)}, experts=names).save(root / "router")

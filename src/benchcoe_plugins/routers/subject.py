@@ -192,9 +192,14 @@ class SubjectRouter(Router):
         self._finetuned: FineTunedModel | None = None
         self._finetune_dir: Path | None = None
         if self.backbone == "finetune":
+            import shutil
             import tempfile
+            import weakref
 
-            self._finetune_dir = Path(tempfile.mkdtemp(prefix="benchcoe-subject-")) / "classifier"
+            scratch = tempfile.mkdtemp(prefix="benchcoe-subject-")
+            # The fine-tuned weights live here until save() copies them; gone with the router.
+            weakref.finalize(self, shutil.rmtree, scratch, ignore_errors=True)
+            self._finetune_dir = Path(scratch) / "classifier"
             val_texts, val_labels = (), None
             if validation is not None:
                 val_docs, _, val_subjects = validation
