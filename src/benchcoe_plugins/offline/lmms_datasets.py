@@ -16,14 +16,12 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-MARKER = "benchcoe_seed.json"
-VERSION = "0.0.0"
+from benchcoe_plugins.offline.cache import VERSION, datasets_cache_dir, write_cache_folder
+
 MMMU_SUBJECTS = ["Art", "Biology", "Computer_Science", "Math", "Physics", "History"]
 MMSTAR_CATEGORIES = [("coarse perception", "image scene and topic"), ("fine-grained perception", "object counting"),
                      ("instance reasoning", "single-instance reasoning"), ("logical reasoning", "diagram reasoning"),
@@ -147,16 +145,9 @@ OFFLINE_DATASETS = {
 }
 
 
-def datasets_cache_dir() -> Path:
-    import datasets.config
-
-    return Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE)))
-
-
 def write_cached_dataset(dataset: OfflineDataset, rows: list[dict[str, Any]], cache_dir: Path) -> Path:
     """Write one config/split into the datasets cache the way ``load_dataset`` reloads it offline."""
     import datasets
-    from datasets.arrow_writer import ArrowWriter
     from datasets.naming import camelcase_to_snakecase
 
     organisation, name = dataset.hub_id.split("/")
@@ -165,31 +156,10 @@ def write_cached_dataset(dataset: OfflineDataset, rows: list[dict[str, Any]], ca
     table = datasets.Dataset.from_list(rows, features=features).data.table
     digest = hashlib.sha256(json.dumps([dataset.hub_id, dataset.config, len(rows)]).encode())
     digest.update(str(table.to_pydict().get("question")).encode())
-    version_dir = cache_dir / f"{organisation}___{snake}" / dataset.config / VERSION
-    target = version_dir / digest.hexdigest()[:40]
-    version_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".benchcoe-", dir=version_dir))
-    try:
-        with ArrowWriter(path=str(staging / f"{snake}-{dataset.split}.arrow"), features=features) as writer:
-            writer.write_table(table)
-            num_examples, num_bytes = writer.finalize()
-        splits = datasets.SplitDict(dataset_name=snake)
-        splits.add(datasets.SplitInfo(name=dataset.split, num_bytes=num_bytes, num_examples=num_examples,
-                                      dataset_name=snake))
-        datasets.DatasetInfo(description=f"synthetic offline copy of {dataset.hub_id} written by benchcoe-plugins",
-                             features=features, builder_name=snake, dataset_name=snake, config_name=dataset.config,
-                             version=VERSION, splits=splits).write_to_directory(str(staging))
-        (staging / MARKER).write_text(json.dumps({"hub_id": dataset.hub_id, "config": dataset.config,
-                                                  "rows": num_examples, "synthetic": True}) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for sibling in version_dir.iterdir():  # older seeds of ours; a real download is left alone
-        if sibling != target and (sibling / MARKER).is_file():
-            shutil.rmtree(sibling, ignore_errors=True)
-    return target
+    target = cache_dir / f"{organisation}___{snake}" / dataset.config / VERSION / digest.hexdigest()[:40]
+    return write_cache_folder(target, snake, dataset.config, features, {dataset.split: table},
+                              {"hub_id": dataset.hub_id, "config": dataset.config, "synthetic": True},
+                              description=f"synthetic offline copy of {dataset.hub_id} written by benchcoe-plugins")
 
 
 def seed_lmms_datasets(cache_dir: str | os.PathLike | None = None, rows: int = 12, seed: int = 0) -> dict[str, Path]:

@@ -11,25 +11,17 @@ copy in ``tasks/mmlu_pro/``, so the stock task YAMLs load it unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.offline.cache import (MARKER, VERSION, OfflineDataError, datasets_cache_dir,
+                                            write_cache_folder)
 
 HUB_ID = "TIGER-Lab/MMLU-Pro"
 CACHE_DIR_NAME = "TIGER-Lab___mmlu-pro"
 FILE_PREFIX = "mmlu-pro"
 CONFIG_NAME = "default"
-VERSION = "0.0.0"
 SPLITS = ("test", "validation")
-MARKER = "benchcoe_seed.json"
-
-
-class OfflineDataError(BenchCoEError, RuntimeError):
-    """The shipped offline copy is missing or the cache cannot be written."""
 
 
 def shipped_mmlu_pro() -> Path:
@@ -45,13 +37,6 @@ def shipped_mmlu_pro() -> Path:
         raise OfflineDataError(f"{folder} lacks {[f'{s}.parquet' for s in missing]}; rebuild it with "
                                f"'python tasks/mmlu_pro/build.py' in a checkout, or reinstall the package.")
     return folder
-
-
-def datasets_cache_dir() -> Path:
-    """Where ``datasets`` looks: ``$HF_DATASETS_CACHE``, else ``$HF_HOME/datasets``."""
-    import datasets.config
-
-    return Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE)))
 
 
 def _content_hash(source: Path) -> str:
@@ -72,17 +57,6 @@ def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool
     return (folder / MARKER).is_file() and all((folder / f"{FILE_PREFIX}-{s}.arrow").is_file() for s in SPLITS)
 
 
-def _write_split(parquet: Path, arrow: Path, features) -> tuple[int, int]:
-    import pyarrow.parquet as pq
-    from datasets.arrow_writer import ArrowWriter
-
-    table = pq.read_table(parquet).cast(features.arrow_schema)
-    with ArrowWriter(path=str(arrow), features=features) as writer:
-        writer.write_table(table)
-        num_examples, num_bytes = writer.finalize()
-    return num_examples, num_bytes
-
-
 def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                         force: bool = False) -> Path:
     """Write the datasets-cache folder of TIGER-Lab/MMLU-Pro from the shipped parquet; returns it.
@@ -91,6 +65,7 @@ def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str 
     seed of this package wrote (other content hash) are removed; a real download is left alone.
     """
     import datasets
+    import pyarrow.parquet as pq
 
     source = Path(source) if source else shipped_mmlu_pro()
     target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
@@ -106,37 +81,10 @@ def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str 
         "category": datasets.Value("string"),
         "src": datasets.Value("string"),
     })
-    version_dir = target.parent
-    try:
-        version_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".benchcoe-", dir=version_dir))
-    except OSError as error:
-        raise OfflineDataError(f"cannot write the datasets cache at {version_dir} ({error}). Set HF_HOME or "
-                               f"HF_DATASETS_CACHE to a writable folder, or pass --cache-dir.") from None
-    try:
-        splits = datasets.SplitDict(dataset_name=FILE_PREFIX)
-        for split in SPLITS:
-            rows, size = _write_split(source / f"{split}.parquet", staging / f"{FILE_PREFIX}-{split}.arrow", features)
-            splits.add(datasets.SplitInfo(name=split, num_bytes=size, num_examples=rows, dataset_name=FILE_PREFIX))
-        info = datasets.DatasetInfo(
-            description="MMLU-Pro (TIGER-AI-Lab, Apache-2.0), offline copy seeded by benchcoe-plugins",
-            license="apache-2.0", features=features, builder_name=FILE_PREFIX, dataset_name=FILE_PREFIX,
-            config_name=CONFIG_NAME, version=VERSION, splits=splits,
-        )
-        info.write_to_directory(str(staging))
-        (staging / MARKER).write_text(json.dumps({
-            "hub_id": HUB_ID, "source": str(source), "rows": {s: splits[s].num_examples for s in SPLITS},
-            "written_by": "benchcoe_plugins.offline.seed",
-        }, indent=1) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for sibling in version_dir.iterdir():
-        if sibling != target and sibling.is_dir() and (sibling / MARKER).is_file():
-            shutil.rmtree(sibling, ignore_errors=True)
-    return target
+    tables = {split: pq.read_table(source / f"{split}.parquet").cast(features.arrow_schema) for split in SPLITS}
+    marker = {"hub_id": HUB_ID, "source": str(source), "written_by": "benchcoe_plugins.offline.seed"}
+    return write_cache_folder(target, FILE_PREFIX, CONFIG_NAME, features, tables, marker, license="apache-2.0",
+                              description="MMLU-Pro (TIGER-AI-Lab, Apache-2.0), offline copy seeded by benchcoe-plugins")
 
 
 def seed_all(cache_dir: str | os.PathLike | None = None, force: bool = False) -> dict[str, Path]:
