@@ -14,7 +14,6 @@ records and the routing log on the same documents and says whether they agree.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -22,9 +21,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.core.jsonl import read_jsonl
 
 POOL = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", "gemma-7b", "Qwen1.5-7B-Chat"]
 FALLBACK = POOL[0]
@@ -68,29 +68,26 @@ class DemoData:
         return sum(self.correct[choice[q]][q] for q in ids) / max(len(ids), 1)
 
 
-def task_name(category: str) -> str:
-    return "mmlu_pro_" + category.replace(" ", "_")
-
-
 def load_data(limit: int | None) -> DemoData:
     import pyarrow.parquet as pq
 
     from benchcoe_plugins.offline.seed import shipped_mmlu_pro
+    from benchcoe_plugins.training.records import mmlu_pro_task
 
     folder = shipped_mmlu_pro()
     table = pq.read_table(folder / "test.parquet", columns=["question_id", "category"]).to_pydict()
     docs: dict[tuple[str, int], int] = {}
     per_task: dict[str, int] = {}
     for question_id, category in zip(table["question_id"], table["category"]):
-        task = task_name(category)
+        task = mmlu_pro_task(category)
         doc_id = per_task.get(task, 0)
         per_task[task] = doc_id + 1
         if limit is None or doc_id < limit:
             docs[(task, doc_id)] = question_id
     correct: dict[str, dict[int, bool]] = {}
     for expert in POOL:
-        with gzip.open(replay_dir() / f"{expert}.jsonl.gz", "rt") as handle:
-            correct[expert] = {row["question_id"]: bool(row["correct"]) for row in map(json.loads, handle)}
+        correct[expert] = {row["question_id"]: bool(row["correct"])
+                           for row in read_jsonl(replay_dir() / f"{expert}.jsonl.gz")}
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
     return DemoData(docs, dict(zip(table["question_id"], table["category"])), correct,
                     len(manifest.get("held_out_question_ids", [])))
@@ -111,36 +108,19 @@ def _ids(values: Any) -> set[int]:
     return {int(str(v).rsplit("/", 1)[-1]) for v in values}
 
 
-def held_out_ids(folder: Path, manifest: dict[str, Any]) -> tuple[set[int] | None, str]:
-    """The question_ids the router never trained on, from its manifest's ``data`` section: a list
-    (``held_out_question_ids``, ``test_question_ids``, ``test``, ...), a split file in the router
-    folder (``{"train": [...], "test": [...]}``), or a ``question_id % m`` rule."""
-    data = manifest.get("data") or {}
-    if not isinstance(data, dict):
-        return None, f"{folder.name}/router.json names no held-out split"
-    sections = [data] + [v for v in data.values() if isinstance(v, dict)]
-    names = ("held_out_question_ids", "test_question_ids", "eval_question_ids", "held_out_ids", "test_ids", "test")
-    for section in sections:
-        for name in names:
-            if isinstance(section.get(name), list) and section[name]:
-                return _ids(section[name]), f"'{name}' in {folder.name}/router.json ({len(section[name])} questions)"
-        rule = section.get("held_out_rule")
-        if isinstance(rule, dict) and "modulus" in rule:
-            modulus, remainders = int(rule["modulus"]), {int(r) for r in rule.get("remainders", [0])}
-            return ({q for q in range(1 << 20) if q % modulus in remainders},
-                    f"question_id % {modulus} in {sorted(remainders)} ({folder.name}/router.json)")
-        for value in section.values():
-            if isinstance(value, str) and value.endswith(".json") and (folder / value).is_file():
-                split = json.loads((folder / value).read_text())
-                for name in names:
-                    if isinstance(split, dict) and isinstance(split.get(name), list) and split[name]:
-                        return _ids(split[name]), f"'{name}' of {folder.name}/{value} ({len(split[name])} questions)"
-    split_file = folder / "split.json"  # what 'benchcoe train' writes beside the manifest
-    if split_file.is_file():
-        split = json.loads(split_file.read_text())
-        if isinstance(split, dict) and isinstance(split.get("test"), list) and split["test"]:
-            return _ids(split["test"]), f"'test' of {folder.name}/split.json ({len(split['test'])} questions)"
-    return None, f"{folder.name}/router.json names no held-out split"
+def held_out_ids(folder: Path, manifest: dict[str, Any], question_ids: Iterable[int]) -> tuple[set[int] | None, str]:
+    """The question_ids the router never trained on: the ``test`` part of the ``split.json`` that
+    ``benchcoe train`` writes beside the manifest, or the stand-in's ``question_id % m`` rule."""
+    split_file = folder / "split.json"
+    test = json.loads(split_file.read_text()).get("test") if split_file.is_file() else None
+    if test:
+        return _ids(test), f"'test' of {folder.name}/split.json ({len(test)} questions)"
+    rule = ((manifest.get("data") or {}).get("split") or {}).get("held_out_rule")
+    if isinstance(rule, dict) and "modulus" in rule:
+        modulus, remainders = int(rule["modulus"]), {int(r) for r in rule.get("remainders", [0])}
+        return ({q for q in question_ids if q % modulus in remainders},
+                f"question_id % {modulus} in {sorted(remainders)} ({folder.name}/router.json)")
+    return None, f"{folder.name} has no split.json and its router.json names no held-out rule"
 
 
 def dev_table_router(output: Path, data: DemoData) -> Path:
@@ -177,7 +157,7 @@ def choose_routers(levels: Sequence[str], router_dir: Path | None, output: Path,
         missing = sorted(set(manifest["experts"]) - set(POOL))
         if missing:
             raise DemoError(f"router {folder} routes to {missing}, which are not in the embedded pool {POOL}.")
-        ids, note = held_out_ids(folder, manifest)
+        ids, note = held_out_ids(folder, manifest, data.subjects)
         choices.append(RouterChoice(level, folder, folder == stand_in, ids, note))
     return choices
 
@@ -235,11 +215,7 @@ def harness_accuracy(out: Path) -> tuple[float, int]:
 
 
 def read_routing(routing_log: Path, data: DemoData) -> dict[int, str]:
-    choice: dict[int, str] = {}
-    for line in routing_log.read_text().splitlines():
-        row = json.loads(line)
-        choice[data.docs[(row["task"], int(row["doc_id"]))]] = row["expert"]
-    return choice
+    return {data.docs[(row["task"], int(row["doc_id"]))]: row["expert"] for row in read_jsonl(routing_log)}
 
 
 # -- the comparison ------------------------------------------------------------------------------

@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import ast
 import glob
-import gzip
-import json
 import logging
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from benchcoe_plugins.core.errors import ConfigError, RecordsError
+from benchcoe_plugins.core.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +53,8 @@ REPLAY_MODES = ("answer", "text")
 NEG_INF = float("-inf")
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordsError(f"{path}:{number} is not JSON ({error}). Pass JSON-lines files.") from None
-            if isinstance(row, dict):
-                yield row
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    return (row for row in read_jsonl(path) if isinstance(row, dict))
 
 
 def expand_paths(value: str | os.PathLike | Sequence[str | os.PathLike], what: str,
@@ -209,7 +195,7 @@ class ReplayBook:
                 raise ConfigError(f"log file {path.name!r} is not named like a harness samples file "
                                   f"(samples_<task>_<date>.jsonl or <date>_samples_<task>.jsonl); pass task=<name> "
                                   f"or key=<doc field> in model_args.")
-            for row in _read_jsonl(path):
+            for row in _rows(path):
                 if "doc_id" not in row:
                     raise RecordsError(f"{path} has a row without doc_id: not a harness --log_samples file. "
                                        f"Use records=... for benchmark record files.")
@@ -226,7 +212,7 @@ class ReplayBook:
 
     def _read_records(self) -> None:
         for path in self.files:
-            for row in _read_jsonl(path):
+            for row in _rows(path):
                 key = self.key or next((f for f in RECORD_KEY_FIELDS if f in row), None)
                 if key is None or key not in row:
                     raise RecordsError(f"{path}: a record has none of the key fields {[self.key] if self.key else list(RECORD_KEY_FIELDS)} "
@@ -391,7 +377,6 @@ class ReplayAnswerer:
         raise RecordsError(f"replay: record files hold no log-likelihoods, so {request.request_type} requests "
                            f"(task {request.task!r}) cannot be replayed from {recorded.source}. Replay an lm-eval "
                            f"--log_samples file of that task instead.")
-
 
 
 REPLAY_ARGS = {

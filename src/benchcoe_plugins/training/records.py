@@ -9,29 +9,15 @@ text; usable for table routers and reports).
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject
+from benchcoe_plugins.core.jsonl import read_jsonl
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.dataset import BenchmarkData, ExpertRow, join_experts
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise RecordsError(f"{path}:{number} is not JSON ({error}).") from None
-    except OSError as error:
-        raise RecordsError(f"cannot read {path}: {error}") from None
 
 
 def mmlu_pro_task(category: str) -> str:

@@ -83,7 +83,7 @@ def _subject_for(task: str, row: dict[str, Any]) -> str:
 
 
 def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
-    from benchcoe_plugins.training.records import read_jsonl
+    from benchcoe_plugins.core.jsonl import read_jsonl
     from benchcoe_plugins.training.sample_logs import correctness, sample_files, task_of
 
     series: dict[str, dict[str, float]] = {}

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.core.jsonl import read_jsonl
 from benchcoe_plugins.training.dataset import BenchmarkData, ExpertRow, join_experts
-from benchcoe_plugins.training.records import read_jsonl
 
 DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
 KEY_FIELDS = ("question_id", "id", "doc_id")

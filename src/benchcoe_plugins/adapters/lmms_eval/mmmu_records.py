@@ -24,7 +24,6 @@ first expert, llava1.5_13b). Rebuild with::
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from benchcoe_plugins.core.jsonl import read_jsonl
 
 EXPERTS = ("llava1.5_13b", "qwen_vl")
 SUBJECT_RULES = [{"task": "mmmu*", "field": "id", "pattern": r"^(?:validation|test|dev)_(.+)_\d+$"}]
@@ -86,8 +87,7 @@ def is_correct(record: Mapping[str, Any], gold: Mapping[str, Any]) -> bool:
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    with gzip.open(path, "rt") as handle:
-        return {row["id"]: row for row in map(json.loads, handle)}
+    return {row["id"]: row for row in read_jsonl(path)}
 
 
 def correctness_matrix(data_dir: Path, experts: Sequence[str] = EXPERTS) -> tuple[list[str], np.ndarray]:
