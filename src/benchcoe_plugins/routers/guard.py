@@ -11,7 +11,7 @@ best of many settings does not inflate the evidence.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,6 +20,12 @@ def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     """``folds`` disjoint random parts of ``range(n)`` (by ``seed``)."""
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def cross_validation_splits(n: int, folds: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(fit indices, held-out indices) for each of the ``folds`` parts of :func:`fold_indices`."""
+    for fold in fold_indices(n, folds, seed):
+        yield np.setdiff1d(np.arange(n), fold), fold
 
 
 def cross_fitted_hits(candidate_hits: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, TextFeatures
-from benchcoe_plugins.routers.guard import cross_fitted_hits, fold_indices, guard_verdict
+from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.subject import (
     LinearHead,
     check_training_inputs,
@@ -48,10 +48,12 @@ def top_two_margin(score: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
-def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float) -> np.ndarray:
-    """Argmax of ``score``, or ``fallback`` where the top-two margin is below ``threshold``."""
-    pick = score.argmax(axis=1)
-    return np.where(top_two_margin(score) < threshold, fallback, pick) if threshold > 0 else pick
+def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float,
+                      margin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen column, deferred): argmax of ``score``, or ``fallback`` where the top-two margin
+    (``margin``, computed when not given) is below ``threshold``."""
+    deferred = (top_two_margin(score) if margin is None else margin) < threshold
+    return np.where(deferred, fallback, score.argmax(axis=1)), deferred
 
 
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
@@ -169,8 +171,7 @@ class QueryRouter(Router):
         subject_pick = np.zeros(n, dtype=int)
         params = {**self.get_params(), "tuning": "validation", "refit": False, "blend": 0.0, "margin": 0.0,
                   "progress": False}
-        for fold in fold_indices(n, self.folds, self.seed):
-            inside = np.setdiff1d(np.arange(n), fold)
+        for inside, fold in cross_validation_splits(n, self.folds, self.seed):
             model = QueryRouter(**params)
             model.experts_ = list(self.experts_)
             model._fit_models([documents[i] for i in inside], correct[inside], [subject_names[i] for i in inside])
@@ -203,7 +204,7 @@ class QueryRouter(Router):
                           else [self.margin])
             for threshold in thresholds:
                 settings.append((blend, threshold))
-                hits.append(correct[rows, route_with_margin(score, fallback, threshold)])
+                hits.append(correct[rows, route_with_margin(score, fallback, threshold, margin)[0]])
         candidate_hits = np.array(hits)
         chosen = int(np.argmax(candidate_hits.mean(axis=1)))  # first best: smallest blend / margin
         self.blend_, self.margin_ = settings[chosen]
@@ -253,9 +254,7 @@ class QueryRouter(Router):
         proba, prior, subject_pick = self._parts(documents)
         blend = 1.0 if self.blend_ is None else self.blend_
         score = blend * proba + (1 - blend) * prior
-        threshold = self.margin_ or 0.0
-        chosen = route_with_margin(score, self._deferral(subject_pick), threshold)
-        deferred = top_two_margin(score) < threshold
+        chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
         deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
         return [RouteDecision(self.experts_[index], float(row[index]), None, deferred_reason if low else "query level")
                 for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]

@@ -24,7 +24,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, 
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
-from benchcoe_plugins.routers.guard import fold_indices, guard_verdict
+from benchcoe_plugins.routers.guard import cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
 
 
@@ -236,7 +236,7 @@ class SubjectRouter(Router):
             val_docs, val_correct, _ = validation
             val_correct = np.asarray(val_correct, dtype=float)
             best = self.experts_.index(self.best_expert_)
-            hits = val_correct[np.arange(len(val_docs)), [self.experts_.index(e) for e in self._route_subject(val_docs)]]
+            hits = val_correct[np.arange(len(val_docs)), self._subject_picks(val_docs)]
             return {"method": "validation documents", **guard_verdict(hits, val_correct[:, best], self.guard_z)}
         n = len(documents)
         if n < max(20, 2 * self.folds):
@@ -244,12 +244,10 @@ class SubjectRouter(Router):
         params = {**self.get_params(), "guard_z": None, "progress": False}
         routed = np.zeros(n)
         best_single = np.zeros(n)
-        for fold in fold_indices(n, self.folds, self.seed):
-            inside = np.setdiff1d(np.arange(n), fold)
+        for inside, fold in cross_validation_splits(n, self.folds, self.seed):
             model = SubjectRouter(**params).fit([documents[i] for i in inside], correct[inside], self.experts_,
                                                 subjects=[subjects[i] for i in inside])
-            picks = [self.experts_.index(e) for e in model._route_subject([documents[i] for i in fold])]
-            routed[fold] = correct[fold, picks]
+            routed[fold] = correct[fold, model._subject_picks([documents[i] for i in fold])]
             best_single[fold] = correct[fold, self.experts_.index(model.best_expert_)]
         return {"method": f"{self.folds}-fold cross-validation", **guard_verdict(routed, best_single, self.guard_z)}
 
@@ -267,9 +265,11 @@ class SubjectRouter(Router):
         """(n_documents, n_experts): each expert's training accuracy averaged over P(subject)."""
         return self.subject_proba(documents) @ self.subject_accuracy_
 
-    def _route_subject(self, documents: Sequence[RoutingDocument]) -> list[str]:
-        """The table's expert for each predicted subject (ignores the guard's mode)."""
-        return [self.table_[self.subjects_[k]] for k in self.subject_proba(documents).argmax(axis=1)]
+    def _subject_picks(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
+        """Column of the table's expert for each predicted subject (ignores the guard's mode)."""
+        column = {e: i for i, e in enumerate(self.experts_)}
+        return np.array([column[self.table_[self.subjects_[k]]] for k in self.subject_proba(documents).argmax(axis=1)],
+                        dtype=int)
 
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
         proba = self.subject_proba(documents)
