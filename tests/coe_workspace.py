@@ -64,14 +64,19 @@ def workspace_env(workspace: Path) -> dict[str, str]:
     return harness_env({"HF_HOME": str(workspace / "hf")})
 
 
-def lm_eval(workspace: Path, model: str, model_args: str, out: str, *extra: str, tasks: str = TASKS,
-            launcher: tuple[str, ...] = ()) -> Path:
+def lm_eval_command(workspace: Path, model: str, model_args: str, out: str, *extra: str, tasks: str = TASKS,
+                    launcher: tuple[str, ...] = ()) -> list[str]:
     """The real lm_eval CLI on the workspace: short generations, LIMIT documents per task."""
     command = [*launcher, "-m", "lm_eval"] if launcher else ["lm_eval"]
-    run_cli([*command, "--model", model, "--model_args", model_args, "--tasks", tasks, "--limit", str(LIMIT),
-             "--gen_kwargs", "max_gen_toks=8", "--include_path", str(workspace / "tasks"), "--batch_size", "1",
-             "--output_path", str(workspace / out), "--log_samples", *extra], cwd=workspace,
-            env=workspace_env(workspace))
+    return [*command, "--model", model, "--model_args", model_args, "--tasks", tasks, "--limit", str(LIMIT),
+            "--gen_kwargs", "max_gen_toks=8", "--include_path", str(workspace / "tasks"), "--batch_size", "1",
+            "--output_path", str(workspace / out), "--log_samples", *extra]
+
+
+def lm_eval(workspace: Path, model: str, model_args: str, out: str, *extra: str, tasks: str = TASKS,
+            launcher: tuple[str, ...] = ()) -> Path:
+    run_cli(lm_eval_command(workspace, model, model_args, out, *extra, tasks=tasks, launcher=launcher),
+            cwd=workspace, env=workspace_env(workspace))
     return workspace / out
 
 

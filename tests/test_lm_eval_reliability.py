@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coe_workspace import LIMIT, TASKS, lm_eval, workspace_env
+from coe_workspace import TASKS, lm_eval, lm_eval_command, workspace_env
 from conftest import BIN, free_port, read_results, read_samples, run_cli
 
 pytestmark = pytest.mark.slow
@@ -22,9 +22,7 @@ def test_failed_expert_keeps_finished_answers_and_rerun_resumes(workspace, runs,
     weights.rename(tmp_path / "weights.bak")  # beta (loaded after alpha) fails to load
     store = tmp_path / "store"
     args = f"config=coe.yaml,result_cache={store},experts.beta.model_args.pretrained={broken}"
-    command = ["lm_eval", "--model", "coe", "--model_args", args, "--tasks", TASKS, "--limit", str(LIMIT),
-               "--gen_kwargs", "max_gen_toks=8", "--include_path", str(workspace / "tasks"), "--batch_size", "1",
-               "--output_path", str(tmp_path / "out"), "--log_samples"]
+    command = lm_eval_command(workspace, "coe", args, str(tmp_path / "out"))
 
     failed = run_cli(command, cwd=workspace, env=workspace_env(workspace), check=False)
     assert failed.returncode != 0
