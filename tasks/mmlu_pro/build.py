@@ -25,19 +25,16 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from benchcoe_plugins.core.jsonl import read_jsonl
+from benchcoe_plugins.demo import POOL  # the replay experts the demo runs
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = Path("/work/shared/data/mmlu_pro")
+DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "mmlu_pro"  # ../shared beside the checkout
 FEWSHOT_MODEL = "Meta-Llama-3_1-8B-Instruct"
 FEWSHOT_PER_SUBJECT = 5
 MAX_COT_CHARS = 1000
-POOL = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", "gemma-7b", "Qwen1.5-7B-Chat"]
 COLUMNS = ["question_id", "question", "options", "answer", "answer_index", "cot_content", "category", "src"]
 ANSWER = re.compile(r"answer is \(?([A-J])\)?\.?")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def cot_from_output(text: str, answer: str) -> str | None:
@@ -93,7 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
 
-    questions = read_jsonl(args.data / "questions.jsonl.gz")
+    questions = list(read_jsonl(args.data / "questions.jsonl.gz"))
     records = {r["question_id"]: r for r in read_jsonl(args.data / "records" / f"{FEWSHOT_MODEL}.jsonl.gz")}
     fewshot = choose_fewshot(questions, records)
     order = sorted({q["category"] for q in questions})

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 
