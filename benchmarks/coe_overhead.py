@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from _workspace import SUBJECTS, build_experts, scratch_folder, write_task  # noqa: E402
+from _workspace import SUBJECTS, build_experts, round_robin, scratch_folder, write_coe_config, write_task  # noqa: E402
 
 
 def main() -> None:
@@ -36,21 +36,15 @@ def main() -> None:
     parser.add_argument("--max-gen-toks", type=int, default=16)
     args = parser.parse_args()
 
-    import yaml
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager, get_task_dict
 
     from benchcoe_plugins.adapters.lm_eval.coe_lm import CoELM
-    from benchcoe_plugins.routers.table import TableRouter
 
     root = scratch_folder("benchcoe-overhead-")
     experts = build_experts(root / "experts", {"small": (64, 2), "medium": (128, 4), "large": (192, 6)})
     names = list(experts)
-    TableRouter.from_table({s: names[i % 3] for i, s in enumerate(SUBJECTS)}, experts=names).save(root / "router")
-    config = {"router": str(root / "router"), "fallback": "small", "result_cache": False,
-              "experts": {n: {"model": "hf", "model_args": {"pretrained": str(p), "batch_size": 8, "device": "cpu"}}
-                          for n, p in experts.items()}}
-    (root / "coe.yaml").write_text(yaml.safe_dump(config))
+    write_coe_config(root, experts, round_robin(SUBJECTS, names), {"batch_size": 8, "device": "cpu"})
 
     task = get_task_dict(["bench_gen"], TaskManager(include_path=str(write_task(root / "tasks", args.docs,
                                                                                 args.max_gen_toks))))["bench_gen"]

@@ -11,23 +11,10 @@ fresh wrapper process per run.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-from _workspace import SUBJECTS, build_experts, scratch_folder, write_task
+from _workspace import SUBJECTS, build_experts, measure_lm_eval, round_robin, scratch_folder, write_coe_config, write_task
 
 SIZES = {"small": (256, 4), "medium": (1280, 6), "large": (1536, 10)}  # hidden size, layers
-WRAPPER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
-           "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def peak_rss_mb(command: list[str], cwd: Path) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", WRAPPER, *command], cwd=cwd, env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return int(out.strip()) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
@@ -35,24 +22,17 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=30)
     args = parser.parse_args()
 
-    import yaml
-
-    from benchcoe_plugins.routers.table import TableRouter
-
     root = scratch_folder("benchcoe-memory-")
     experts = build_experts(root / "experts", SIZES)
     sizes_mb = {n: sum(f.stat().st_size for f in p.glob("*.safetensors")) / 2**20 for n, p in experts.items()}
     names = list(experts)
-    TableRouter.from_table({s: names[i % 3] for i, s in enumerate(SUBJECTS)}, experts=names).save(root / "router")
-    config = {"router": str(root / "router"), "fallback": "small", "result_cache": False,
-              "experts": {n: {"model": "hf", "model_args": {"pretrained": str(p)}} for n, p in experts.items()}}
-    (root / "coe.yaml").write_text(yaml.safe_dump(config))
+    write_coe_config(root, experts, round_robin(SUBJECTS, names))
     tasks = write_task(root / "tasks", args.docs, max_gen_toks=4)
-    lm_eval = str(Path(sys.executable).parent / "lm_eval")
     common = ["--tasks", "bench_gen", "--include_path", str(tasks), "--device", "cpu", "--batch_size", "1"]
 
-    alone = peak_rss_mb([lm_eval, "--model", "hf", "--model_args", f"pretrained={experts['large']}", *common], root)
-    coe = peak_rss_mb([lm_eval, "--model", "coe", "--model_args", "config=coe.yaml", *common], root)
+    alone = measure_lm_eval(["--model", "hf", "--model_args", f"pretrained={experts['large']}", *common],
+                            root)["max_rss_mb"]
+    coe = measure_lm_eval(["--model", "coe", "--model_args", "config=coe.yaml", *common], root)["max_rss_mb"]
     print("expert weights (MB): " + ", ".join(f"{n} {s:.0f}" for n, s in sizes_mb.items()))
     print(f"peak RSS, largest expert alone:   {alone:.0f} MB")
     print(f"peak RSS, CoE of the three:       {coe:.0f} MB")

@@ -38,6 +38,18 @@ def build_tokenizer(folder: Path, chat_template: str | None = None):
 def build_causal_lm(folder: str | Path, seed: int, hidden_size: int = 32, layers: int = 2,
                     chat_template: str | None = None) -> Path:
     """A Llama-architecture causal LM with random weights that lm-eval's ``hf`` model loads."""
+    architecture = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": layers,
+                    "num_attention_heads": 4, "num_key_value_heads": 4}
+    return build_llama(folder, seed, architecture, chat_template=chat_template)
+
+
+def build_llama(folder: str | Path, seed: int, architecture: dict, chat_template: str | None = None,
+                dtype: str = "float32", device: str = "cpu") -> Path:
+    """Random weights of a ``LlamaConfig`` with ``architecture``'s sizes, with the tiny tokenizer.
+
+    ``vocab_size`` may exceed the tokenizer's (a real model's embedding size, rows unused);
+    ``device="cuda"`` initialises billions of weights in seconds instead of minutes.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -45,8 +57,17 @@ def build_causal_lm(folder: str | Path, seed: int, hidden_size: int = 32, layers
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder, chat_template)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=8192, bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    config = LlamaConfig(**{"vocab_size": len(tokenizer), "max_position_embeddings": 8192, **architecture},
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model.save_pretrained(folder)
+    del model
+    if device != "cpu":
+        torch.cuda.empty_cache()
     return folder

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ class CoESession:
         self._warned_subjects: set[str] = set()
         self._stash: dict[tuple[str, str], list] = defaultdict(list)
         self._answered_types: set[str] = set()
+        self.router_seconds = 0.0  # time inside router.decide, for the results JSON
 
     # -- routing ---------------------------------------------------------------------------
     def _text_capable(self, preferred: str) -> str | None:
@@ -79,7 +81,10 @@ class CoESession:
                 new.setdefault(document.key, document)
         if new:
             fresh = list(new.values())
-            for document, decision in zip(fresh, self.router.decide(fresh)):
+            start = time.perf_counter()
+            decisions = self.router.decide(fresh)
+            self.router_seconds += time.perf_counter() - start
+            for document, decision in zip(fresh, decisions):
                 self.routes[document.key] = self._finalize(document, decision)
         return [self.routes[d.key].expert for d in documents]
 
@@ -195,6 +200,8 @@ class CoESession:
             "documents_per_expert": {task: dict(sorted(c.items())) for task, c in sorted(counts.items())},
             "expert_loads": dict(self.pool.loads),
             "answers_from_result_cache": dict(self.pool.from_store),
+            "router_seconds": self.router_seconds,
+            **({"memory": self.pool.memory} if self.pool.memory is not None else {}),
         }
 
     def write_routing_log(self, path: Path, rows: Sequence[dict[str, Any]] | None = None) -> Path:

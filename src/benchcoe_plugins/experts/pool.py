@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from benchcoe_plugins.core.errors import ExpertError
 from benchcoe_plugins.experts.isolated import IsolatedExpert
+from benchcoe_plugins.experts.memory import memory_snapshot, recording_memory
 from benchcoe_plugins.experts.result_store import ResultStore
 from benchcoe_plugins.experts.spec import ExpertSpec
 
@@ -61,6 +62,8 @@ class ExpertPool:
         self._loaded_name: str | None = None
         self._loaded_model: Any = None
         self._stores: dict[str, ResultStore] = {}
+        # snapshots before the first load and after each free, only when BENCHCOE_RECORD_MEMORY is set
+        self.memory: list[dict[str, Any]] | None = [] if recording_memory() else None
 
     def _store(self, name: str) -> ResultStore | None:
         if self.result_dir is None:
@@ -73,6 +76,8 @@ class ExpertPool:
         """The loaded model of expert ``name``, loading it (and freeing another) if needed."""
         if self._loaded_name != name:
             self.release()
+            if self.memory == []:
+                self.memory.append(memory_snapshot("baseline"))
             logger.info("benchcoe: loading expert %r (%s)", name, self.specs[name].model)
             self._loaded_model = self.build(self.specs[name])
             self._loaded_name = name
@@ -81,12 +86,15 @@ class ExpertPool:
 
     def release(self) -> None:
         if self._loaded_name is not None:
-            logger.info("benchcoe: freeing expert %r", self._loaded_name)
+            name = self._loaded_name
+            logger.info("benchcoe: freeing expert %r", name)
             if isinstance(self._loaded_model, IsolatedExpert):
                 self._loaded_model.close()
             self._loaded_model = None
             self._loaded_name = None
             free_memory()
+            if self.memory is not None:
+                self.memory.append(memory_snapshot("freed", name))
 
     def order(self, names: Sequence[str]) -> list[str]:
         """The loaded expert first (no reload), then config order."""
