@@ -3,7 +3,7 @@ run alone, each as a real ``lm_eval`` CLI run on the same local task (CPU).
 
 The CoE frees each expert before loading the next, so its peak should be that of its
 largest expert, not the sum. Peak RSS is ``ru_maxrss`` of the run's process, measured by a
-fresh wrapper process per run.
+wrapper that runs the lm_eval CLI in-process (`_workspace.measure_lm_eval`).
 
     python benchmarks/peak_memory.py [--docs 30]
 """
