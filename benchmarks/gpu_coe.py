@@ -174,7 +174,8 @@ def main() -> None:
         alone[name] = measure_lm_eval(lm_eval_args("hf", f"pretrained={experts[name]},dtype={args.dtype}",
                                                    routed[name], out, args), root, env)
         rows = read_run(out)[1]
-        given = {key: coe_rows[key]["doc"]["question_id"] for key in coe_rows if key[1] in routed[name].get(key[0], ())}
+        given = {(task, index): row["doc"]["question_id"] for (task, index), row in coe_rows.items()
+                 if index in routed[name].get(task, ())}
         if {key: row["doc"]["question_id"] for key, row in rows.items()} != given:
             raise SystemExit(f"expert {name} alone did not answer exactly the documents the router gave it")
         same_answers += sum(row["resps"] == coe_rows[key]["resps"] for key, row in rows.items())
@@ -186,7 +187,10 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
 
 
-def report(args, experts, samples, n_docs, coe, record, routed, alone, same_answers, cuda) -> dict[str, Any]:
+def report(args: argparse.Namespace, experts: dict[str, Path], samples: dict[str, list[int]], n_docs: int,
+           coe: dict[str, Any], record: dict[str, Any], routed: dict[str, dict[str, list[int]]],
+           alone: dict[str, dict[str, Any]], same_answers: int, cuda: bool) -> dict[str, Any]:
+    """Prints the figures; returns them for --json."""
     routed_counts = {n: sum(len(ids) for ids in routed.get(n, {}).values()) for n in experts}
     print(f"size {args.size}: experts " + ", ".join(f"{n} ({params_label(p)} params)" for n, p in experts.items())
           + f"; {args.dtype} on {args.device}, batch size {args.batch_size}")
@@ -199,9 +203,10 @@ def report(args, experts, samples, n_docs, coe, record, routed, alone, same_answ
 
     alone_sum = sum(a["evaluation_s"] for a in alone.values())
     wall_ratio = coe["evaluation_s"] / alone_sum
+    alone_walls = " + ".join(f"{a['evaluation_s']:.2f}" for a in alone.values())
     print(f"evaluation wall (model creation + lm_eval's evaluate(): loads, inference, freeing): CoE "
-          f"{coe['evaluation_s']:.2f} s; experts alone " + " + ".join(f"{a['evaluation_s']:.2f}" for a in alone.values())
-          + f" = {alone_sum:.2f} s; ratio {wall_ratio:.3f} (aim <= {AIMS['wall']})")
+          f"{coe['evaluation_s']:.2f} s; experts alone {alone_walls} = {alone_sum:.2f} s; "
+          f"ratio {wall_ratio:.3f} (aim <= {AIMS['wall']})")
     process_sum = sum(a["wall_s"] for a in alone.values())
     print(f"process wall (also lm_eval's imports and task building, which each run pays): CoE {coe['wall_s']:.1f} s; "
           f"experts alone {process_sum:.1f} s; ratio {coe['wall_s'] / process_sum:.3f}")
@@ -247,7 +252,8 @@ def report(args, experts, samples, n_docs, coe, record, routed, alone, same_answ
               + ", ".join(f"{n} {m['rss_mb']:.0f} MB" for n, m in freed.items()))
     router_share = 100 * record["router_seconds"] / coe["evaluation_s"]
     print(f"router: {1000 * record['router_seconds']:.2f} ms for {n_docs} documents = "
-          f"{1000 * record['router_seconds'] / n_docs:.3f} ms per document, {router_share:.3f} % of the CoE evaluation wall "
+          f"{1000 * record['router_seconds'] / n_docs:.3f} ms per document, {router_share:.3f} % of the CoE "
+          f"evaluation wall "
           f"(aim < {AIMS['router_percent']} %)")
     figures.update(rss_ratio=rss_ratio, router_percent=router_share)
     return figures

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from _workspace import SUBJECTS, build_experts, measure_lm_eval, round_robin, scratch_folder, write_coe_config, write_task
+from _workspace import (SUBJECTS, build_experts, measure_lm_eval, round_robin, scratch_folder, write_coe_config,
+                        write_task)
 
 SIZES = {"small": (256, 4), "medium": (1280, 6), "large": (1536, 10)}  # hidden size, layers
 
