@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SHARED_DATA, harness_env, run_cli
+from conftest import SHARED_DATA, run_cli
 
 from benchcoe_plugins.core.config import load_config
 from benchcoe_plugins.core.documents import RoutingDocument

@@ -101,8 +101,9 @@ class CoESession:
             cause = decision.reason if own_reason else f"unknown subject {subject}"
             if cause not in self._warned_subjects:
                 self._warned_subjects.add(cause)
-                logger.warning("benchcoe: the router cannot place a document (%s; task %s); "
-                               "such documents go to the fallback expert %r", cause, document.task, self.config.fallback)
+                logger.warning("benchcoe: the router %s (task %s); such documents go to the fallback expert %r",
+                               f"cannot place a document: {cause}" if own_reason else f"has no expert for subject {subject!r}",
+                               document.task, self.config.fallback)
             expert, reason = self.config.fallback, f"fallback: {cause}"
         if document.has_image is False and not self.config.experts[expert].handles_text_only:
             text_expert = self._text_capable(expert)
