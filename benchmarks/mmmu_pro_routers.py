@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _pools import add_pool_arguments, fit_shipped_recipe, run_pool_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "mmmu_pro"
@@ -49,23 +48,13 @@ def paired(hits: np.ndarray, best: np.ndarray) -> tuple[float, float]:
 
 
 def run_one(job: tuple[list[str], int, str]) -> dict:
-    from benchcoe_plugins.routers.query import QueryRouter
-    from benchcoe_plugins.routers.subject import SubjectRouter
-    from benchcoe_plugins.training.dataset import parts_subset, split_indices
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmmu_pro
 
     experts, seed, records = job
-    data = load_mmmu_pro(records, experts)
-    indices = split_indices(len(data), seed, 0.3, 0.1)
-    train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
-    fit = parts_subset(data, indices, ["train", "validation"])
     # guard_z=0 records the guard's evidence; whether it routes at a stronger z is decided below
-    subject = SubjectRouter(text="question+options", seed=seed, progress=False, guard_z=0.0)
-    subject.fit(fit.documents, fit.correct, fit.experts, subjects=fit.subjects)
-    query = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False, guard_z=0.0)
-    query.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
-              validation=(validation.documents, validation.correct, validation.subjects))
+    parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0)
+    fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out: dict = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router, evidence, routing_mode in (("subject", subject, subject.metadata_["guard"], "subject"),
                                                  ("query", query, query.metadata_["tuning"]["guard"], "query")):
@@ -99,22 +88,11 @@ def guarded(result: dict, name: str, z: float) -> tuple[float, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=Path, default=RECORDS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pools", type=int, nargs="+", help="indices into POOLS (default: all)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--plot", type=Path, default=Path("mmmu_pro_routers.png"),
-                        help="PNG; the results go beside it as JSON")
+    add_pool_arguments(parser, RECORDS, "mmmu_pro_routers.png")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from tqdm.auto import tqdm
-
     from benchcoe_plugins.training.plots import grouped_bars
 
-    pools = [POOLS[i] for i in args.pools] if args.pools else POOLS
-    jobs = [(pool, seed, str(args.records)) for pool in pools for seed in args.seeds]
-    with ProcessPoolExecutor(args.workers) as executor:
-        results = list(tqdm(executor.map(run_one, jobs), total=len(jobs), desc="pools x seeds"))
+    results = run_pool_jobs(run_one, POOLS, args)
 
     def label(r: dict) -> str:
         return " / ".join(SHORT.get(e, e) for e in r["pool"])
@@ -139,7 +117,7 @@ def main() -> None:
               f"| {r['random']:.4f} | {r['oracle']:.4f} | {r['table_true_subject']:.4f} | {unguarded[0]} | {unguarded[1]} | "
               + " | ".join(cells) + " |")
     print("('=': the guard sends every question to the best single expert)")
-    for pool in pools:
+    for pool in [p for i, p in enumerate(POOLS) if not args.pools or i in args.pools]:
         rows = [r for r in results if r["pool"] == pool]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("best_single", "random", "oracle", "table_true_subject")}
         line = ", ".join(f"{k} {v:.4f}" for k, v in mean.items())

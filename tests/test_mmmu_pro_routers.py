@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, run_cli
 
 from benchcoe_plugins.core.config import load_config
@@ -22,8 +21,12 @@ from benchcoe_plugins.core.jsonl import read_jsonl
 from benchcoe_plugins.core.session import CoESession
 from benchcoe_plugins.routers.base import Router
 from benchcoe_plugins.routers.subject import SubjectRouter
-from benchcoe_plugins.training.dataset import split_from_keys, read_split
-from benchcoe_plugins.training.records import MMMU_PRO_TASK, load_mmmu_pro, load_question_records
+from benchcoe_plugins.training.dataset import read_split, split_from_keys
+from benchcoe_plugins.training.records import (
+    MMMU_PRO_TASK,
+    load_mmmu_pro,
+    load_question_records,
+)
 
 MMMU_PRO = SHARED_DATA / "mmmu_pro"
 EXPERTS = ["InternVL2-Llama3-76B", "llava-onevision-qwen2-72b-vo-hf", "InternVL2-8B"]

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import REPO
-from lmms_transfer import offline_rows, routing_rows, run_transfer, subject_distribution, transfer_workspace
+from lmms_transfer import (
+    offline_rows,
+    routing_rows,
+    run_transfer,
+    subject_distribution,
+    transfer_workspace,
+)
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.routers.base import Router
