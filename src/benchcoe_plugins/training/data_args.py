@@ -11,7 +11,8 @@ from benchcoe_plugins.training.dataset import BenchmarkData
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("expert results (one source)")
-    group.add_argument("--records", type=Path, help="MMLU-Pro records folder: questions.jsonl.gz + records/<model>.jsonl.gz")
+    group.add_argument("--records", type=Path, help="records folder: questions.jsonl.gz + records/<model>.jsonl.gz (MMLU-Pro: question_id/category; "
+                            "MMMU-Pro: id/subject; told apart by the questions' key field)")
     group.add_argument("--mmmu", type=Path, help="MMMU records folder: answer_dict_val.json + <model>.jsonl.gz")
     group.add_argument("--samples", action="append", default=[], metavar="EXPERT=PATH",
                        help="an expert's harness --log_samples output (file or folder); repeat per expert "
@@ -29,9 +30,9 @@ def load_data(args: argparse.Namespace) -> BenchmarkData:
     if sum(sources) != 1:
         raise RecordsError("give exactly one source of expert results: --records, --mmmu or --samples NAME=PATH.")
     if args.records:
-        from benchcoe_plugins.training.records import load_mmlu_pro
+        from benchcoe_plugins.training.records import load_question_records
 
-        data = load_mmlu_pro(args.records, args.experts, limit=args.limit, on_missing=on_missing)
+        data = load_question_records(args.records, args.experts, limit=args.limit, on_missing=on_missing)
     elif args.mmmu:
         from benchcoe_plugins.training.records import load_mmmu
 

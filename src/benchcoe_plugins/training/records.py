@@ -1,9 +1,10 @@
-"""Readers for the shared record formats (``../shared/data``): MMLU-Pro and MMMU.
+"""Readers for the shared record formats (``../shared/data``): MMLU-Pro, MMMU-Pro and MMMU.
 
-MMLU-Pro: ``questions.jsonl.gz`` + ``records/<model>.jsonl.gz`` (question_id, pred,
-correct). Each question becomes ``RoutingDocument(task="mmlu_pro_<category>",
-doc_id=question_id, text=question, doc=<question row>)`` -- what the harness adapters hand
-the router at run time. MMMU: ``answer_dict_val.json`` + ``<model>.jsonl.gz`` (no question
+MMLU-Pro and MMMU-Pro: ``questions.jsonl.gz`` + ``records/<model>.jsonl.gz`` (key, pred,
+correct). Each question becomes a ``RoutingDocument`` as the harness adapters hand it to the
+router at run time: MMLU-Pro ``(task="mmlu_pro_<category>", doc_id=question_id,
+text=question, doc=<question row>)``, MMMU-Pro ``(task="mmmu_pro_standard", doc_id=id, ...)``
+(subject field ``subject``). MMMU: ``answer_dict_val.json`` + ``<model>.jsonl.gz`` (no question
 text; usable for table routers and reports).
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject
 from benchcoe_plugins.core.jsonl import read_jsonl
@@ -29,16 +31,55 @@ def available_experts(records_dir: Path) -> list[str]:
                   for p in Path(records_dir).glob("*.jsonl*"))
 
 
-def load_mmlu_pro(data_dir: str | Path, experts: Sequence[str] | None = None, limit: int | None = None,
-                  categories: Sequence[str] | None = None, on_missing: str = "drop") -> BenchmarkData:
-    """``data_dir`` holds questions.jsonl.gz and records/; ``experts`` = record file stems."""
+MMMU_PRO_TASK = "mmmu_pro_standard"
+
+
+@dataclass(frozen=True)
+class QuestionFormat:
+    """How one records folder names things: the question key, the subject field, the task."""
+
+    name: str
+    key_field: str
+    subject_field: str
+    task_of: Callable[[str], str]
+    key_type: Callable[[Any], Any]
+
+
+MMLU_PRO = QuestionFormat("MMLU-Pro", "question_id", "category", mmlu_pro_task, int)
+# lmms-eval's task for these records; its documents carry the same ``id`` (e.g. test_History_1).
+MMMU_PRO = QuestionFormat("MMMU-Pro", "id", "subject", lambda subject: MMMU_PRO_TASK, str)
+
+
+def questions_file(data_dir: Path) -> Path | None:
+    return next((p for p in (data_dir / "questions.jsonl.gz", data_dir / "questions.jsonl") if p.is_file()), None)
+
+
+def records_format(data_dir: str | Path) -> QuestionFormat:
+    """Which question-records format ``data_dir`` holds, by its first question's key field."""
     data_dir = Path(data_dir)
-    questions_path = data_dir / "questions.jsonl.gz"
-    if not questions_path.is_file():
-        questions_path = data_dir / "questions.jsonl"
+    path = questions_file(data_dir)
+    if path is None or not (data_dir / "records").is_dir():
+        raise RecordsError(f"{data_dir} is not a records folder: expected questions.jsonl.gz and "
+                           f"records/<model>.jsonl.gz.")
+    first = next(iter(read_jsonl(path)), None)
+    for fmt in (MMLU_PRO, MMMU_PRO):
+        if isinstance(first, dict) and fmt.key_field in first:
+            return fmt
+    raise RecordsError(f"{path}: its questions have neither 'question_id' (MMLU-Pro) nor 'id' (MMMU-Pro); "
+                       f"first row's fields: {sorted(first) if isinstance(first, dict) else first!r}.")
+
+
+def load_question_records(data_dir: str | Path, experts: Sequence[str] | None = None, limit: int | None = None,
+                          categories: Sequence[str] | None = None, on_missing: str = "drop",
+                          fmt: QuestionFormat | None = None) -> BenchmarkData:
+    """``data_dir`` holds questions.jsonl.gz and records/; ``experts`` = record file stems.
+    ``fmt`` defaults to the format the folder holds (:func:`records_format`)."""
+    data_dir = Path(data_dir)
+    fmt = fmt or records_format(data_dir)
+    questions_path = questions_file(data_dir)
     records_dir = data_dir / "records"
-    if not questions_path.is_file() or not records_dir.is_dir():
-        raise RecordsError(f"{data_dir} is not an MMLU-Pro records folder: expected questions.jsonl.gz and "
+    if questions_path is None or not records_dir.is_dir():
+        raise RecordsError(f"{data_dir} is not an {fmt.name} records folder: expected questions.jsonl.gz and "
                            f"records/<model>.jsonl.gz.")
     known = available_experts(records_dir)
     experts = list(experts) if experts else known
@@ -46,30 +87,45 @@ def load_mmlu_pro(data_dir: str | Path, experts: Sequence[str] | None = None, li
     if unknown:
         raise RecordsError(f"no records for experts {unknown} in {records_dir}; available: {known}.")
     wanted = {normalize_subject(c) for c in categories} if categories else None
-    questions: dict[int, dict[str, Any]] = {}
-    for row in read_jsonl(questions_path):
-        if wanted and normalize_subject(row["category"]) not in wanted:
+    questions: dict[Any, dict[str, Any]] = {}
+    for number, row in enumerate(read_jsonl(questions_path), 1):
+        if row.get(fmt.subject_field) in (None, "") or row.get(fmt.key_field) in (None, ""):
+            absent = fmt.subject_field if row.get(fmt.subject_field) in (None, "") else fmt.key_field
+            raise RecordsError(f"{questions_path}, question {number}: no '{absent}' field; every {fmt.name} question "
+                               f"needs '{fmt.key_field}' and '{fmt.subject_field}'. Fix or drop that row.")
+        if wanted and normalize_subject(row[fmt.subject_field]) not in wanted:
             continue
-        questions[int(row["question_id"])] = row
+        questions[fmt.key_type(row[fmt.key_field])] = row
         if limit and len(questions) >= limit:
             break
     if not questions:
         raise RecordsError(f"{questions_path} holds no questions{' of ' + str(sorted(wanted)) if wanted else ''}.")
-    documents = {qid: RoutingDocument(mmlu_pro_task(q["category"]), qid, q["question"], q) for qid, q in questions.items()}
+    documents = {key: RoutingDocument(fmt.task_of(q[fmt.subject_field]), key, q.get("question") or "", q)
+                 for key, q in questions.items()}
     per_expert: dict[str, dict[Any, ExpertRow]] = {}
     for expert in experts:
         rows: dict[Any, ExpertRow] = {}
         for record in read_jsonl(records_dir / f"{expert}.jsonl.gz"):
-            qid = int(record["question_id"])
-            if qid in documents:
-                question = questions[qid]
+            key = fmt.key_type(record[fmt.key_field])
+            if key in documents:
+                question = questions[key]
                 correct = record.get("correct")
                 if correct is None:
                     correct = record.get("pred") == question.get("answer")
-                rows[(documents[qid].task, qid)] = ExpertRow(documents[qid], float(bool(correct)),
-                                                             normalize_subject(question["category"]))
+                rows[(documents[key].task, key)] = ExpertRow(documents[key], float(bool(correct)),
+                                                             normalize_subject(question[fmt.subject_field]))
         per_expert[expert] = rows
-    return join_experts(per_expert, source=f"mmlu_pro records {data_dir}", on_missing=on_missing)
+    return join_experts(per_expert, source=f"{fmt.name.lower()} records {data_dir}", on_missing=on_missing)
+
+
+def load_mmlu_pro(data_dir: str | Path, experts: Sequence[str] | None = None, limit: int | None = None,
+                  categories: Sequence[str] | None = None, on_missing: str = "drop") -> BenchmarkData:
+    return load_question_records(data_dir, experts, limit, categories, on_missing, fmt=MMLU_PRO)
+
+
+def load_mmmu_pro(data_dir: str | Path, experts: Sequence[str] | None = None, limit: int | None = None,
+                  subjects: Sequence[str] | None = None, on_missing: str = "drop") -> BenchmarkData:
+    return load_question_records(data_dir, experts, limit, subjects, on_missing, fmt=MMMU_PRO)
 
 
 _LETTER = re.compile(r"^\(?([A-Z])[\).:]?(\s|$)")
