@@ -89,4 +89,7 @@ def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str 
 
 def seed_all(cache_dir: str | os.PathLike | None = None, force: bool = False) -> dict[str, Path]:
     """Every offline dataset this package ships, seeded; name -> cache folder."""
-    return {HUB_ID: seed_mmlu_pro_cache(cache_dir, force=force)}
+    from benchcoe_plugins.offline import mmmu_pro
+
+    return {HUB_ID: seed_mmlu_pro_cache(cache_dir, force=force),
+            f"{mmmu_pro.HUB_ID} ({mmmu_pro.CONFIG_NAME})": mmmu_pro.seed_mmmu_pro_cache(cache_dir, force=force)}
