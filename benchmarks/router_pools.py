@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from _pools import add_pool_arguments, fit_shipped_recipe, run_pool_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "mmlu_pro"
@@ -41,22 +41,12 @@ POOLS = [
 
 
 def run_one(job: tuple[list[str], int, str]) -> dict:
-    from benchcoe_plugins.routers.query import QueryRouter
-    from benchcoe_plugins.routers.subject import SubjectRouter
-    from benchcoe_plugins.training.dataset import parts_subset, split_indices
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmlu_pro
 
     experts, seed, records = job
-    data = load_mmlu_pro(records, experts)
-    indices = split_indices(len(data), seed, 0.3, 0.1)
-    train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
-    fit = parts_subset(data, indices, ["train", "validation"])
-    subject = SubjectRouter(text="question+options", seed=seed, progress=False)
-    subject.fit(fit.documents, fit.correct, fit.experts, subjects=fit.subjects)
-    query = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False)
-    query.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
-              validation=(validation.documents, validation.correct, validation.subjects))
+    parts = fit_shipped_recipe(load_mmlu_pro(records, experts), seed)
+    fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router in (("subject", subject), ("query", query)):
         evaluation = evaluate_router(router, fit, test)
@@ -69,21 +59,11 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=Path, default=RECORDS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pools", type=int, nargs="+", help="indices into POOLS (default: all)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--plot", type=Path, default=Path("router_pools.png"), help="PNG; the results go beside it as JSON")
+    add_pool_arguments(parser, RECORDS, "router_pools.png")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from tqdm.auto import tqdm
-
     from benchcoe_plugins.training.plots import grouped_bars
 
-    pools = [POOLS[i] for i in args.pools] if args.pools else POOLS
-    jobs = [(pool, seed, str(args.records)) for pool in pools for seed in args.seeds]
-    with ProcessPoolExecutor(args.workers) as executor:
-        results = list(tqdm(executor.map(run_one, jobs), total=len(jobs), desc="pools x seeds"))
+    results = run_pool_jobs(run_one, POOLS, args)
     print("| pool | seed | best single | subject router | query router | oracle |")
     print("|---|---:|---:|---:|---:|---:|")
     below = []

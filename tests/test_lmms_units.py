@@ -3,16 +3,13 @@ conversion, offline datasets and the shipped MMMU table router (no model is load
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.routers.table import TableRouter
 
-SHIPPED_ROUTER = REPO / "router_ckpts" / "mmmu_subject"
 
 
 def test_entry_point_resolves_coemodel_chat_and_simple_and_coe_replay() -> None:
@@ -113,21 +110,3 @@ def test_mmmu_response_letter_extraction(response, expected) -> None:
     from benchcoe_plugins.adapters.lmms_eval.mmmu_records import predicted_letter
 
     assert predicted_letter(response, ["A", "B", "C", "D"], {"A": "$6", "B": "$7", "C": "$8", "D": "$9"}) == expected
-
-
-@pytest.mark.skipif(not (SHARED_DATA / "mmmu").is_dir(), reason="shared MMMU records not present")
-def test_shipped_mmmu_router_is_rebuilt_from_the_records(tmp_path) -> None:
-    from benchcoe_plugins.adapters.lmms_eval.mmmu_records import build_router
-
-    rebuilt = json.loads((build_router(SHARED_DATA / "mmmu", tmp_path / "r") / "router.json").read_text())
-    shipped = json.loads((SHIPPED_ROUTER / "router.json").read_text())
-    assert shipped["table"] == rebuilt["table"] and len(shipped["table"]) == 30
-    assert set(shipped["table"].values()) == {"llava1.5_13b", "qwen_vl"}
-    assert "llava1.5_13b.jsonl.gz" in shipped["data"]["records"]
-    accuracy = shipped["evaluation"]["in_sample_accuracy"]
-    assert 0.3 < accuracy["llava1.5_13b"] < 0.45 and 0.3 < accuracy["qwen_vl"] < 0.45  # published: 36.4 / 35.9
-    router = TableRouter.load(SHIPPED_ROUTER)
-    from benchcoe_plugins.core.documents import RoutingDocument
-
-    decision = router.decide([RoutingDocument("mmmu_val", 0, "", {"id": "validation_Art_Theory_3"})])[0]
-    assert decision.subject == "art theory" and decision.expert == shipped["table"]["art theory"]

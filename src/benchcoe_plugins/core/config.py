@@ -33,6 +33,8 @@ TOP_LEVEL_KEYS = {
     "fallback": "expert for documents the router cannot place",
     "experts": "mapping expert name -> {model, model_args}",
     "question_field": "doc field(s) the router reads, per task pattern",
+    "subject_source": "per task pattern, 'field' (the doc's own subject) or 'predicted' (a subject router's "
+                      "prediction from the text, the default)",
     "routing_log": "path of the per-document routing log (JSONL)",
     "result_cache": "folder of per-expert result caches (resume), or false",
     "checkpoint_every": "store an expert's answers every N requests (default 1000), so a crash loses little",
@@ -46,6 +48,7 @@ EXPERT_KEYS = {
     "isolated": "run the expert in a worker process of its own (default: true for vllm models)",
 }
 RANK_LOADING = ("needed", "all")
+SUBJECT_SOURCES = ("field", "predicted")
 DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
 DEFAULT_RESULT_CACHE = Path(os.environ.get("BENCHCOE_CACHE", "~/.cache/benchcoe_plugins")).expanduser() / "results"
 
@@ -57,6 +60,7 @@ class CoEConfig:
     fallback: str
     name: str = "coe"
     question_field: dict[str, list[str]] = field(default_factory=dict)
+    subject_source: dict[str, str] = field(default_factory=dict)
     routing_log: Path | None = None
     result_cache: Path | None = DEFAULT_RESULT_CACHE
     rank_loading: str = "needed"
@@ -73,6 +77,11 @@ class CoEConfig:
 
     def question_fields_for(self, task: str) -> list[str]:
         return self.configured_question_fields(task) or list(DEFAULT_QUESTION_FIELDS)
+
+    def subject_source_for(self, task: str) -> str:
+        """'field' or 'predicted' (default) for ``task``, by the first matching pattern."""
+        return next((source for pattern, source in self.subject_source.items() if fnmatch.fnmatchcase(task, pattern)),
+                    "predicted")
 
 
 def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:
@@ -217,6 +226,11 @@ def load_config(
             raise ConfigError(f"question_field.{pattern} must be a field name or a list of field names.")
         question_field[str(pattern)] = fields
 
+    subject_source = raw.get("subject_source") or {}
+    if not isinstance(subject_source, dict) or not all(v in SUBJECT_SOURCES for v in subject_source.values()):
+        raise ConfigError(f"subject_source must map task patterns to one of {SUBJECT_SOURCES}, e.g. "
+                          f"{{mmmu_val: field, mmstar: predicted}}; got {subject_source!r}.")
+
     rank_loading = raw.get("rank_loading", "needed")
     if rank_loading not in RANK_LOADING:
         raise ConfigError(f"rank_loading: {rank_loading!r} must be one of {RANK_LOADING}.")
@@ -233,6 +247,7 @@ def load_config(
         fallback=fallback,
         name=str(raw.get("name", path.stem if path else "coe")),
         question_field=question_field,
+        subject_source={str(k): v for k, v in subject_source.items()},
         routing_log=Path(routing_log).expanduser() if routing_log else None,
         result_cache=Path(result_cache).expanduser() if result_cache else None,
         rank_loading=rank_loading,
@@ -254,4 +269,13 @@ def _check_router_matches(config: CoEConfig) -> None:
             f"router {config.router.name!r} routes to expert(s) {missing} that the config does not define "
             f"(config experts: {sorted(config.experts)}). Add them under 'experts:' with these names, "
             f"or use a router trained on this expert set."
+        )
+    kind = manifest.get("kind")
+    wrong = {p: s for p, s in config.subject_source.items()
+             if kind not in ("subject", "table") or (kind == "table" and s == "predicted")}
+    if wrong:
+        raise ConfigError(
+            f"subject_source {wrong}: router {config.router.name!r} is a {kind} router; 'predicted' needs a subject "
+            f"router (a text classifier of subjects), 'field' a subject or table router. Remove those entries or "
+            f"use such a router."
         )

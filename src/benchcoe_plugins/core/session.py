@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from benchcoe_plugins.core.config import CoEConfig
-from benchcoe_plugins.core.documents import RoutingDocument
+from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RoutingError
 from benchcoe_plugins.experts.pool import ExpertPool, Job
 from benchcoe_plugins.experts.spec import ExpertSpec
@@ -79,20 +79,32 @@ class CoESession:
                 new.setdefault(document.key, document)
         if new:
             fresh = list(new.values())
-            for document, decision in zip(fresh, self.router.decide(fresh)):
+            for document, decision in zip(fresh, self._decide(fresh)):
                 self.routes[document.key] = self._finalize(document, decision)
         return [self.routes[d.key].expert for d in documents]
+
+    def _decide(self, documents: list[RoutingDocument]) -> list[RouteDecision]:
+        """The router's decisions; a subject router routes the tasks whose ``subject_source`` is
+        'field' by the document's own subject instead of the predicted one."""
+        if self.router.kind != "subject" or not self.config.subject_source:
+            return self.router.decide(documents)
+        given = [subject_of(d.task, d.doc) if self.config.subject_source_for(d.task) == "field" else None
+                 for d in documents]
+        return self.router.decide(documents, subjects=given)
 
     def _finalize(self, document: RoutingDocument, decision: RouteDecision) -> RoutedDocument:
         expert, reason = decision.expert, decision.reason or "router"
         if expert is None or expert not in self.config.experts:
             subject = decision.subject or "(none)"
-            if subject not in self._warned_subjects:
-                self._warned_subjects.add(subject)
-                logger.warning("benchcoe: the router has no expert for subject %r (task %s); "
-                               "such documents go to the fallback expert %r",
-                               subject, document.task, self.config.fallback)
-            expert, reason = self.config.fallback, f"fallback: unknown subject {subject}"
+            # the router's own reason where it names no subject (e.g. no question text), else an unknown subject
+            own_reason = decision.expert is None and decision.subject is None and decision.reason not in ("", "unknown subject")
+            cause = decision.reason if own_reason else f"unknown subject {subject}"
+            if cause not in self._warned_subjects:
+                self._warned_subjects.add(cause)
+                logger.warning("benchcoe: the router %s (task %s); such documents go to the fallback expert %r",
+                               f"cannot place a document: {cause}" if own_reason else f"has no expert for subject {subject!r}",
+                               document.task, self.config.fallback)
+            expert, reason = self.config.fallback, f"fallback: {cause}"
         if document.has_image is False and not self.config.experts[expert].handles_text_only:
             text_expert = self._text_capable(expert)
             if text_expert is None:

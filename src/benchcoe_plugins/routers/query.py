@@ -34,6 +34,7 @@ from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.subject import (
     LinearHead,
+    blank_text,
     check_training_inputs,
     document_subjects,
     document_texts,
@@ -249,15 +250,24 @@ class QueryRouter(Router):
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
         if not len(documents):
             return []
+        blank = blank_text(documents)
+        readable = [d for d, empty in zip(documents, blank) if not empty]
         if self.mode_ == "best":
-            return [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in documents]
-        proba, prior, subject_pick = self._parts(documents)
-        blend = 1.0 if self.blend_ is None else self.blend_
-        score = blend * proba + (1 - blend) * prior
-        chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
-        deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
-        return [RouteDecision(self.experts_[index], float(row[index]), None, deferred_reason if low else "query level")
-                for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]
+            decisions = [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in readable]
+        elif readable:
+            proba, prior, subject_pick = self._parts(readable)
+            blend = 1.0 if self.blend_ is None else self.blend_
+            score = blend * proba + (1 - blend) * prior
+            chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
+            deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
+            decisions = [RouteDecision(self.experts_[index], float(row[index]), None,
+                                       deferred_reason if low else "query level")
+                         for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]
+        else:
+            decisions = []
+        # a document without question text gets no expert: the CoE's fallback answers it
+        placed = iter(decisions)
+        return [RouteDecision(None, None, None, "no question text to read") if empty else next(placed) for empty in blank]
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:

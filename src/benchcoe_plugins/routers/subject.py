@@ -15,6 +15,7 @@ question goes to the best single expert.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +27,8 @@ from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
 from benchcoe_plugins.routers.guard import cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
+
+logger = logging.getLogger(__name__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -112,10 +115,32 @@ def document_texts(documents: Sequence[RoutingDocument], mode: str = "question")
         for i, d in enumerate(documents):
             options = None
             if isinstance(d.doc, Mapping):
-                options = next((d.doc[k] for k in ("options", "choices") if isinstance(d.doc.get(k), (list, tuple))), None)
+                options = next((found for k in ("options", "choices") if (found := option_list(d.doc.get(k)))), None)
             if options:
                 texts[i] = texts[i] + "\n" + "\n".join(str(o) for o in options)
     return texts
+
+
+def option_list(value: Any) -> list[Any] | None:
+    """A doc's answer options: a list, or a list written as a string (MMMU's datasets store
+    ``"['a', 'b']"``), parsed as a Python literal only; anything else is None."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) and value.strip().startswith("["):
+        import ast
+
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        return list(parsed) if isinstance(parsed, (list, tuple)) else None
+    return None
+
+
+def blank_text(documents: Sequence[RoutingDocument]) -> list[bool]:
+    """Documents without question text (image-only questions, as in MMMU-Pro's vision setting):
+    a text router cannot place them."""
+    return [not (d.text or "").strip() for d in documents]
 
 
 def document_subjects(documents: Sequence[RoutingDocument], subjects: Sequence[str | None] | None) -> list[str]:
@@ -168,6 +193,7 @@ class SubjectRouter(Router):
         self.text = text
         self.guard_z = guard_z
         self.folds = folds
+        self._warned_subjects: set[str] = set()
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -271,15 +297,38 @@ class SubjectRouter(Router):
         return np.array([column[self.table_[self.subjects_[k]]] for k in self.subject_proba(documents).argmax(axis=1)],
                         dtype=int)
 
-    def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
-        proba = self.subject_proba(documents)
+    def decide(self, documents: Sequence[RoutingDocument],
+               subjects: Sequence[str | None] | None = None) -> list[RouteDecision]:
+        """``subjects``: per document, a subject to route by instead of the predicted one (the
+        document's own subject field, see the config's ``subject_source``), or None to predict.
+        A given subject the table lacks is warned about once and the predicted subject used;
+        a document without question text gets no expert (the CoE's fallback answers it)."""
+        given = [normalize_subject(s) if s else None for s in (subjects or [None] * len(documents))]
+        if len(given) != len(documents):
+            raise ValueError(f"{len(given)} subjects for {len(documents)} documents")
+        blank = blank_text(documents)
+        predict = [i for i, d in enumerate(documents) if not blank[i] and given[i] not in self.table_]
+        proba = self.subject_proba([documents[i] for i in predict])
+        predicted = {i: row for i, row in zip(predict, proba)}
         decisions = []
-        for row in proba:
-            subject = self.subjects_[int(np.argmax(row))]
+        for i, subject in enumerate(given):
+            if subject is not None and subject not in self.table_ and subject not in self._warned_subjects:
+                self._warned_subjects.add(subject)
+                logger.warning("benchcoe: subject %r (task %s) is not one of the router's %d subjects; routing such "
+                               "documents by the subject predicted from their text", subject, documents[i].task,
+                               len(self.subjects_))
+            if subject in self.table_:
+                score, reason = 1.0, "subject field"
+            elif i in predicted:
+                row = predicted[i]
+                subject, score, reason = self.subjects_[int(np.argmax(row))], float(row.max()), "predicted subject"
+            else:
+                decisions.append(RouteDecision(None, None, None, "no question text to read"))
+                continue
             if self.mode_ == "best":
                 decisions.append(RouteDecision(self.best_expert_, None, subject, "best single expert (guard)"))
             else:
-                decisions.append(RouteDecision(self.table_[subject], float(row.max()), subject, "predicted subject"))
+                decisions.append(RouteDecision(self.table_[subject], score, subject, reason))
         return decisions
 
     # -- persistence ---------------------------------------------------------------------------

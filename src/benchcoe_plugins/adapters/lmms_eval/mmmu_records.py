@@ -1,4 +1,4 @@
-"""Score MMMU validation records and build the shipped ``router_ckpts/mmmu_subject`` table router.
+"""Score MMMU validation records (raw responses against the gold answers).
 
 Records: ``llava1.5_13b.jsonl.gz`` and ``qwen_vl.jsonl.gz`` (MMMU-Benchmark/MMMU,
 ``mmmu/example_outputs/``, Apache-2.0): one line per validation question with ``id``,
@@ -15,18 +15,12 @@ How a raw response is scored (``is_correct``):
 * short-answer: correct when a normalized gold answer (lower case, no spaces, ``$`` or
   trailing ``.``) occurs in the normalized response, or when a number in the response is
   within 1 % of a numeric gold answer.
-
-The table maps each of the 30 subjects to the expert with the higher accuracy (ties: the
-first expert, llava1.5_13b). Rebuild with::
-
-    python -m benchcoe_plugins.adapters.lmms_eval.mmmu_records /path/to/shared/data/mmmu router_ckpts/mmmu_subject
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -98,46 +92,3 @@ def correctness_matrix(data_dir: Path, experts: Sequence[str] = EXPERTS) -> tupl
     matrix = np.array([[is_correct(records[name].get(qid, {}), gold[qid]) for name in experts] for qid in ids],
                       dtype=float)
     return ids, matrix
-
-
-def build_router(data_dir: str | Path, out: str | Path) -> Path:
-    """Fit the subject table router from the records in ``data_dir`` and save it to ``out``."""
-    from benchcoe_plugins.core.documents import RoutingDocument
-    from benchcoe_plugins.routers.table import TableRouter
-
-    data_dir = Path(data_dir)
-    ids, matrix = correctness_matrix(data_dir)
-    documents = [RoutingDocument("mmmu_val", qid, "", {"id": qid}) for qid in ids]
-    router = TableRouter(subject_rules=SUBJECT_RULES).fit(documents, matrix, list(EXPERTS))
-    router.metadata_.update({
-        "fallback_expert": EXPERTS[0],
-        "data": {
-            "records": [f"{name}.jsonl.gz" for name in EXPERTS] + ["answer_dict_val.json"],
-            "source": "MMMU-Benchmark/MMMU mmmu/example_outputs (Apache-2.0): real outputs of LLaVA-1.5-13B and "
-                      "Qwen-VL on the 900 MMMU validation questions",
-            "split": "MMMU validation (900 questions, 30 subjects x 30)",
-            "scoring": "benchcoe_plugins.adapters.lmms_eval.mmmu_records.is_correct (see its module docstring)",
-            "tie_break": "the first expert (llava1.5_13b)",
-            "covers_tasks": "mmmu_val, mmmu_test (subject from the doc id); other tasks go to the config's fallback",
-        },
-        "evaluation": {
-            "in_sample_accuracy": {name: round(float(matrix[:, i].mean()), 4) for i, name in enumerate(EXPERTS)},
-            "in_sample_router_accuracy": round(float(np.mean([
-                matrix[i, EXPERTS.index(router.table_[_subject(qid)])] for i, qid in enumerate(ids)])), 4),
-            "in_sample_oracle_accuracy": round(float(matrix.max(axis=1).mean()), 4),
-            "note": "accuracies on the same 900 questions the table was built from (no held-out split)",
-        },
-    })
-    return router.save(out, name="mmmu_subject")
-
-
-def _subject(question_id: str) -> str:
-    from benchcoe_plugins.core.documents import normalize_subject
-
-    return normalize_subject(re.match(SUBJECT_RULES[0]["pattern"], question_id).group(1))
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m benchcoe_plugins.adapters.lmms_eval.mmmu_records DATA_DIR OUT_DIR")
-    print(build_router(sys.argv[1], sys.argv[2]))
