@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.offline import mmmu_pro, seed
+    from benchcoe_plugins.offline.cache import MARKER
 
     if args.check:
         ok = True
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {'seeded' if seeded else 'NOT seeded'} at {module.seeded_folder(args.cache_dir)}")
         return 0 if ok else 1
     for name, folder in seed.seed_all(args.cache_dir, force=args.force).items():
-        rows = json.loads((folder / seed.MARKER).read_text())["rows"]
+        rows = json.loads((folder / MARKER).read_text())["rows"]
         print(f"{name}: seeded {folder} ({', '.join(f'{k} {v} rows' for k, v in rows.items())})")
     print(f"{mmmu_pro.HUB_ID}: the records hold no images; every <image N> is a blank placeholder image.")
     print("Run the harness with HF_DATASETS_OFFLINE=1 (or HF_HUB_OFFLINE=1) so datasets uses this copy.")

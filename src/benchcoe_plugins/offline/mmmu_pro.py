@@ -10,14 +10,13 @@ placeholders carry no information; the replay experts answer from records, not f
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
-from benchcoe_plugins.offline.cache import MARKER, VERSION, OfflineDataError, datasets_cache_dir, write_cache_folder
+from benchcoe_plugins.offline.cache import OfflineDataError, cache_folder, content_hash, is_complete, write_cache_folder
 
 HUB_ID = "MMMU/MMMU_Pro"
 CACHE_DIR_NAME = "MMMU___mmmu_pro"
@@ -65,21 +64,14 @@ def placeholder_png(number: int) -> bytes:
     return buffer.getvalue()
 
 
-def _content_hash(source: Path) -> str:
-    digest = hashlib.sha256((source / "test.parquet").read_bytes())
-    digest.update(repr(PLACEHOLDER_SIZE).encode())
-    return digest.hexdigest()[:40]
-
-
 def seeded_folder(cache_dir: Path | None = None, source: Path | None = None) -> Path:
     source = source or shipped_mmmu_pro()
-    cache_dir = Path(cache_dir) if cache_dir else datasets_cache_dir()
-    return cache_dir / CACHE_DIR_NAME / CONFIG_NAME / VERSION / _content_hash(source)
+    digest = content_hash([source / "test.parquet"], repr(PLACEHOLDER_SIZE))
+    return cache_folder(cache_dir, CACHE_DIR_NAME, CONFIG_NAME, digest)
 
 
 def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool:
-    folder = seeded_folder(cache_dir, source)
-    return (folder / MARKER).is_file() and (folder / f"{FILE_PREFIX}-{SPLIT}.arrow").is_file()
+    return is_complete(seeded_folder(cache_dir, source), FILE_PREFIX, [SPLIT])
 
 
 def seed_mmmu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
