@@ -77,7 +77,7 @@ def test_train_evaluate_reload_on_a_real_slice(tmp_path, kind) -> None:
     common = ["--records", str(MMMU_PRO), "--experts", *EXPERTS, "--limit", str(SLICE)]
     run_cli(["benchcoe", "train", *common, "--router", kind, "--seed", "1", "--text", "question+options",
              "--no-guard", "--no-plots", "--quiet", "--output", str(out),
-             *(["--refit"] if kind == "subject" else ["--tuning", "cv"])], cwd=tmp_path)
+             "--refit"], cwd=tmp_path)
     manifest = json.loads((out / "router.json").read_text())
     trained = manifest["evaluation"]["accuracy"]
     evaluated = run_cli(["benchcoe", "evaluate", "--router", str(out), *common, "--output", str(tmp_path / "eval"),
