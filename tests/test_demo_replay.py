@@ -21,6 +21,7 @@ def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
     assert "mmlu_pro" in result.stdout and "oracle" in result.stdout and "held-out" in result.stdout
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
     (run,) = summary["runs"]
+    assert_mmmu_pro_part(summary, tmp_path / "demo" / "mmmu_pro_subject", result.stdout)
     out = tmp_path / "demo" / "subject"
     harness = read_results(out)["results"]["mmlu_pro"]["exact_match,custom-extract"]
     assert run["harness_accuracy"] == harness
@@ -54,3 +55,20 @@ def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
     evaluation = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
     assert evaluation["documents"] == len(samples)
     assert evaluation["accuracy"] == pytest.approx(harness, abs=1e-6)
+
+
+def assert_mmmu_pro_part(summary: dict, out, stdout: str) -> None:
+    """The lmms-eval half of the demo: ``mmmu_acc`` of the harness == the routed experts' records."""
+    (run,) = summary["mmmu_pro_runs"]
+    harness = json.loads(sorted(out.rglob("*_results.json"))[-1].read_text())["results"]["mmmu_pro_standard"]
+    assert run["harness_accuracy"] == harness["mmmu_acc,none"] and run["equal"]
+    assert "blank placeholder" in stdout and "mmmu_pro_standard" in stdout
+    records = {}
+    for path in (REPO / "tasks" / "mmmu_pro" / "replay").glob("*.jsonl.gz"):
+        with gzip.open(path, "rt") as handle:
+            records[path.name[: -len(".jsonl.gz")]] = {r["id"]: r["correct"] for r in map(json.loads, handle)}
+    samples = [json.loads(line) for path in out.rglob("*_samples_*.jsonl") for line in path.read_text().splitlines()]
+    routing = {row["doc_id"]: row["expert"] for row in map(json.loads, (out / "routing.jsonl").read_text().splitlines())}
+    assert len(samples) == len(routing) == 6
+    correct = [records[routing[row["doc_id"]]][row["mmmu_acc"]["id"]] for row in samples]
+    assert harness["mmmu_acc,none"] == round(sum(correct) / len(correct), 5)

@@ -1,4 +1,4 @@
-"""``benchcoe demo``: the embedded default, a real CoE evaluation of MMLU-Pro with no GPU.
+"""``benchcoe demo``: the embedded default, real CoE evaluations of MMLU-Pro and MMMU-Pro with no GPU.
 
 1. Seeds the datasets cache with the shipped offline MMLU-Pro (``benchcoe offline-data``).
 2. Runs the UNCHANGED ``lm_eval --model coe --model_args config=<embedded config> --tasks
@@ -6,6 +6,9 @@
    query-level). The five experts are replay experts: each answers from its recorded output.
 3. Prints the harness's own table, then a comparison: each expert alone, the CoE with each
    router, and the oracle, on all documents and on the router's held-out split.
+4. The same for the multimodal half (``demo_mmmu_pro``): the UNCHANGED ``python -m lmms_eval
+   --model coemodel --tasks mmmu_pro_standard`` with replay experts of five VLMs, once per
+   shipped MMMU-Pro router.
 
 The CoE rows are the accuracies the harness reported; the demo recomputes each from the
 records and the routing log on the same documents and says whether they agree.
@@ -21,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from benchcoe_plugins.core.errors import BenchCoEError
 from benchcoe_plugins.core.jsonl import read_jsonl
@@ -30,6 +33,7 @@ POOL = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", 
 FALLBACK = POOL[0]
 LEVELS = {"subject": "mmlu_pro_subject", "query": "mmlu_pro_query"}
 METRIC = "exact_match,custom-extract"
+PARTS = ("mmlu_pro", "mmmu_pro")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
 
@@ -42,10 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("benchcoe_demo"), help="output folder (default ./benchcoe_demo)")
     parser.add_argument("--routers", default="subject,query",
                         help="router levels to run through the harness, comma-separated (default subject,query)")
-    parser.add_argument("--limit", type=int, default=None, help="documents per subject (passed to lm_eval --limit)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="passed to the harnesses' --limit: MMLU-Pro documents per subject, MMMU-Pro documents")
     parser.add_argument("--router-dir", type=Path, default=None,
-                        help="folder holding mmlu_pro_subject/ and mmlu_pro_query/ (default: the shipped router_ckpts)")
-    parser.add_argument("--no-log-samples", action="store_true", help="do not pass --log_samples to lm_eval")
+                        help="folder holding mmlu_pro_subject/, mmlu_pro_query/, mmmu_pro_subject/ and mmmu_pro_query/ "
+                             "(default: the shipped router_ckpts)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, default {','.join(PARTS)}: mmlu_pro runs lm_eval --model coe, "
+                             f"mmmu_pro runs python -m lmms_eval --model coemodel")
+    parser.add_argument("--no-log-samples", action="store_true", help="do not pass --log_samples to the harnesses")
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -103,18 +112,19 @@ class RouterChoice:
     split_note: str = ""
 
 
-def _ids(values: Any) -> set[int]:
-    """``[12, "mmlu_pro/13", "mmlu_pro_law/14"]`` -> {12, 13, 14} (the question_id is the last part)."""
-    return {int(str(v).rsplit("/", 1)[-1]) for v in values}
+def _ids(values: Any, key: Callable[[str], Any] = int) -> set[Any]:
+    """``[12, "mmlu_pro/13", "mmlu_pro_law/14"]`` -> {12, 13, 14} (the question's key is the last part)."""
+    return {key(str(v).rsplit("/", 1)[-1]) for v in values}
 
 
-def held_out_ids(folder: Path, manifest: dict[str, Any], question_ids: Iterable[int]) -> tuple[set[int] | None, str]:
+def held_out_ids(folder: Path, manifest: dict[str, Any], question_ids: Iterable[Any],
+                 key: Callable[[str], Any] = int) -> tuple[set[Any] | None, str]:
     """The question_ids the router never trained on: the ``test`` part of the ``split.json`` that
     ``benchcoe train`` writes beside the manifest, or the stand-in's ``question_id % m`` rule."""
     split_file = folder / "split.json"
     test = json.loads(split_file.read_text()).get("test") if split_file.is_file() else None
     if test:
-        return _ids(test), f"'test' of {folder.name}/split.json ({len(test)} questions)"
+        return _ids(test, key), f"'test' of {folder.name}/split.json ({len(test)} questions)"
     rule = ((manifest.get("data") or {}).get("split") or {}).get("held_out_rule")
     if isinstance(rule, dict) and "modulus" in rule:
         modulus, remainders = int(rule["modulus"]), {int(r) for r in rule.get("remainders", [0])}
@@ -202,7 +212,8 @@ def run_harness(command: list[str], cwd: Path) -> str:
     print("$ " + " ".join(command), flush=True)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise DemoError(f"lm_eval exited with {result.returncode}:\n{result.stderr[-4000:]}")
+        harness = command[2] if command[1:2] == ["-m"] else Path(command[0]).name
+        raise DemoError(f"{harness} exited with {result.returncode}:\n{result.stderr[-4000:]}")
     return result.stdout
 
 
@@ -223,13 +234,13 @@ def percent(value: float | None) -> str:
     return "   -  " if value is None else f"{100 * value:6.2f}"
 
 
-def comparison(data: DemoData, runs: list[dict[str, Any]]) -> str:
+def comparison(data: DemoData, runs: list[dict[str, Any]], pool: Sequence[str] = POOL) -> str:
     ids = sorted(data.docs.values())
     held = runs[0]["choice"].held_out if runs else None
     held_ids = [q for q in ids if held is not None and q in held]
     header = f"{'':44s} {'all docs':>9s} {'held-out*':>9s}"
     lines = [header, f"{'':44s} {len(ids):>9d} {len(held_ids) if held is not None else '-':>9}"]
-    for expert in POOL:
+    for expert in pool:
         single = {q: expert for q in ids}
         lines.append(f"{'expert ' + expert:44s} {percent(data.accuracy(single, ids)):>9s} "
                      f"{percent(data.accuracy(single, held_ids) if held_ids else None):>9s}")
@@ -239,7 +250,7 @@ def comparison(data: DemoData, runs: list[dict[str, Any]]) -> str:
         run_held = [q for q in ids if run["choice"].held_out is not None and q in run["choice"].held_out]
         lines.append(f"{label[:44]:44s} {percent(run['harness_accuracy']):>9s} "
                      f"{percent(data.accuracy(routed, run_held) if run_held else None):>9s}")
-    oracle = {q: next((e for e in POOL if data.correct[e][q]), POOL[0]) for q in ids}
+    oracle = {q: next((e for e in pool if data.correct[e][q]), pool[0]) for q in ids}
     lines.append(f"{'oracle (any expert correct)':44s} {percent(data.accuracy(oracle, ids)):>9s} "
                  f"{percent(data.accuracy(oracle, held_ids) if held_ids else None):>9s}")
     lines.append("* held-out: documents in the router's test split, which it never trained on "
@@ -252,15 +263,37 @@ def comparison(data: DemoData, runs: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.offline.seed import is_seeded, seed_mmlu_pro_cache
-
     started = time.perf_counter()
     output = args.output.resolve()
     output.mkdir(parents=True, exist_ok=True)
+    levels = [level.strip() for level in args.routers.split(",") if level.strip()]
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise DemoError(f"--parts: {unknown or parts} is not a list of {list(PARTS)}; e.g. --parts {','.join(PARTS)}.")
+    summary: dict[str, Any] = {}
+    if "mmlu_pro" in parts:
+        summary.update(run_mmlu_pro(args, levels, output))
+    if "mmmu_pro" in parts:
+        from benchcoe_plugins.demo_mmmu_pro import run_mmmu_pro
+
+        if "mmlu_pro" in parts:
+            print()
+        summary["mmmu_pro_runs"] = run_mmmu_pro(levels, args.router_dir, output, args.limit, not args.no_log_samples)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    (output / "demo_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\nwall time {summary['wall_seconds']} s; outputs in {output}")
+    equal = [abs(r["harness_accuracy"] - r["records_accuracy"]) < 1e-12 for r in summary.get("runs", [])]
+    return 0 if all(equal + [r["equal"] for r in summary.get("mmmu_pro_runs", [])]) else 1
+
+
+def run_mmlu_pro(args: argparse.Namespace, levels: Sequence[str], output: Path) -> dict[str, Any]:
+    """The lm-eval half: MMLU-Pro through ``lm_eval --model coe``; prints it, returns its summary."""
+    from benchcoe_plugins.offline.seed import is_seeded, seed_mmlu_pro_cache
+
     if not is_seeded():
         print(f"seeded the offline MMLU-Pro into {seed_mmlu_pro_cache()}", flush=True)
     data = load_data(args.limit)
-    levels = [level.strip() for level in args.routers.split(",") if level.strip()]
     runs = []
     for choice in choose_routers(levels, args.router_dir, output, data):
         config = write_config(choice, output)
@@ -289,11 +322,7 @@ def run(args: argparse.Namespace) -> int:
               f"and the routing log {100 * run_info['records_accuracy']:.4f} % -> {'equal' if agree else 'DIFFERENT'}")
         print(f"  router {choice.folder}{'  [development stand-in: table router on the doc category]' if choice.stand_in else ''}")
         print(f"  held-out split: {choice.split_note}")
-    summary = {"documents": len(data.docs), "held_out_fewshot": data.held_out_fewshot,
-               "runs": [{"level": r["choice"].level, "router": str(r["choice"].folder), "stand_in": r["choice"].stand_in,
-                         "config": r["config"], "harness_accuracy": r["harness_accuracy"],
-                         "records_accuracy": r["records_accuracy"]} for r in runs],
-               "wall_seconds": round(time.perf_counter() - started, 1)}
-    (output / "demo_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\nwall time {summary['wall_seconds']} s; outputs in {output}")
-    return 0 if all(abs(r["harness_accuracy"] - r["records_accuracy"]) < 1e-12 for r in runs) else 1
+    return {"documents": len(data.docs), "held_out_fewshot": data.held_out_fewshot,
+            "runs": [{"level": r["choice"].level, "router": str(r["choice"].folder), "stand_in": r["choice"].stand_in,
+                      "config": r["config"], "harness_accuracy": r["harness_accuracy"],
+                      "records_accuracy": r["records_accuracy"]} for r in runs]}

@@ -16,7 +16,10 @@ Three recorded formats are read (plain or ``.gz`` JSON lines):
 ``replay="answer"`` turns a record's extracted letter into ``"The answer is (X)."`` (the
 ``template``), so a harness regex filter scores exactly what the record says (a record with
 no extracted answer replays a text the filter does not match, scored wrong);
-``replay="text"`` replays the raw output. A loglikelihood request on a record gives the
+``replay="text"`` replays the raw output. ``no_answer="wrong_letter"`` replays a record with
+no extracted answer as the template with the first option letter of the document that is
+not its ``answer``: a parser that guesses at random when nothing parses (lmms-eval's MMMU
+``mmmu_acc``) then scores it wrong, as the record does (``correct`` false), not by chance. A loglikelihood request on a record gives the
 recorded answer's choice log-likelihood 0 and every other choice -inf; a record with no
 extracted answer gives every choice -inf, so the harness's argmax takes the first choice
 (multiple-choice replay of such records is therefore not exact: a warning counts them).
@@ -50,6 +53,7 @@ RECORD_TEXT_FIELDS = ("generated_text", "response", "output", "text")
 DEFAULT_TEMPLATE = "The answer is ({answer})."
 NO_ANSWER_TEXT = "[replay: the record has no extracted answer]"
 REPLAY_MODES = ("answer", "text")
+NO_ANSWER_MODES = ("text", "wrong_letter")
 NEG_INF = float("-inf")
 
 
@@ -167,17 +171,20 @@ class ReplayBook:
     """Recorded answers, looked up by (task, doc_id) or by a document field."""
 
     def __init__(self, log: Any = None, records: Any = None, key: str | None = None, task: str | None = None,
-                 replay: str | None = None, template: str = DEFAULT_TEMPLATE) -> None:
+                 replay: str | None = None, template: str = DEFAULT_TEMPLATE, no_answer: str = "text") -> None:
         if (log is None) == (records is None):
             raise ConfigError("a replay expert needs exactly one of log=<samples JSONL file or folder> "
                               "or records=<record JSONL file>, e.g. model_args: {records: path/model.jsonl.gz}.")
         if replay is not None and replay not in REPLAY_MODES:
             raise ConfigError(f"replay={replay!r} must be one of {REPLAY_MODES}.")
+        if no_answer not in NO_ANSWER_MODES:
+            raise ConfigError(f"no_answer={no_answer!r} must be one of {NO_ANSWER_MODES}.")
         if "{answer}" not in template:
             raise ConfigError(f"template={template!r} must contain '{{answer}}', e.g. {DEFAULT_TEMPLATE!r}.")
         self.key = key
         self.template = template
         self.replay = replay
+        self.no_answer = no_answer
         self.by_task: dict[tuple[str, str], RecordedDoc] = {}
         self.by_field: dict[str, RecordedDoc] = {}
         if log is not None:
@@ -255,12 +262,30 @@ class ReplayBook:
         return self.by_field.get(str(doc[self.key]))
 
     # -- answers -----------------------------------------------------------------------------
-    def record_generation(self, recorded: RecordedDoc) -> str:
+    def record_generation(self, recorded: RecordedDoc, doc: Mapping[str, Any] | None = None) -> str:
         if self.replay == "text":
             return recorded.text or ""
         if recorded.answer in (None, ""):
+            if self.no_answer == "wrong_letter":
+                return self.template.format(answer=wrong_letter(doc))
             return NO_ANSWER_TEXT
         return self.template.format(answer=recorded.answer)
+
+
+def wrong_letter(doc: Mapping[str, Any] | None) -> str:
+    """The first option letter of a multiple-choice ``doc`` (``options`` a list or its string form,
+    ``answer`` a letter) that is not its answer."""
+    options = doc.get("options") if isinstance(doc, Mapping) else None
+    if isinstance(options, str):
+        try:
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError):
+            options = None
+    if not isinstance(options, (list, tuple)) or len(options) < 2 or not isinstance(doc.get("answer"), str):
+        raise RecordsError(f"replay: no_answer=wrong_letter needs documents with 'options' (two or more) and an "
+                           f"'answer' letter; this one has {sorted(doc) if isinstance(doc, Mapping) else doc!r}. "
+                           f"Use no_answer=text.")
+    return next(chr(ord("A") + i) for i in range(len(options)) if chr(ord("A") + i) != doc["answer"].strip())
 
 
 @dataclass
@@ -365,7 +390,7 @@ class ReplayAnswerer:
 
     def _answer_from_record(self, request: ReplayRequest, recorded: RecordedDoc) -> Any:
         if request.request_type == "generate_until":
-            return self.book.record_generation(recorded)
+            return self.book.record_generation(recorded, request.doc)
         if request.request_type == "loglikelihood":
             if recorded.answer in (None, ""):
                 self.unanswered_choices += 1
@@ -388,6 +413,8 @@ REPLAY_ARGS = {
     "replay": "records: 'answer' (template with the extracted answer) or 'text' (raw output)",
     "template": f"records, replay=answer: the generation, default {DEFAULT_TEMPLATE!r}",
     "fallback": "answer for unrecorded documents: unset (error), 'empty', or a text",
+    "no_answer": "records, replay=answer, no extracted answer: 'text' (a sentence no filter matches) or "
+                 "'wrong_letter' (the first option letter that is not the document's answer)",
 }
 HARNESS_ARGS = ("batch_size", "max_batch_size", "device")
 
@@ -403,6 +430,6 @@ def answerer_from_model_args(**model_args: Any) -> ReplayAnswerer:
         raise ConfigError("replay model: give key or task_key, not both with different values.")
     book = ReplayBook(log=args.get("log"), records=args.get("records"), key=args.get("key") or args.get("task_key"),
                       task=args.get("task"), replay=args.get("replay"),
-                      template=str(args.get("template", DEFAULT_TEMPLATE)))
+                      template=str(args.get("template", DEFAULT_TEMPLATE)), no_answer=str(args.get("no_answer", "text")))
     logger.info("replay: %s", book.describe())
     return ReplayAnswerer(book, args.get("fallback"))

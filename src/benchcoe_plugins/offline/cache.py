@@ -8,12 +8,13 @@ later seed replaces only its own older copies and never a real download.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from benchcoe_plugins.core.errors import BenchCoEError
 
@@ -30,6 +31,26 @@ def datasets_cache_dir() -> Path:
     import datasets.config
 
     return Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE)))
+
+
+def content_hash(files: Iterable[Path], *extra: str) -> str:
+    """40 hex digits of the files' bytes (and ``extra``): names a seeded folder by what it holds."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    for value in extra:
+        digest.update(value.encode())
+    return digest.hexdigest()[:40]
+
+
+def cache_folder(cache_dir: str | os.PathLike | None, dir_name: str, config: str, digest: str) -> Path:
+    """``<cache>/<dir_name>/<config>/0.0.0/<digest>``, under datasets' own cache when ``cache_dir`` is None."""
+    return (Path(cache_dir) if cache_dir else datasets_cache_dir()) / dir_name / config / VERSION / digest
+
+
+def is_complete(folder: Path, name: str, splits: Iterable[str]) -> bool:
+    """Whether ``folder`` is a seeded folder with the Arrow file of every split."""
+    return (folder / MARKER).is_file() and all((folder / f"{name}-{split}.arrow").is_file() for split in splits)
 
 
 def write_cache_folder(target: Path, name: str, config: str, features: Any, tables: Mapping[str, Any],

@@ -3,6 +3,7 @@
     benchcoe offline-data              # seed $HF_HOME/datasets (or $HF_DATASETS_CACHE)
     benchcoe offline-data --check      # say whether it is seeded; exit 1 if not
     HF_DATASETS_OFFLINE=1 lm_eval --model hf ... --tasks mmlu_pro
+    HF_DATASETS_OFFLINE=1 python -m lmms_eval --model coemodel ... --tasks mmmu_pro_standard
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.offline import seed
+    from benchcoe_plugins.offline import mmmu_pro, seed
+    from benchcoe_plugins.offline.cache import MARKER
 
     if args.check:
-        ok = seed.is_seeded(args.cache_dir)
-        print(f"{seed.HUB_ID}: {'seeded' if ok else 'NOT seeded'} at {seed.seeded_folder(args.cache_dir)}")
+        ok = True
+        for name, module in ((seed.HUB_ID, seed), (f"{mmmu_pro.HUB_ID} ({mmmu_pro.CONFIG_NAME})", mmmu_pro)):
+            seeded = module.is_seeded(args.cache_dir)
+            ok = ok and seeded
+            print(f"{name}: {'seeded' if seeded else 'NOT seeded'} at {module.seeded_folder(args.cache_dir)}")
         return 0 if ok else 1
     for name, folder in seed.seed_all(args.cache_dir, force=args.force).items():
-        rows = json.loads((folder / seed.MARKER).read_text())["rows"]
+        rows = json.loads((folder / MARKER).read_text())["rows"]
         print(f"{name}: seeded {folder} ({', '.join(f'{k} {v} rows' for k, v in rows.items())})")
+    print(f"{mmmu_pro.HUB_ID}: the records hold no images; every <image N> is a blank placeholder image.")
     print("Run the harness with HF_DATASETS_OFFLINE=1 (or HF_HUB_OFFLINE=1) so datasets uses this copy.")
     return 0

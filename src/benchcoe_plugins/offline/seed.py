@@ -10,11 +10,10 @@ copy in ``tasks/mmlu_pro/``, so the stock task YAMLs load it unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from benchcoe_plugins.offline.cache import (MARKER, VERSION, OfflineDataError, datasets_cache_dir,
+from benchcoe_plugins.offline.cache import (OfflineDataError, cache_folder, content_hash, is_complete,
                                             write_cache_folder)
 
 HUB_ID = "TIGER-Lab/MMLU-Pro"
@@ -39,22 +38,13 @@ def shipped_mmlu_pro() -> Path:
     return folder
 
 
-def _content_hash(source: Path) -> str:
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        digest.update((source / f"{split}.parquet").read_bytes())
-    return digest.hexdigest()[:40]
-
-
 def seeded_folder(cache_dir: Path | None = None, source: Path | None = None) -> Path:
     source = source or shipped_mmlu_pro()
-    cache_dir = Path(cache_dir) if cache_dir else datasets_cache_dir()
-    return cache_dir / CACHE_DIR_NAME / CONFIG_NAME / VERSION / _content_hash(source)
+    return cache_folder(cache_dir, CACHE_DIR_NAME, CONFIG_NAME, content_hash(source / f"{s}.parquet" for s in SPLITS))
 
 
 def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool:
-    folder = seeded_folder(cache_dir, source)
-    return (folder / MARKER).is_file() and all((folder / f"{FILE_PREFIX}-{s}.arrow").is_file() for s in SPLITS)
+    return is_complete(seeded_folder(cache_dir, source), FILE_PREFIX, SPLITS)
 
 
 def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
@@ -89,4 +79,7 @@ def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str 
 
 def seed_all(cache_dir: str | os.PathLike | None = None, force: bool = False) -> dict[str, Path]:
     """Every offline dataset this package ships, seeded; name -> cache folder."""
-    return {HUB_ID: seed_mmlu_pro_cache(cache_dir, force=force)}
+    from benchcoe_plugins.offline import mmmu_pro
+
+    return {HUB_ID: seed_mmlu_pro_cache(cache_dir, force=force),
+            f"{mmmu_pro.HUB_ID} ({mmmu_pro.CONFIG_NAME})": mmmu_pro.seed_mmmu_pro_cache(cache_dir, force=force)}

@@ -1,0 +1,118 @@
+"""The real ``python -m lmms_eval --model coemodel --tasks mmmu_pro_standard`` on the offline
+MMMU-Pro copy (``benchcoe offline-data``), with replay experts of the five VLMs.
+
+- The harness's ``mmmu_acc`` equals the accuracy recomputed from the shipped records and the
+  routing log, per document and overall, including records with no parsable answer (which
+  replay a wrong letter, so lmms-eval's random fallback never decides a score).
+- A text expert (``modality: text``) in the same pool: every MMMU-Pro document has an image,
+  so none is routed to it as image-free; documents its router names it for reach it as text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+from conftest import REPO, harness_env, run_cli
+
+from benchcoe_plugins.offline.mmmu_pro import TASK, VLM_POOL
+
+pytestmark = pytest.mark.slow
+REPLAY = REPO / "tasks" / "mmmu_pro" / "replay"
+LIMIT = 40
+TEXT_LIMIT = 8
+# Docs 21 (Psychology) and 38 (History) have no parsable answer in the 40B and 76B records.
+TABLE = {"psychology": "InternVL2-40B", "history": "InternVL2-Llama3-76B", "art": "InternVL2-8B",
+         "economics": "llava-onevision-qwen2-7b-vo-hf"}
+FALLBACK = "llava-onevision-qwen2-72b-vo-hf"
+
+
+def records() -> dict[str, dict[str, dict]]:
+    out = {}
+    for expert in VLM_POOL:
+        with gzip.open(REPLAY / f"{expert}.jsonl.gz", "rt") as handle:
+            out[expert] = {row["id"]: row for row in map(json.loads, handle)}
+    return out
+
+
+def replay_expert(name: str) -> dict:
+    return {"model": "coe_replay", "model_args": {"records": str(REPLAY / f"{name}.jsonl.gz"), "key": "id",
+                                                  "no_answer": "wrong_letter"}}
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_experts) -> Iterator[Path]:
+    from benchcoe_plugins.routers.table import TableRouter
+
+    root = Path(tempfile.mkdtemp(prefix="benchcoe-mmmu-pro-"))
+    run_cli(["benchcoe", "offline-data"], cwd=root, env=harness_env({"HF_HOME": str(root / "hf")}))
+    experts = {name: replay_expert(name) for name in VLM_POOL}
+    TableRouter.from_table(TABLE, experts=VLM_POOL).save(root / "router")
+    (root / "vlm.yaml").write_text(yaml.safe_dump({"name": "vlm-replay", "router": "router", "fallback": FALLBACK,
+                                                   "result_cache": False, "experts": experts}))
+    text = {"model": "hf", "modality": "text",
+            "model_args": {"pretrained": str(tiny_experts["alpha"]), "device": "cpu", "dtype": "float32"}}
+    TableRouter.from_table({**TABLE, "literature": "text"}, experts=[*VLM_POOL, "text"]).save(root / "router_text")
+    (root / "mixed.yaml").write_text(yaml.safe_dump({"name": "vlm-and-text", "router": "router_text",
+                                                     "fallback": FALLBACK, "result_cache": False,
+                                                     "experts": {**experts, "text": text}}))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def lmms_eval(workspace: Path, config: str, out: str, limit: int, *extra: str) -> Path:
+    folder = workspace / out
+    run_cli(["python", "-m", "lmms_eval", "--model", "coemodel", "--model_args",
+             f"config={config},routing_log={folder / 'routing.jsonl'}", "--tasks", TASK, "--limit", str(limit),
+             "--output_path", str(folder), "--log_samples", *extra], cwd=workspace,
+            env=harness_env({"HF_HOME": str(workspace / "hf")}))
+    assert list(folder.rglob("*_results.json")), f"{out}: lmms-eval wrote no results"
+    return folder
+
+
+def read_run(folder: Path) -> tuple[float, dict[int, dict], dict[int, dict]]:
+    results = json.loads(sorted(folder.rglob("*_results.json"))[-1].read_text())
+    samples = {row["doc_id"]: row for path in folder.rglob("*_samples_*.jsonl")
+               for row in map(json.loads, path.read_text().splitlines())}
+    routing = {row["doc_id"]: row for row in map(json.loads, (folder / "routing.jsonl").read_text().splitlines())}
+    return results["results"][TASK]["mmmu_acc,none"], samples, routing
+
+
+def test_harness_mmmu_acc_equals_records_recomputation(workspace) -> None:
+    accuracy, samples, routing = read_run(lmms_eval(workspace, "vlm.yaml", "vlm", LIMIT))
+    recorded = records()
+    assert sorted(samples) == sorted(routing) == list(range(LIMIT))
+    unparsed = 0
+    for doc_id, sample in samples.items():
+        scored = sample["mmmu_acc"]
+        record = recorded[routing[doc_id]["expert"]][scored["id"]]
+        if record["pred"] is None:
+            unparsed += 1
+            assert scored["parsed_pred"] != scored["answer"], doc_id  # scored wrong, as the record is
+        else:
+            assert scored["parsed_pred"] == record["pred"], doc_id
+        assert (scored["parsed_pred"] == scored["answer"]) == record["correct"], doc_id
+    assert unparsed == 2, "docs 21 and 38 reach an expert whose record has no parsable answer"
+    assert {row["expert"] for row in routing.values()} == set(TABLE.values()) | {FALLBACK}
+    recomputed = sum(recorded[routing[d]["expert"]][samples[d]["mmmu_acc"]["id"]]["correct"] for d in samples) / LIMIT
+    assert accuracy == round(recomputed, 5)
+
+
+def test_text_expert_in_the_pool_gets_only_what_the_router_names(workspace) -> None:
+    _, samples, routing = read_run(lmms_eval(workspace, "mixed.yaml", "mixed", TEXT_LIMIT,
+                                             "--gen_kwargs", "max_new_tokens=4"))
+    assert all("<image" in sample["input"] for sample in samples.values()), "every MMMU-Pro document has an image"
+    assert not any("image-free" in row["reason"] for row in routing.values())
+    literature = {d for d, s in samples.items() if s["mmmu_acc"]["subject"] == "Literature"}
+    assert literature, "the slice holds a Literature document"
+    assert {d for d, row in routing.items() if row["expert"] == "text"} == literature
+    recorded = records()
+    for doc_id in set(samples) - literature:  # the VLM replays are unaffected by the text expert beside them
+        record = recorded[routing[doc_id]["expert"]][samples[doc_id]["mmmu_acc"]["id"]]
+        assert (samples[doc_id]["mmmu_acc"]["parsed_pred"] == samples[doc_id]["mmmu_acc"]["answer"]) == record["correct"]
