@@ -48,3 +48,20 @@ def guard_verdict(routed_hits: np.ndarray, best_single_hits: np.ndarray, guard_z
     stderr = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
     return {"routes": bool(mean > 0 and mean > guard_z * stderr), "held_out_documents": int(len(gain)),
             "gain_over_best_single": round(mean, 6), "gain_standard_error": round(stderr, 6), "guard_z": guard_z}
+
+
+def guard_note(router: Any) -> str | None:
+    """In plain words, why a guarded router sends every question to the best single expert
+    (None when it routes, or has no guard)."""
+    if getattr(router, "mode_", None) != "best":
+        return None
+    metadata = getattr(router, "metadata_", {}) or {}
+    verdict = metadata.get("guard") or (metadata.get("tuning") or {}).get("guard") or {}
+    expert = getattr(router, "best_expert_", "the best single expert")
+    if "gain_over_best_single" not in verdict:
+        return f"The guard sent every question to {expert}: routing showed no clear gain over it on held-out data."
+    gain, stderr, z = verdict["gain_over_best_single"], verdict["gain_standard_error"], verdict["guard_z"]
+    return (f"The guard sent every question to the best single expert, {expert}: on "
+            f"{verdict['held_out_documents']} training documents, each scored by a model that did not see it, routing gained {gain * 100:+.2f} points "
+            f"(standard error {stderr * 100:.2f}), not more than {z:g} standard error(s), so routing was not "
+            f"clearly better than always answering with {expert} (--guard-z sets the bar; --no-guard turns it off).")

@@ -9,6 +9,10 @@ from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.dataset import BenchmarkData
 
 
+# The options naming one source of expert results (argparse dests); --test-source KIND=PATH takes these.
+SOURCE_OPTIONS = ("records", "mmmu", "samples")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("expert results (one source)")
     group.add_argument("--records", type=Path, help="records folder: questions.jsonl.gz + records/<model>.jsonl.gz (MMLU-Pro: question_id/category; "

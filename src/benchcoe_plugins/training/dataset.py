@@ -144,9 +144,15 @@ def read_split(path: Path) -> dict[str, list[str]]:
 
 
 def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarray], seed: int | None,
-                fitted_on: Sequence[str] = ("train",)) -> None:
-    """``fitted_on``: the parts the router's final fit saw (``test`` never is)."""
+                fitted_on: Sequence[str] = ("train",), scenario: Mapping[str, Any] | None = None,
+                test_keys: Sequence[str] | None = None) -> None:
+    """``fitted_on``: the parts the router's final fit saw (``test`` never is). ``test_keys``: the
+    test documents when they come from another record set (transfer scenario)."""
     keys = data.keys()
     payload = {"seed": seed, **{name: [keys[i] for i in indices[name]] for name in SPLIT_NAMES},
                "fitted_on": list(fitted_on)}
+    if test_keys is not None:
+        payload["test"] = list(test_keys)
+    if scenario is not None:
+        payload["scenario"] = dict(scenario)
     Path(path).write_text(json.dumps(payload) + "\n")

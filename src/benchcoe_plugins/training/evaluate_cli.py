@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
@@ -16,17 +18,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", type=Path, required=True, help="router checkpoint folder")
     add_data_arguments(parser)
     parser.add_argument("--split", type=Path, help="split file (default: the checkpoint's split.json)")
-    parser.add_argument("--subset", default="test", choices=("test", "validation"),
-                        help="which held-out part of the split to evaluate on")
+    parser.add_argument("--subset", default="test", choices=("test", "validation", "in-sample"),
+                        help="which held-out part of the split to evaluate on; in-sample: the documents the router "
+                             "was fitted on (the naive scenario, labelled in-sample everywhere)")
+    parser.add_argument("--test-source", metavar="KIND=PATH",
+                        help="evaluate on another record set with the same experts (transfer), e.g. records=DIR; "
+                             "the baselines still come from the split's training part of the main data")
+    parser.add_argument("--test-where", metavar="FIELD=PATTERN[,PATTERN...]",
+                        help="only held-out documents whose field matches one of the glob patterns")
     parser.add_argument("--output", type=Path, help="report folder (default: benchcoe_eval/<router name>)")
     parser.add_argument("--no-plots", action="store_true")
 
 
-def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048) -> dict[str, Any]:
+def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048,
+                    scenario: dict[str, Any] | None = None) -> dict[str, Any]:
     """Routes ``test`` (batched, with a progress bar) and compares with the baselines from ``train``
-    (the documents the router's final fit saw: the best single expert is chosen there too)."""
+    (the documents the router's final fit saw: the best single expert is chosen there too).
+    ``scenario`` (see :mod:`.scenarios`) says what ``test`` is; the reports print it."""
     from tqdm.auto import tqdm
 
+    from benchcoe_plugins.routers.guard import guard_note
     from benchcoe_plugins.training.metrics import baselines, evaluate_routing
 
     missing = [e for e in router.experts_ if e not in test.experts]
@@ -43,13 +54,28 @@ def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batc
                            "need the training part.")
     base = baselines(train.correct, train.subjects, test.correct, test.subjects, test.experts)
     fallback = base["best_single"]["expert"]
-    return evaluate_routing(test.correct, test.subjects, test.experts, choices, base, fallback=fallback)
+    evaluation = evaluate_routing(test.correct, test.subjects, test.experts, choices, base, fallback=fallback)
+    return {"scenario": scenario or {"name": "held-out", "in_sample": False, "description": "held-out documents"},
+            "guard_note": guard_note(router), **evaluation}
+
+
+def summary_line(evaluation: dict[str, Any]) -> str:
+    """The console's one-line verdict: router vs. best single with its paired 95 % interval."""
+    difference = evaluation["router_minus_best_single"]
+    base = evaluation["baselines"]
+    label = "IN-SAMPLE " if evaluation["scenario"]["in_sample"] else ""
+    return (f"{label}accuracy {evaluation['accuracy']:.4f} on {evaluation['documents']} documents "
+            f"({evaluation['scenario']['name']}); best single {base['best_single']['accuracy']:.4f} "
+            f"({base['best_single']['expert']}); router - best single {difference['difference'] * 100:+.2f} points "
+            f"(SE {difference['standard_error'] * 100:.2f}, bootstrap 95 % [{difference['ci95'][0] * 100:+.2f}, "
+            f"{difference['ci95'][1] * 100:+.2f}]); oracle {base['oracle']['accuracy']:.4f}")
 
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
     from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
+    from benchcoe_plugins.training.scenarios import load_test_source, require_experts, scenario_summary, where_mask
 
     router = Router.load(args.router)
     data = load_data(args)
@@ -57,17 +83,32 @@ def run(args: argparse.Namespace) -> int:
     if not split_path.is_file():
         raise RecordsError(f"no split: {split_path} is missing. Pass --split FILE naming the held-out documents "
                            f"(the router must not have trained on them).")
-    indices = split_from_keys(data, read_split(split_path))
-    held_out = data.subset(indices[args.subset])
+    split = read_split(split_path)
+    fitted_on = [p for p in split.get("fitted_on", ["train"]) if p != args.subset]
+    fit_keys = {p: split.get(p, []) for p in fitted_on}
+    indices = split_from_keys(data, fit_keys)
+    fit_data = parts_subset(data, indices, fitted_on)
+    if args.subset == "in-sample":
+        held_out, scenario = fit_data, scenario_summary(args, in_sample=True)
+    else:
+        if args.test_source:
+            held_out = load_test_source(args)
+            require_experts(held_out, router.experts_)
+        else:
+            held_out = data.subset(split_from_keys(data, {args.subset: split.get(args.subset, [])})[args.subset])
+        if args.test_where:
+            held_out = held_out.subset(np.flatnonzero(where_mask(held_out, args.test_where, "--test-where")))
+        scenario = split.get("scenario") or scenario_summary(args)
+        if args.test_source:
+            scenario = scenario_summary(args)
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
-    fitted_on = [p for p in read_split(split_path).get("fitted_on", ["train"]) if p != args.subset]
-    evaluation = evaluate_router(router, parts_subset(data, indices, fitted_on), held_out)
+    evaluation = evaluate_router(router, fit_data, held_out, scenario=scenario)
     name = json.loads((args.router / "router.json").read_text()).get("name", args.router.name)
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)
-    print(f"benchcoe evaluate: {name} on {len(held_out)} {args.subset} documents: accuracy {evaluation['accuracy']:.4f} "
-          f"(best single {evaluation['baselines']['best_single']['accuracy']:.4f}, "
-          f"oracle {evaluation['baselines']['oracle']['accuracy']:.4f})")
+    print(f"benchcoe evaluate: {name}: {summary_line(evaluation)}")
+    if evaluation["guard_note"]:
+        print(evaluation["guard_note"])
     print(f"report: {files['markdown']}")
     return 0

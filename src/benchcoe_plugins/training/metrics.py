@@ -43,11 +43,28 @@ def accuracy_of(correct: np.ndarray, experts: Sequence[str], choices: Sequence[s
     return out
 
 
+def paired_difference(hits: np.ndarray, reference_hits: np.ndarray, resamples: int = 2000,
+                      seed: int = 0) -> dict[str, float | int]:
+    """Mean per-document difference ``hits - reference_hits`` (same documents), its standard
+    error and a percentile-bootstrap 95 % interval (``resamples`` resamples of documents, by ``seed``)."""
+    difference = np.asarray(hits, dtype=float) - np.asarray(reference_hits, dtype=float)
+    n = len(difference)
+    if not n:
+        return {"documents": 0, "difference": 0.0, "standard_error": 0.0, "ci95": [0.0, 0.0]}
+    stderr = float(difference.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    means = difference[draws].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"documents": n, "difference": round(float(difference.mean()), 6), "standard_error": round(stderr, 6),
+            "ci95": [round(float(low), 6), round(float(high), 6)]}
+
+
 def baselines(train_correct: np.ndarray, train_subjects: Sequence[str | None], test_correct: np.ndarray,
               test_subjects: Sequence[str | None], experts: Sequence[str]) -> dict[str, Any]:
     best_index = best_single_index(train_correct)
     out: dict[str, Any] = {
-        "best_single": {"expert": experts[best_index], "accuracy": float(test_correct[:, best_index].mean())},
+        "best_single": {"expert": experts[best_index], "accuracy": float(test_correct[:, best_index].mean()),
+                        "column": best_index},
         "random": {"accuracy": float(test_correct.mean())},
         "oracle": {"accuracy": float(test_correct.max(axis=1).mean())},
     }
@@ -70,6 +87,8 @@ def evaluate_routing(test_correct: np.ndarray, test_subjects: Sequence[str | Non
         return round(accuracy / value, 6) if value > 0 else None
 
     routed = [c if c is not None else (fallback or "(none)") for c in choices]
+    best_column = base["best_single"].get("column", list(experts).index(base["best_single"]["expert"]))
+    best_hits = test_correct[:, best_column]
     per_subject: dict[str, Any] = {}
     subjects = np.array([s or "(none)" for s in test_subjects])
     for subject in sorted(set(subjects.tolist())):
@@ -80,12 +99,16 @@ def evaluate_routing(test_correct: np.ndarray, test_subjects: Sequence[str | Non
             "experts": {e: round(float(test_correct[mask, i].mean()), 6) for i, e in enumerate(experts)},
             "oracle": round(float(test_correct[mask].max(axis=1).mean()), 6),
             "routed": dict(Counter(np.array(routed)[mask].tolist())),
+            "best_single": round(float(best_hits[mask].mean()), 6),
+            "router_minus_best_single": paired_difference(hits[mask], best_hits[mask]),
         }
     counts = Counter(routed)
     return {
         "documents": len(choices),
         "accuracy": round(accuracy, 6),
-        "baselines": {k: {**v, "accuracy": round(v["accuracy"], 6)} for k, v in base.items()},
+        "baselines": {k: {**{f: x for f, x in v.items() if f != "column"}, "accuracy": round(v["accuracy"], 6)}
+                      for k, v in base.items()},
+        "router_minus_best_single": paired_difference(hits, best_hits),
         "mu_o": ratio(base["oracle"]["accuracy"]),
         "V_R": ratio(base["random"]["accuracy"]),
         "V_B": ratio(base["best_single"]["accuracy"]),

@@ -1,4 +1,8 @@
-"""PNG figures (matplotlib, Agg backend): per-subject accuracy and routing distribution."""
+"""PNG figures (matplotlib, Agg backend): per-subject accuracy, routing distribution and the
+router's paired gain over the best single expert with 95 % intervals.
+
+Router, best single expert and oracle have one fixed colour each in every figure
+(:data:`ROLE_COLORS`); experts take the remaining colours of a palette without them."""
 
 from __future__ import annotations
 
@@ -15,11 +19,40 @@ def _pyplot():
     return plt
 
 
+ROLE_COLORS = {"router": "#d62728", "best single": "#1f77b4", "oracle": "#7f7f7f"}
+EXPERT_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8",
+                 "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94")
+
+
+def role_of(label: str) -> str | None:
+    """Which fixed-colour role a series label names (router/CoE, best single, oracle), if any."""
+    lowered = label.lower()
+    if lowered.startswith(("router", "coe")) or " router" in lowered:
+        return "router"
+    if "best single" in lowered:
+        return "best single"
+    if "oracle" in lowered:
+        return "oracle"
+    return None
+
+
+def series_colors(labels: Sequence[str]) -> list[str]:
+    out, experts = [], 0
+    for label in labels:
+        role = role_of(label)
+        if role:
+            out.append(ROLE_COLORS[role])
+        else:
+            out.append(EXPERT_COLORS[experts % len(EXPERT_COLORS)])
+            experts += 1
+    return out
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)
     _pyplot().close(fig)
     return path
 
@@ -35,22 +68,24 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     width = 0.8 / max(n, 1)
     x = np.arange(len(subjects))
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(subjects) * max(1.0, n / 4)), 4.8))
-    colors = plt.get_cmap("tab20").colors
+    colors = series_colors(list(series))
     for i, (label, values) in enumerate(series.items()):
-        hatch = "//" if "oracle" in label.lower() else ("" if "coe" not in label.lower() and "router" not in label.lower() else "..")
-        ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=label, color=colors[i % len(colors)], hatch=hatch,
+        hatch = {"oracle": "//", "router": ".."}.get(role_of(label) or "", "")
+        ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=label, color=colors[i], hatch=hatch,
                edgecolor="black" if hatch else None, linewidth=0.3)
     ax.set_xticks(x)
     ax.set_xticklabels(subjects, rotation=40, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(subjects) - 0.5)
     ax.set_ylabel(ylabel)
     if ylim is not None:
-        ax.set_ylim(*ylim)
+        top = max((v for values in series.values() for v in values if v == v), default=ylim[1])
+        ax.set_ylim(ylim[0], min(ylim[1], top * 1.08 + 0.01))
     else:
         ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     if legend_below:
-        ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.32))
+        ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     else:
         ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
@@ -61,10 +96,35 @@ def routing_distribution(path: Path, counts: Mapping[str, int], title: str) -> P
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     names = list(counts)
     total = max(sum(counts.values()), 1)
-    ax.barh(names, [counts[n] / total for n in names], color="tab:blue")
+    ax.barh(names, [counts[n] / total for n in names], color=ROLE_COLORS["router"])
     ax.set_xlabel("share of routed documents")
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, min(1.0, max(counts[n] / total for n in names) + 0.12) if names else 1)
     ax.set_title(title)
     for i, name in enumerate(names):
         ax.text(counts[name] / total + 0.01, i, str(counts[name]), va="center", fontsize=8)
+    return _save(fig, path)
+
+
+def gains_with_intervals(path: Path, labels: Sequence[str], differences: Sequence[float],
+                         intervals: Sequence[Sequence[float]], title: str,
+                         ylabel: str = "router - best single (accuracy)", counts: Sequence[int] | None = None) -> Path:
+    """One bar per label: the router's paired gain over the best single expert, with its 95 % interval."""
+    import numpy as np
+
+    plt = _pyplot()
+    x = np.arange(len(labels))
+    low = [d - i[0] for d, i in zip(differences, intervals)]
+    high = [i[1] - d for d, i in zip(differences, intervals)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labels) + 1.5), 4.2))
+    ax.bar(x, differences, 0.6, color=ROLE_COLORS["router"], yerr=[low, high], capsize=3,
+           error_kw={"elinewidth": 0.9, "ecolor": "black"}, label="router - best single (95 % interval)")
+    ax.axhline(0, color=ROLE_COLORS["best single"], linewidth=1.2, label="best single expert")
+    ax.set_xticks(x)
+    names = [f"{label} (n={n})" for label, n in zip(labels, counts)] if counts is not None else list(labels)
+    ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--test-fraction", type=float, default=0.3)
     split.add_argument("--validation-fraction", type=float, default=0.1)
     split.add_argument("--split", type=Path, help="a split file (JSON lists train/validation/test of task/doc_id)")
+    split.add_argument("--in-sample", action="store_true",
+                       help="also evaluate on the documents the router was fitted on (the paper's naive scenario); "
+                            "written to report/in_sample/ and labelled in-sample everywhere")
+    add_scenario_arguments(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default="tfidf",
                        help="tfidf | embedding | tfidf+embedding | finetune (subject router only)")
@@ -83,18 +90,47 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys, split_indices, write_split
-    from benchcoe_plugins.training.evaluate_cli import evaluate_router
+    from benchcoe_plugins.training.evaluate_cli import evaluate_router, summary_line
     from benchcoe_plugins.training.reports import write_evaluation
+    from benchcoe_plugins.training.scenarios import (
+        field_split,
+        load_test_source,
+        require_experts,
+        scenario_summary,
+        training_parts,
+        where_mask,
+    )
 
     started = time.time()
     data = load_data(args)
     if args.router == "table" and args.backbone != "tfidf":
         raise RecordsError("--backbone applies to subject/query routers only.")
-    if args.split:
+    if args.split and (args.train_where or args.test_source):
+        raise RecordsError("--split names the documents itself; drop --train-where / --test-source, or --split.")
+    test_data = load_test_source(args) if args.test_source else None
+    if test_data is not None:
+        require_experts(test_data, data.experts)
+        test_data = test_data.select_experts(data.experts)
+        if args.test_where:
+            test_data = test_data.subset(np.flatnonzero(where_mask(test_data, args.test_where, "--test-where")))
+        if args.train_where:
+            data = data.subset(np.flatnonzero(where_mask(data, args.train_where, "--train-where")))
+        # Every document of the main data trains (minus validation); the test part is the other record set.
+        indices = {**training_parts(np.arange(len(data)), args.seed, args.validation_fraction),
+                   "test": np.array([], dtype=int)}
+    elif args.split:
         indices = split_from_keys(data, read_split(args.split))
+    elif args.train_where:
+        indices = field_split(data, args.train_where, args.test_where, args.seed, args.validation_fraction)
     else:
+        if args.test_where:
+            raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
         indices = split_indices(len(data), args.seed, args.test_fraction, args.validation_fraction)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
+    if test_data is not None:
+        test = test_data
+    scenario = scenario_summary(args) if not args.split else {"name": "split file", "in_sample": False,
+                                                              "description": f"the split of {args.split}"}
     if not len(test):
         raise RecordsError("the test split is empty; evaluation needs held-out documents.")
     if args.router in ("subject", "query") and not any(d.text for d in train.documents):
@@ -103,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path("router_ckpts") / (args.name or f"{args.router}_router")
     name = args.name or output.name
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
-          f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed})")
+          f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed}); "
+          f"scenario {scenario['name']}: {scenario['description']}")
     router = build_router(args)
     # Which parts the final fit sees. Table/subject routers choose nothing on validation, so with
     # --refit they simply fit on it too; the query router takes validation apart and (refit / cv)
@@ -119,13 +156,13 @@ def run(args: argparse.Namespace) -> int:
                    validation=None if uses_validation else held_validation)
     else:
         router.fit(train.documents, train.correct, train.experts, subjects=train.subjects, validation=held_validation)
-    evaluation = evaluate_router(router, fit_data, test)
+    evaluation = evaluate_router(router, fit_data, test, scenario=scenario)
     router.metadata_.update({
         "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
                                               "file": str(args.split) if args.split else None,
                                               "test_fraction": args.test_fraction,
                                               "validation_fraction": args.validation_fraction,
-                                              "fitted_on": fitted_on,
+                                              "fitted_on": fitted_on, "scenario": scenario,
                                               **{k: int(len(v)) for k, v in indices.items()}}},
         "seed": args.seed,
         "backbone": getattr(router, "backbone", "true subject field"),
@@ -135,11 +172,22 @@ def run(args: argparse.Namespace) -> int:
         "training_seconds": round(time.time() - started, 1),
     })
     router.save(output, name=name)
-    write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on)
+    write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on,
+                scenario=scenario, test_keys=test.keys() if test_data is not None else None)
     files = write_evaluation(output / "report", name, evaluation, plots_too=not args.no_plots)
     base = evaluation["baselines"]
     print(f"benchcoe train: wrote {output} ({time.time() - started:.0f}s)")
     print(json.dumps({"router": evaluation["accuracy"], **{k: v["accuracy"] for k, v in base.items()},
+                      "router_minus_best_single": evaluation["router_minus_best_single"],
                       "mu_o": evaluation["mu_o"], "V_B": evaluation["V_B"], "E_p": evaluation["E_p"]}, indent=1))
+    print(f"benchcoe train: {summary_line(evaluation)}")
+    if evaluation["guard_note"]:
+        print(evaluation["guard_note"])
     print(f"report: {files['markdown']}")
+    if args.in_sample:
+        in_sample = evaluate_router(router, fit_data, fit_data, scenario=scenario_summary(args, in_sample=True))
+        in_files = write_evaluation(output / "report" / "in_sample", f"{name} (IN-SAMPLE)", in_sample,
+                                    plots_too=not args.no_plots)
+        print(f"benchcoe train: {summary_line(in_sample)}")
+        print(f"in-sample report: {in_files['markdown']}")
     return 0
