@@ -163,6 +163,10 @@ def test_train_evaluate_report_end_to_end(slice_dir, tmp_path, capsys):
     assert set(table["accuracy"]) == set(EXPERTS) | {"CoE subject", "CoE query"}
     assert table["accuracy"]["CoE subject"]["overall"] == pytest.approx(evaluated["accuracy"])
     assert (report / "per_subject.png").is_file()
+    # the report's paired router - best single (interval included) is the evaluation's, overall
+    assert table["router_minus_best_single"]["CoE subject"]["overall"] == evaluated["router_minus_best_single"]
+    assert table["best_single"] == evaluated["baselines"]["best_single"]["expert"]
+    assert (report / "gain_subject.png").stat().st_size > 1000 and "95 % [" in (report / "per_subject.md").read_text()
 
 
 def test_report_from_harness_results_folders(slice_dir, tmp_path):

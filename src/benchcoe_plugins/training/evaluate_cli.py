@@ -12,6 +12,7 @@ import numpy as np
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
+from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", default="test", choices=("test", "validation", "in-sample"),
                         help="which held-out part of the split to evaluate on; in-sample: the documents the router "
                              "was fitted on (the naive scenario, labelled in-sample everywhere)")
-    parser.add_argument("--test-source", metavar="KIND=PATH",
-                        help="evaluate on another record set with the same experts (transfer), e.g. records=DIR; "
-                             "the baselines still come from the split's training part of the main data")
-    parser.add_argument("--test-where", metavar="FIELD=PATTERN[,PATTERN...]",
-                        help="only held-out documents whose field matches one of the glob patterns")
+    add_scenario_arguments(parser, training=False)
     parser.add_argument("--output", type=Path, help="report folder (default: benchcoe_eval/<router name>)")
     parser.add_argument("--no-plots", action="store_true")
 

@@ -46,7 +46,9 @@ def _pairs(items: list[str], flag: str) -> list[tuple[str, Path]]:
 def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
     from benchcoe_plugins.routers.base import Router
     from benchcoe_plugins.training.dataset import read_split, split_from_keys
-    from benchcoe_plugins.training.metrics import accuracy_of
+    from benchcoe_plugins.routers.table import best_single_index
+    from benchcoe_plugins.training.dataset import parts_subset
+    from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
 
     routers = [(label, Router.load(path)) for label, path in _pairs(args.router, "--router")]
     data = load_data(args)
@@ -54,7 +56,10 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     if split_path is None or not split_path.is_file():
         raise RecordsError("records mode needs held-out documents: give --router checkpoints (their split.json) "
                            "or --split FILE.")
-    test = data.subset(split_from_keys(data, read_split(split_path))["test"])
+    split = read_split(split_path)
+    indices = split_from_keys(data, split)
+    test = data.subset(indices["test"])
+    fitted = parts_subset(data, indices, split.get("fitted_on", ["train"]))
     if not len(test):
         raise RecordsError(f"no test documents of {split_path} are in the given records.")
     subjects = sorted({s or "(none)" for s in test.subjects})
@@ -65,10 +70,17 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
         series[expert] = {s: float(test.correct[mask[s], j].mean()) for s in subjects}
         series[expert]["overall"] = float(test.correct[:, j].mean())
     routing: dict[str, Any] = {}
+    best = best_single_index(fitted.correct) if len(fitted) else None
+    if best is not None:
+        routing["best_single"] = test.experts[best]
     for label, router in routers:
         hits = accuracy_of(test.correct, test.experts, router.predict(test.documents))
         series[f"CoE {label}"] = {s: float(hits[mask[s]].mean()) for s in subjects}
         series[f"CoE {label}"]["overall"] = float(hits.mean())
+        if best is not None:  # paired with the best single expert of the router's training documents
+            every = {**mask, "overall": list(range(len(test)))}
+            routing.setdefault("minus_best_single", {})[f"CoE {label}"] = {
+                s: paired_difference(hits[rows], test.correct[rows, best]) for s, rows in every.items()}
     counts["overall"] = len(test)
     return subjects + ["overall"], series, counts, routing
 
@@ -117,7 +129,7 @@ def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.training import plots
-    from benchcoe_plugins.training.reports import fmt
+    from benchcoe_plugins.training.reports import fmt, interval
 
     if args.run and (args.records or args.mmmu or args.samples or args.router):
         raise RecordsError("give either --run folders (harness results) or records/samples with --router, not both.")
@@ -137,10 +149,26 @@ def run(args: argparse.Namespace) -> int:
         best = max(present) if present else None
         cells = [("**" + fmt(v) + "**") if v is not None and v == best else fmt(v) for v in row]
         lines.append(f"| {s} | {counts.get(s, '-')} | " + " | ".join(cells) + " |")
+    gains = routing.pop("minus_best_single", {})
+    best_expert = routing.pop("best_single", None)
     if routing:
         lines += ["", "Routing: " + "; ".join(f"{k}: {v['documents_per_expert']}" for k, v in routing.items())]
+    if gains:
+        lines += ["", f"Router - best single expert ({best_expert}, chosen on the routers' training documents), "
+                      f"paired per document, accuracy points with SE and bootstrap 95 % interval:", "",
+                  "| subject | n | " + " | ".join(gains) + " |", "|---|---|" + "---|" * len(gains)]
+        lines += [f"| {s} | {counts.get(s, '-')} | " + " | ".join(interval(gains[label][s]) for label in gains) + " |"
+                  for s in subjects]
+        for label, rows in gains.items():
+            slug = label.replace("CoE ", "").replace(" ", "_").replace("/", "_")
+            plots.gains_with_intervals(output / f"gain_{slug}.png", subjects, [rows[s]["difference"] for s in subjects],
+                                       [rows[s]["ci95"] for s in subjects],
+                                       f"{label} - best single ({best_expert}), held-out, 95 % intervals",
+                                       counts=[counts.get(s, 0) for s in subjects])
     (output / "per_subject.md").write_text("\n".join(lines) + "\n")
     (output / "per_subject.json").write_text(json.dumps({"subjects": subjects, "documents": counts,
-                                                         "accuracy": series, "routing": routing}, indent=2) + "\n")
+                                                         "accuracy": series, "routing": routing,
+                                                         "best_single": best_expert,
+                                                         "router_minus_best_single": gains}, indent=2) + "\n")
     print(f"benchcoe report: {png} and {output / 'per_subject.md'}")
     return 0

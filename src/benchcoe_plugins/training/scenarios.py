@@ -26,17 +26,20 @@ from benchcoe_plugins.training.dataset import BenchmarkData
 IN_SAMPLE_LABEL = "IN-SAMPLE (the router was fitted on these documents; not a held-out figure)"
 
 
-def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("scenario (default: random split)")
-    group.add_argument("--train-where", metavar="FIELD=PATTERN[,PATTERN...]",
-                       help="train (and validate) only on documents whose FIELD matches one of the glob patterns, "
-                            "e.g. src=ori_mmlu* or category=math,physics; the rest is the test part")
+def add_scenario_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
+    """``training``: ``benchcoe train``'s options; else ``evaluate``'s (no --train-where: the split says)."""
+    group = parser.add_argument_group("scenario (default: random split)" if training else "scenario")
+    if training:
+        group.add_argument("--train-where", metavar="FIELD=PATTERN[,PATTERN...]",
+                           help="train (and validate) only on documents whose FIELD matches one of the glob "
+                                "patterns, e.g. src=ori_mmlu* or category=math,physics; the rest is the test part")
     group.add_argument("--test-where", metavar="FIELD=PATTERN[,PATTERN...]",
                        help="test only on documents matching this (default: those --train-where leaves out, "
-                            "or all documents of --test-source)")
+                            "all documents of --test-source, or the split's held-out part)")
     group.add_argument("--test-source", metavar="KIND=PATH",
                        help="test on another record set with the same experts; KIND is a source option "
-                            "(records, mmmu, samples, ...) e.g. records=../other_records")
+                            "(records, mmmu, samples, ...) e.g. records=../other_records; the baselines still "
+                            "come from the training documents")
 
 
 def parse_where(text: str, flag: str) -> tuple[str, list[str]]:
