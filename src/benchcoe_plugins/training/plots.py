@@ -85,7 +85,7 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     if legend_below:
-        ax.legend(fontsize=7, ncol=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: tick labels vary in length
     else:
         ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
