@@ -12,6 +12,8 @@ Runs (module-scoped, shared by the assertions):
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import shutil
 import tempfile
@@ -169,6 +171,9 @@ def test_all_four_tasks_answered_and_routed_once(runs, run) -> None:
     counted = {task: sum(c.values()) for task, c in coe["documents_per_expert"].items()}
     assert counted == {task: sum(1 for t, _ in rows if t == task) for task in RUN_TASKS}
     assert set(coe["expert_loads"].values()) == {1}, "each expert loads once per run"
+    routed = Counter(row["expert"] for row in log.values())
+    assert {e: row["documents"] for e, row in coe["spend"].items() if row["documents"]} == dict(routed)
+    assert all(coe["spend"][e]["requests"] >= n and coe["spend"][e]["wall_seconds"] > 0 for e, n in routed.items())
     for (task, doc_id), row in log.items():
         assert coe["documents_per_expert"][task][row["expert"]] >= 1
 

@@ -26,6 +26,7 @@ import yaml
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.model_args import parse_model_args, parse_value
 from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_local_path
+from benchcoe_plugins.routers.cost import Budget
 
 TOP_LEVEL_KEYS = {
     "name": "a label for this CoE (optional)",
@@ -39,6 +40,9 @@ TOP_LEVEL_KEYS = {
     "result_cache": "folder of per-expert result caches (resume), or false",
     "checkpoint_every": "store an expert's answers every N requests (default 1000), so a crash loses little",
     "rank_loading": "'needed' (each rank loads only what it needs) or 'all' (same experts on every rank)",
+    "cost_weight": "route by expected accuracy - cost_weight x expert cost (needs a query router)",
+    "budget": "{mean_cost: B} or {share: p, expert: NAME}: cost weight calibrated to keep this budget",
+    "cost_unit": "'document' (default) or 'token': what an expert's cost is counted per in the spend record",
 }
 EXPERT_KEYS = {
     "model": "a model name the harness knows (hf, vllm, llava_hf, coe_replay, ...)",
@@ -46,7 +50,11 @@ EXPERT_KEYS = {
     "modality": "'text' (reads only the text prompt) or 'vision' (reads images too)",
     "handles_text_only": "whether a vision expert can answer documents without an image",
     "isolated": "run the expert in a worker process of its own (default: true for vllm models)",
+    "cost": "cost per document (or per token, see cost_unit); default: active_parameters or parameters",
+    "parameters": "parameter count in billions (the default cost)",
+    "active_parameters": "parameters used per token, for mixture-of-experts models (billions)",
 }
+COST_UNITS = ("document", "token")
 RANK_LOADING = ("needed", "all")
 SUBJECT_SOURCES = ("field", "predicted")
 DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
@@ -67,6 +75,10 @@ class CoEConfig:
     checkpoint_every: int = 1000
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    cost_weight: float | None = None
+    budget: Budget | None = None
+    cost_unit: str = "document"
 
     def configured_question_fields(self, task: str) -> list[str] | None:
         """The fields the config names for ``task``; None when no pattern matches it."""
@@ -184,6 +196,7 @@ def load_config(
         raise ConfigError("config: 'experts' must map at least one expert name to {model: ..., model_args: ...}.")
     known = set(known_models()) if known_models else None
     experts: dict[str, ExpertSpec] = {}
+    costs: dict[str, float] = {}
     for name, entry in experts_raw.items():
         where = f"experts.{name}"
         if not isinstance(entry, dict):
@@ -209,6 +222,9 @@ def load_config(
         spec = ExpertSpec(str(name), model, _as_mapping(entry.get("model_args"), f"{where}.model_args"),
                           modality, handles_text_only, isolated)
         experts[str(name)] = _check_weights_exist(spec, base, where)
+        cost = _expert_cost(entry, where)
+        if cost is not None:
+            costs[str(name)] = cost
 
     router_value = raw.get("router")
     if not isinstance(router_value, str) or not router_value:
@@ -254,9 +270,52 @@ def load_config(
         checkpoint_every=checkpoint_every,
         source=path,
         raw=raw,
+        costs=costs,
+        **_cost_policy(raw),
     )
     _check_router_matches(config)
     return config
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: {value!r} must be a number >= 0.")
+    return float(value)
+
+
+def _expert_cost(entry: dict[str, Any], where: str) -> float | None:
+    for key in ("cost", "active_parameters", "parameters"):
+        if entry.get(key) is not None:
+            value = _number(entry[key], f"{where}.{key}")
+            for other in ("active_parameters", "parameters"):  # validated even where cost wins
+                if entry.get(other) is not None:
+                    _number(entry[other], f"{where}.{other}")
+            return value
+    return None
+
+
+def _cost_policy(raw: dict[str, Any]) -> dict[str, Any]:
+    cost_unit = raw.get("cost_unit", "document")
+    if cost_unit not in COST_UNITS:
+        raise ConfigError(f"cost_unit: {cost_unit!r} must be one of {COST_UNITS}.")
+    cost_weight = raw.get("cost_weight")
+    budget_raw = raw.get("budget")
+    if cost_weight is not None and budget_raw is not None:
+        raise ConfigError("give either cost_weight or budget, not both (a budget sets the cost weight itself).")
+    budget = None
+    if budget_raw is not None:
+        if not isinstance(budget_raw, dict):
+            raise ConfigError("budget must be a mapping: {mean_cost: B} or {share: p, expert: NAME}.")
+        _unknown_keys(budget_raw, {"mean_cost": "mean cost per document", "share": "largest share of documents "
+                                   "for budget.expert", "expert": "the expert share counts (default: the most "
+                                   "expensive)"}, "budget")
+        budget = Budget(*(None if budget_raw.get(k) is None else _number(budget_raw[k], f"budget.{k}")
+                          for k in ("mean_cost", "share")), budget_raw.get("expert"))
+        from benchcoe_plugins.routers.cost import budget_target
+
+        budget_target(budget)
+    return {"cost_unit": cost_unit, "budget": budget,
+            "cost_weight": None if cost_weight is None else _number(cost_weight, "cost_weight")}
 
 
 def _check_router_matches(config: CoEConfig) -> None:
@@ -279,3 +338,11 @@ def _check_router_matches(config: CoEConfig) -> None:
             f"router (a text classifier of subjects), 'field' a subject or table router. Remove those entries or "
             f"use such a router."
         )
+    stored = manifest.get("costs") or {}  # costs the router was trained with (benchcoe train --costs)
+    for name in config.experts:
+        if name not in config.costs and isinstance(stored.get(name), (int, float)):
+            config.costs[name] = float(stored[name])
+    if config.cost_weight is not None or config.budget is not None:
+        from benchcoe_plugins.routers.cost import cost_vector
+
+        cost_vector(manifest.get("experts", []), config.costs, "cost_weight/budget")

@@ -54,6 +54,10 @@ class CoESession:
                  world_size: int = 1) -> None:
         self.config = config
         self.router = load_router(config.router)
+        if config.cost_weight is not None or config.budget is not None:
+            from benchcoe_plugins.routers.cost import CostAwareRouter
+
+            self.router = CostAwareRouter(self.router, config.costs, config.cost_weight, config.budget)
         self.router_checksum = folder_checksum(config.router)
         self.rank = rank
         self.world_size = world_size
@@ -214,7 +218,24 @@ class CoESession:
             "answers_from_result_cache": dict(self.pool.from_store),
             "router_seconds": self.router_seconds,
             **({"memory": self.pool.memory} if self.pool.memory is not None else {}),
+            "spend": self.spend(counts),
+            "cost_routing": self.router.describe() if hasattr(self.router, "describe") else None,
         }
+
+    def spend(self, counts: dict[str, Counter]) -> dict[str, Any]:
+        """Per expert: documents routed to it, and this rank's requests, generated tokens, wall
+        seconds (answers from the result store cost nothing); ``cost`` where the config gives one."""
+        documents = sum(counts.values(), Counter())
+        measured = self.pool.spend.record()
+        out: dict[str, Any] = {}
+        for name in self.config.experts:
+            row = {"documents": documents.get(name, 0),
+                   **measured.get(name, {"requests": 0, "generated_tokens": 0, "wall_seconds": 0.0})}
+            if name in self.config.costs:
+                amount = row["generated_tokens"] if self.config.cost_unit == "token" else row["documents"]
+                row["cost"] = round(self.config.costs[name] * amount, 6)
+            out[name] = row
+        return out
 
     def write_routing_log(self, path: Path, rows: Sequence[dict[str, Any]] | None = None) -> Path:
         path = Path(path)

@@ -22,6 +22,7 @@ from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.memory import memory_snapshot, recording_memory
 from benchcoe_plugins.experts.result_store import ResultStore
 from benchcoe_plugins.experts.spec import ExpertSpec
+from benchcoe_plugins.experts.spend import SpendMeter
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ExpertPool:
         self.checkpoint_every = checkpoint_every
         self.loads: Counter[str] = Counter()
         self.from_store: Counter[str] = Counter()
+        self.spend = SpendMeter()
         self._loaded_name: str | None = None
         self._loaded_model: Any = None
         self._stores: dict[str, ResultStore] = {}
@@ -139,9 +141,12 @@ class ExpertPool:
                     # answers are stored chunk by chunk, so a crash loses at most one chunk
                     for start in range(0, len(todo), self.checkpoint_every):
                         chunk = todo[start:start + self.checkpoint_every]
-                        answers = call(self.model(name), request_type, [jobs[i].request for i in chunk])
+                        model = self.model(name)
+                        started = self.spend.timed()
+                        answers = call(model, request_type, [jobs[i].request for i in chunk])
                         if len(answers) != len(chunk):
                             raise RuntimeError(f"returned {len(answers)} answers for {len(chunk)} requests")
+                        self.spend.add(name, model, request_type, answers, started)
                         for i, answer in zip(chunk, answers):
                             results[i] = answer
                         if store:

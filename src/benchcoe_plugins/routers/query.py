@@ -209,6 +209,8 @@ class QueryRouter(Router):
         candidate_hits = np.array(hits)
         chosen = int(np.argmax(candidate_hits.mean(axis=1)))  # first best: smallest blend / margin
         self.blend_, self.margin_ = settings[chosen]
+        # held-out expected accuracies: what a cost budget is calibrated on (routers/cost.py)
+        self.calibration_scores_ = (self.blend_ * proba + (1 - self.blend_) * prior).astype(np.float32)
         best_hits = correct[:, best_index]
         tuning: dict[str, Any] = {
             "validation_documents": len(correct), "validation_accuracy": round(float(candidate_hits[chosen].mean()), 6),
@@ -247,6 +249,26 @@ class QueryRouter(Router):
             return np.zeros((0, len(self.experts_)), dtype=np.float32)
         return self._parts(documents)[0]
 
+    def expected_accuracy(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
+        """(n_documents, n_experts): the routing score, blended P(right) and subject prior."""
+        if not len(documents):
+            return np.zeros((0, len(self.experts_)), dtype=np.float32)
+        proba, prior, _ = self._parts(documents)
+        return self._blended(proba, prior)
+
+    def _blended(self, proba: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        blend = 1.0 if self.blend_ is None else self.blend_
+        return blend * proba + (1 - blend) * prior
+
+    def calibration_scores(self) -> np.ndarray:
+        """``expected_accuracy`` of documents the scoring model did not fit (validation or out-of-fold)."""
+        scores = getattr(self, "calibration_scores_", None)
+        if scores is None:
+            from benchcoe_plugins.routers.cost import calibration_missing
+
+            raise calibration_missing(self.metadata_.get("name", self.kind))
+        return scores
+
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
         if not len(documents):
             return []
@@ -256,8 +278,7 @@ class QueryRouter(Router):
             decisions = [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in readable]
         elif readable:
             proba, prior, subject_pick = self._parts(readable)
-            blend = 1.0 if self.blend_ is None else self.blend_
-            score = blend * proba + (1 - blend) * prior
+            score = self._blended(proba, prior)
             chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
             deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
             decisions = [RouteDecision(self.experts_[index], float(row[index]), None,
@@ -275,6 +296,8 @@ class QueryRouter(Router):
 
         tensors = {"subject_accuracy": self.subject_accuracy_, **self.subject_head_.tensors("subject_head"),
                    **self.expert_head_.tensors("expert_head")}
+        if getattr(self, "calibration_scores_", None) is not None:
+            tensors["calibration_scores"] = self.calibration_scores_
         save_file(tensors, str(folder / "query.safetensors"))
         return {"state": {"weights": "query.safetensors", "features": self.features_.save(folder),
                           "blend": self.blend_, "margin": self.margin_, "mode": self.mode_,
@@ -292,6 +315,7 @@ class QueryRouter(Router):
         except (OSError, KeyError) as error:
             raise RouterFormatError(f"{folder}: query router state incomplete ({error!r}); re-train it.") from None
         self.subject_accuracy_ = tensors["subject_accuracy"]
+        self.calibration_scores_ = tensors.get("calibration_scores")
         self.subject_head_ = LinearHead.from_tensors(tensors, "subject_head")
         self.expert_head_ = LinearHead.from_tensors(tensors, "expert_head")
         if self.expert_head_.coef.shape[0] != len(self.experts_):

@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scenario_arguments(parser, training=False)
     parser.add_argument("--output", type=Path, help="report folder (default: benchcoe_eval/<router name>)")
     parser.add_argument("--no-plots", action="store_true")
+    cost = parser.add_argument_group("accuracy-cost curve (routers that score every expert, e.g. kind query)")
+    cost.add_argument("--costs", type=Path, help="parameter-count JSON giving each expert's cost (default: the "
+                      "costs stored in the router, else the shipped tasks/mmlu_pro/parameter_counts.json; "
+                      "active parameters for MoE)")
+    cost.add_argument("--strong", help="the strong expert of APGR / CPT (default: the most expensive)")
+    cost.add_argument("--weak", help="the weak expert of APGR / CPT (default: the cheapest expert on the "
+                      "single-expert Pareto front)")
+    cost.add_argument("--no-cost-curve", action="store_true")
 
 
 def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048,
@@ -100,12 +108,61 @@ def run(args: argparse.Namespace) -> int:
             scenario = scenario_summary(args)
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
+    wants_curve = not args.no_cost_curve and callable(getattr(router, "expected_accuracy", None))
+    costs = expert_costs(args, router) if wants_curve else None
     evaluation = evaluate_router(router, fit_data, held_out, scenario=scenario)
     name = json.loads((args.router / "router.json").read_text()).get("name", args.router.name)
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)
+    if costs is not None:
+        write_cost_curve(router, held_out, costs, args, output, name)
     print(f"benchcoe evaluate: {name}: {summary_line(evaluation)}")
     if evaluation["guard_note"]:
         print(evaluation["guard_note"])
     print(f"report: {files['markdown']}")
     return 0
+
+
+def expert_costs(args: argparse.Namespace, router: Any) -> Any:
+    """Cost vector of the router's experts, checked before any routing."""
+    experts = list(router.experts_)
+    from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
+
+    stored = getattr(router, "metadata_", {}).get("costs")
+    given = stored if stored and args.costs is None else parameter_counts(args.costs)
+    costs = cost_vector(experts, given, f"--costs {args.costs or 'parameter_counts.json'}")
+    for flag in ("strong", "weak"):
+        if getattr(args, flag) and getattr(args, flag) not in experts:
+            raise RecordsError(f"--{flag} {getattr(args, flag)!r} is not one of the router's experts {experts}.")
+    return costs
+
+
+def write_cost_curve(router: Any, held_out: BenchmarkData, costs: Any, args: argparse.Namespace, output: Path,
+                     name: str) -> dict[str, Any]:
+    """The accuracy-cost curve on the held-out documents: JSON, PNG and the summary line."""
+    import numpy as np
+
+    from benchcoe_plugins.training.cost_curve import cost_curve, plot_cost_curve
+
+    held_out = held_out.select_experts(router.experts_)
+    scores = router.expected_accuracy(held_out.documents)
+    index = {e: i for i, e in enumerate(router.experts_)}
+    fallback = getattr(router, "best_expert_", router.experts_[0])
+    choices = np.array([index[c if c is not None else fallback] for c in router.predict(held_out.documents)])
+    calibration = getattr(router, "calibration_scores_", None)
+    curve = cost_curve(scores, held_out.correct, router.experts_, costs, choices, args.strong, args.weak,
+                       calibration_scores=calibration)
+    curve["cost_label"] = "billions of parameters" if args.costs is None else f"from {args.costs}"
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "cost_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
+    if not args.no_plots:
+        plot_cost_curve(output / "cost_curve.png", curve, f"{name}: accuracy vs cost on {len(held_out)} held-out documents")
+
+    def pct(value: float | None) -> str:
+        return "not reached" if value is None else f"{100 * value:.1f} %"
+
+    apgr = "undefined (the weak expert is not less accurate)" if curve["APGR"] is None else f"{curve['APGR']:.4f}"
+    print(f"cost curve ({curve['weak']} -> {curve['strong']}): APGR {apgr}, "
+          f"CPT(50 %) {pct(curve['CPT_50'])}, CPT(80 %) {pct(curve['CPT_80'])}; strong-expert accuracy reached at "
+          f"{pct(curve['cost_to_match_strong'])} of its cost; {output / 'cost_curve.json'}")
+    return curve

@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
     model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
     model.add_argument("--max-length", type=int, default=512, help="finetune: max tokens")
+    parser.add_argument("--costs", type=Path, help="parameter-count JSON (like tasks/mmlu_pro/parameter_counts.json): "
+                        "the experts' costs, stored in the router for cost-aware routing")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -171,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
                                    for s, r in evaluation["per_subject"].items()},
         "training_seconds": round(time.time() - started, 1),
     })
+    if args.costs:
+        from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
+
+        router.metadata_["costs"] = dict(zip(router.experts_, cost_vector(
+            router.experts_, parameter_counts(args.costs), f"--costs {args.costs}").tolist()))
     router.save(output, name=name)
     write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on,
                 scenario=scenario, test_keys=test.keys() if test_data is not None else None)

@@ -1,0 +1,40 @@
+"""What each expert really spent in a run: requests, generated tokens, wall seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Sequence
+
+
+def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
+    """(token count of the string answers, how they were counted): the expert's own tokenizer
+    where it exposes one, else whitespace-separated words (isolated and API experts)."""
+    texts = [a for a in answers if isinstance(a, str)]
+    tokenizer = getattr(model, "tokenizer", None)
+    if callable(getattr(tokenizer, "encode", None)):
+        return sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), "tokenizer"
+    return sum(len(t.split()) for t in texts), "whitespace words"
+
+
+class SpendMeter:
+    """Per expert: requests answered by the model (not from a result store), tokens, seconds."""
+
+    def __init__(self) -> None:
+        self.experts: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {"requests": 0, "generated_tokens": 0, "wall_seconds": 0.0, "tokens_counted_as": None})
+
+    def timed(self) -> float:
+        return time.perf_counter()
+
+    def add(self, expert: str, model: Any, request_type: str, answers: Sequence[Any], started: float) -> None:
+        row = self.experts[expert]
+        row["wall_seconds"] += time.perf_counter() - started
+        row["requests"] += len(answers)
+        if request_type == "generate_until":
+            tokens, counted_as = generated_tokens(model, answers)
+            row["generated_tokens"] += tokens
+            row["tokens_counted_as"] = counted_as
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        return {name: {**row, "wall_seconds": round(row["wall_seconds"], 3)} for name, row in sorted(self.experts.items())}

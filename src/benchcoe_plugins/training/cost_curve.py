@@ -1,0 +1,166 @@
+"""Accuracy-cost curve of a cost-aware router on held-out documents, with RouteLLM's summary numbers.
+
+The router is swept over its cost weight (each weight a fixed setting, chosen without labels);
+every single expert is a point; the random mix of the weak and the strong expert is a line;
+the oracle answers each document with its cheapest correct expert. PGR (performance gap
+recovered) of a point is ``(accuracy - weak) / (strong - weak)``. For a share x of documents
+sent to the strong expert the router's operating point is the swept setting with the largest
+share <= x (read from routing alone, not from labels). APGR is the mean PGR over x in [0, 1];
+CPT(p) the smallest strong share whose point recovers at least p of the gap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from benchcoe_plugins.routers.cost import Budget, budget_tolerance, calibrate_cost_weight, choose
+
+SWEEP_POINTS = 240
+SHARE_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def pareto_front(points: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of points no other point beats on both cost (lower) and accuracy (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i]["cost"], -points[i]["accuracy"]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i]["accuracy"] > best:
+            front.append(i)
+            best = points[i]["accuracy"]
+    return sorted(front)
+
+
+def weak_expert(singles: dict[str, dict[str, Any]], strong: str) -> str:
+    """The cheapest useful expert: the cheapest single expert on the single-expert Pareto front."""
+    names = [n for n in singles if n != strong]
+    front = [names[i] for i in pareto_front([singles[n] for n in names])]
+    return min(front, key=lambda n: singles[n]["cost"])
+
+
+def _point(choices: np.ndarray, correct: np.ndarray, costs: np.ndarray, strong: int, **extra: Any) -> dict[str, Any]:
+    rows = np.arange(len(choices))
+    return {"accuracy": float(correct[rows, choices].mean()), "cost": float(costs[choices].mean()),
+            "strong_share": float((choices == strong).mean()), **extra}
+
+
+def trapezoid_mean(values: np.ndarray, grid: np.ndarray) -> float:
+    return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(grid)) / (grid[-1] - grid[0]))
+
+
+def weight_grid(scores: np.ndarray, costs: np.ndarray, points: int = SWEEP_POINTS) -> np.ndarray:
+    gaps = np.diff(np.unique(costs))
+    high = (float(np.ptp(scores)) + 1.0) / float(gaps.min())
+    return np.concatenate([[0.0], np.geomspace(high * 1e-5, high, points - 1)])
+
+
+def operating_point(sweep: Sequence[dict[str, Any]], share: float) -> dict[str, Any]:
+    """The swept setting with the largest strong share <= ``share`` (ties: the lower cost weight)."""
+    allowed = [p for p in sweep if p["strong_share"] <= share + 1e-12]
+    return max(allowed, key=lambda p: (p["strong_share"], -p["cost_weight"]))
+
+
+def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
+               accuracy_choices: np.ndarray, strong: str | None = None, weak: str | None = None,
+               calibration_scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns."""
+    experts = list(experts)
+    strong = strong or experts[int(np.argmax(costs))]
+    strong_index = experts.index(strong)
+    singles = {e: {"accuracy": float(correct[:, i].mean()), "cost": float(costs[i]),
+                   "strong_share": float(i == strong_index)} for i, e in enumerate(experts)}
+    weak = weak or weak_expert(singles, strong)
+    low, high = singles[weak]["accuracy"], singles[strong]["accuracy"]
+    gap = high - low
+
+    def pgr(accuracy: float) -> float | None:
+        return (accuracy - low) / gap if gap > 0 else None
+
+    sweep = [_point(choose(scores, costs, w), correct, costs, strong_index, cost_weight=float(w))
+             for w in weight_grid(scores, costs)]
+    accuracy_router = _point(np.asarray(accuracy_choices), correct, costs, strong_index)
+    on_grid = [operating_point(sweep, x) for x in SHARE_GRID]
+    pgrs = [pgr(p["accuracy"]) for p in on_grid]
+
+    def cpt(level: float) -> float | None:
+        reached = [x for x, value in zip(SHARE_GRID, pgrs) if value is not None and value >= level]
+        return None if not reached else float(min(operating_point(sweep, x)["strong_share"] for x in reached))
+
+    cheapest_correct = np.where(correct > 0, costs[None, :], np.inf)
+    oracle_choice = np.where(np.isfinite(cheapest_correct).any(axis=1), cheapest_correct.argmin(axis=1),
+                             int(np.argmin(costs)))
+    oracle = {**_point(oracle_choice, correct, costs, strong_index), "accuracy": float(correct.max(axis=1).mean())}
+    random_mix = [{"strong_share": float(s), "accuracy": float((1 - s) * low + s * high),
+                   "cost": float((1 - s) * singles[weak]["cost"] + s * singles[strong]["cost"])}
+                  for s in np.linspace(0, 1, 11)]
+    matching = [p for p in sweep if p["accuracy"] >= high]
+    candidates = sweep + [{**v, "name": k} for k, v in singles.items()]
+    result: dict[str, Any] = {
+        "documents": int(len(correct)), "experts": experts, "costs": dict(zip(experts, costs.tolist())),
+        "strong": strong, "weak": weak, "singles": singles, "oracle": oracle, "random_mix": random_mix,
+        "accuracy_router": accuracy_router, "sweep": sweep,
+        "pareto_front": [candidates[i] for i in pareto_front(candidates)],
+        "APGR": None if gap <= 0 else trapezoid_mean(np.array(pgrs, dtype=float), SHARE_GRID),
+        "CPT_50": cpt(0.5), "CPT_80": cpt(0.8),
+        "at_share": {f"{x:.1f}": {"router": operating_point(sweep, x)["accuracy"],
+                                  "random_mix": float((1 - x) * low + x * high)} for x in (0.2, 0.3, 0.5, 0.8)},
+        "cost_to_match_strong": (None if not matching else
+                                 float(min(p["cost"] for p in matching) / singles[strong]["cost"])),
+    }
+    if calibration_scores is not None:
+        result["calibrated_budgets"] = calibrated_budgets(calibration_scores, scores, correct, experts, costs, strong)
+    return result
+
+
+def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, correct: np.ndarray,
+                       experts: Sequence[str], costs: np.ndarray, strong: str) -> list[dict[str, Any]]:
+    """Strong-share and mean-cost budgets calibrated on the router's calibration documents, applied
+    to the held-out ones: what a deployed budget gives, with the stated tolerance."""
+    strong_index = list(experts).index(strong)
+    budgets = [Budget(share=p) for p in (0.2, 0.3, 0.5, 0.8)]
+    budgets += [Budget(mean_cost=round(f * float(costs[strong_index]), 6)) for f in (0.3, 0.5)]
+    rows = []
+    for budget in budgets:
+        weight = calibrate_cost_weight(calibration_scores, costs, budget, list(experts))
+        point = _point(choose(scores, costs, weight), correct, costs, strong_index)
+        target = budget.share if budget.share is not None else budget.mean_cost
+        held = point["strong_share"] if budget.share is not None else point["cost"]
+        tolerance = budget_tolerance(calibration_scores, costs, budget, list(experts), weight, len(scores))
+        rows.append({"budget": budget.describe(), "cost_weight": weight, **point, "held_out_measure": held,
+                     "target": target, "tolerance": tolerance, "holds": bool(held <= target + tolerance)})
+    return rows
+
+
+def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
+    from benchcoe_plugins.training.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    sweep = sorted(curve["sweep"], key=lambda p: p["cost"])
+    ax.plot([p["cost"] for p in sweep], [p["accuracy"] for p in sweep], "-", color="tab:blue",
+            label="router swept over cost weight", zorder=2)
+    mix = curve["random_mix"]
+    ax.plot([p["cost"] for p in mix], [p["accuracy"] for p in mix], "--", color="gray",
+            label=f"random mix {curve['weak']} / {curve['strong']}")
+    for name, point in curve["singles"].items():
+        ax.scatter(point["cost"], point["accuracy"], color="tab:orange", zorder=3)
+        ax.annotate(name, (point["cost"], point["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.scatter([], [], color="tab:orange", label="single experts")
+    router = curve["accuracy_router"]
+    ax.scatter(router["cost"], router["accuracy"], marker="s", color="tab:green", zorder=4,
+               label="accuracy router (cost weight 0)")
+    ax.scatter(curve["oracle"]["cost"], curve["oracle"]["accuracy"], marker="*", s=140, color="tab:red", zorder=4,
+               label="oracle (cheapest correct expert)")
+    front = sorted(curve["pareto_front"], key=lambda p: p["cost"])
+    ax.plot([p["cost"] for p in front], [p["accuracy"] for p in front], "o", mfc="none", mec="black", ms=7,
+            zorder=5, label="Pareto front")
+    ax.set_xlabel("mean cost per document (" + curve.get("cost_label", "cost") + ")")
+    ax.set_ylabel("held-out accuracy")
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in (("APGR", curve["APGR"]), ("CPT(50%)", curve["CPT_50"]),
+                                                    ("CPT(80%)", curve["CPT_80"])) if v is not None)
+    ax.set_title(f"{title}\n{summary}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)

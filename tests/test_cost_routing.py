@@ -1,0 +1,209 @@
+"""Cost-aware routing on real MMLU-Pro records: budgets hold on held-out documents, cost weight 0 is
+the accuracy router, missing costs fail at start-up, the spend record and the accuracy-cost curve."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchcoe_plugins.cli import main
+from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.routers.base import Router
+from benchcoe_plugins.routers.cost import Budget, CostAwareRouter, budget_tolerance, calibrate_cost_weight, choose
+from benchcoe_plugins.routers.query import QueryRouter
+from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys, split_indices
+from benchcoe_plugins.training.records import load_mmlu_pro, read_jsonl
+from conftest import SHARED_DATA, read_results, run_cli
+from coe_workspace import workspace_env
+
+MMLU = SHARED_DATA / "mmlu_pro"
+WEAK, STRONG = "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B"
+COSTS = {WEAK: 8.0, STRONG: 70.6}
+QUESTIONS = 1500
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict:
+    """A query router on the first 1,500 real questions, two experts; 70/30 split by seed 0."""
+    data = load_mmlu_pro(MMLU, [WEAK, STRONG], limit=QUESTIONS)
+    indices = split_indices(len(data), seed=0, test_fraction=0.3, validation_fraction=0.1)
+    train, validation = data.subset(indices["train"]), data.subset(indices["validation"])
+    router = QueryRouter(tuning="cv", folds=3, progress=False, text="question+options", guard_z=None)
+    router.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
+               validation=(validation.documents, validation.correct, validation.subjects))
+    return {"router": router, "test": data.subset(indices["test"]), "fit": parts_subset(data, indices, ["train", "validation"])}
+
+
+@pytest.mark.parametrize("budget", [Budget(share=0.2), Budget(share=0.5), Budget(share=0.8),
+                                    Budget(mean_cost=30.0), Budget(mean_cost=50.0)])
+def test_budget_holds_on_held_out_documents(fitted, budget: Budget) -> None:
+    router, test = fitted["router"], fitted["test"]
+    costs = np.array([COSTS[e] for e in router.experts_])
+    calibration = router.calibration_scores()
+    assert len(calibration) == len(fitted["fit"]), "out-of-fold scores of every training + validation document"
+    routed = CostAwareRouter(router, COSTS, budget=budget)
+    assert routed.calibration["measure"] <= (budget.share if budget.share is not None else budget.mean_cost)
+    choices = np.array([router.experts_.index(e) for e in routed.predict(test.documents)])
+    held_out = (choices == router.experts_.index(STRONG)).mean() if budget.share is not None else costs[choices].mean()
+    target = budget.share if budget.share is not None else budget.mean_cost
+    tolerance = budget_tolerance(calibration, costs, budget, router.experts_, routed.cost_weight_, len(test))
+    scale = 1.0 if budget.share is not None else float(np.ptp(costs))  # the range the measure can move in
+    assert tolerance < 0.1 * scale, "the stated tolerance is tight"
+    assert held_out <= target + tolerance, (held_out, target, tolerance)
+    assert held_out >= target - 0.15 * scale, "the budget is used, not undershot"
+
+
+def test_cost_weight_zero_gives_the_accuracy_routers_decisions(fitted, tmp_path: Path) -> None:
+    router, test = fitted["router"], fitted["test"]
+    router.margin_ = 0.02  # deferral on: cost weight 0 must keep it too
+    reference = router.decide(test.documents)
+    assert CostAwareRouter(router, COSTS, cost_weight=0.0).decide(test.documents) == reference
+    router.save(tmp_path / "router")
+    loaded = Router.load(tmp_path / "router")
+    assert CostAwareRouter(loaded, COSTS, cost_weight=0).decide(test.documents) == loaded.decide(test.documents)
+    assert loaded.predict(test.documents) == [d.expert for d in reference]
+    np.testing.assert_allclose(loaded.calibration_scores(), router.calibration_scores())
+    cheap = CostAwareRouter(loaded, COSTS, cost_weight=1.0).predict(test.documents)
+    assert set(cheap) == {WEAK}, "a weight above the score range sends everything to the cheaper expert"
+
+
+def test_calibration_is_the_smallest_weight_meeting_the_budget() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(size=(400, 3))
+    costs = np.array([1.0, 4.0, 9.0])
+    budget = Budget(mean_cost=4.0)
+    weight = calibrate_cost_weight(scores, costs, budget, ["a", "b", "c"])
+    assert costs[choose(scores, costs, weight)].mean() <= 4.0
+    assert costs[choose(scores, costs, weight * 0.99)].mean() > 4.0
+    with pytest.raises(ConfigError, match="cannot be met"):
+        calibrate_cost_weight(scores, costs, Budget(mean_cost=0.5), ["a", "b", "c"])
+
+
+def test_missing_cost_is_a_clear_error_at_start_up(workspace) -> None:
+    config = yaml.safe_load((workspace / "coe.yaml").read_text())
+    config["experts"]["alpha"]["parameters"] = 0.1
+    (workspace / "costly.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=costly.yaml,cost_weight=0.01",
+                      "--tasks", "toy_gen", "--include_path", str(workspace / "tasks")],
+                     cwd=workspace, env=workspace_env(workspace), check=False)
+    assert result.returncode != 0
+    assert "no cost for expert(s) ['beta']" in result.stderr and "parameters: N" in result.stderr
+    assert "Loading weights" not in result.stderr + result.stdout
+
+
+def test_lm_eval_results_record_what_each_expert_spent(runs) -> None:
+    summary = read_results(runs["coe"])["config"]["coe"]
+    spend = summary["spend"]
+    documents = {}
+    for per_task in summary["documents_per_expert"].values():
+        for expert, count in per_task.items():
+            documents[expert] = documents.get(expert, 0) + count
+    assert {e: row["documents"] for e, row in spend.items() if row["documents"]} == documents
+    for expert in documents:
+        assert spend[expert]["requests"] >= documents[expert], "a document needs at least one request"
+        assert spend[expert]["wall_seconds"] > 0
+        assert spend[expert]["generated_tokens"] > 0 and spend[expert]["tokens_counted_as"] == "tokenizer"
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """A records folder with every 15th real question (802, all subjects) for the two experts."""
+    root = tmp_path_factory.mktemp("cost_records")
+    rows = [row for i, row in enumerate(read_jsonl(MMLU / "questions.jsonl.gz")) if i % 15 == 0]
+    ids = {row["question_id"] for row in rows}
+    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    (root / "records").mkdir()
+    for expert in (WEAK, STRONG):
+        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(MMLU / "records" / f"{expert}.jsonl.gz")
+                              if r["question_id"] in ids)
+    return root
+
+
+def test_evaluate_draws_the_accuracy_cost_curve(records: Path, tmp_path: Path, capsys) -> None:
+    common = ["--records", str(records), "--experts", WEAK, STRONG]
+    (tmp_path / "costs.json").write_text(json.dumps({"models": {WEAK: {"parameters": 1}, STRONG: {"parameters": 10}}}))
+    assert main(["train", *common, "--router", "query", "--tuning", "cv", "--folds", "3", "--no-guard", "--quiet",
+                 "--no-plots", "--costs", str(tmp_path / "costs.json"), "--output", str(tmp_path / "router")]) == 0
+    assert main(["evaluate", "--router", str(tmp_path / "router"), *common, "--no-plots",
+                 "--output", str(tmp_path / "stored")]) == 0
+    stored = json.loads((tmp_path / "stored" / "cost_curve.json").read_text())
+    assert stored["costs"] == {WEAK: 1.0, STRONG: 10.0}, "the costs the router was trained with"
+    shipped = Path(__file__).resolve().parents[1] / "tasks" / "mmlu_pro" / "parameter_counts.json"
+    assert main(["evaluate", "--router", str(tmp_path / "router"), *common, "--costs", str(shipped),
+                 "--output", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "APGR" in printed and "CPT(50 %)" in printed
+    curve = json.loads((tmp_path / "eval" / "cost_curve.json").read_text())
+    assert (tmp_path / "eval" / "cost_curve.png").stat().st_size > 10_000
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    data = load_mmlu_pro(records, [WEAK, STRONG])
+    held = data.subset(split_from_keys(data, read_split(tmp_path / "router" / "split.json"))["test"])
+    assert curve["documents"] == len(held) == evaluation["documents"]
+    for index, expert in enumerate(data.experts):
+        assert curve["singles"][expert]["accuracy"] == pytest.approx(held.correct[:, index].mean())
+    assert curve["costs"] == {WEAK: 8.0, STRONG: 70.6}, "the published parameter counts"
+    assert (curve["weak"], curve["strong"]) == (WEAK, STRONG)
+    assert curve["accuracy_router"]["accuracy"] == pytest.approx(evaluation["accuracy"])
+    assert curve["oracle"]["accuracy"] == pytest.approx(held.correct.max(axis=1).mean())
+    shares = [p["strong_share"] for p in curve["sweep"]]
+    assert min(shares) == 0.0 and max(shares) > 0.5
+    assert 0 <= curve["CPT_50"] <= 1 and curve["CPT_50"] <= curve["CPT_80"] <= 1
+    front = curve["pareto_front"]
+    assert all(not (q["cost"] <= p["cost"] and q["accuracy"] > p["accuracy"]) for p in front for q in front)
+    assert all(row["holds"] for row in curve["calibrated_budgets"])
+
+
+def test_config_costs_and_budget(tmp_path: Path) -> None:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.routers.table import TableRouter
+
+    TableRouter.from_table({"law": "a"}, experts=["a", "b"]).save(tmp_path / "router")
+    raw = {"router": str(tmp_path / "router"), "experts": {"a": {"model": "hf", "parameters": 8.0},
+                                          "b": {"model": "hf", "parameters": 46.7, "active_parameters": 12.9}},
+           "budget": {"share": 0.5}}
+    config = load_config(raw, known_models=lambda: ["hf"])
+    assert config.costs == {"a": 8.0, "b": 12.9} and config.budget == Budget(share=0.5)
+    overridden = load_config(raw, overrides={"budget.share": "0.3", "experts.a.cost": "2"}, known_models=lambda: ["hf"])
+    assert overridden.budget.share == 0.3 and overridden.costs["a"] == 2.0
+    for change, words in [({"cost_weight": 0.1}, "not both"), ({"budget": {"share": 1.5}}, "budget.share"),
+                          ({"budget": {"mean_cost": 5, "share": 0.2}}, "exactly one"),
+                          ({"budget": {"shares": 0.2}}, "unknown key"), ({"cost_unit": "hour"}, "cost_unit")]:
+        with pytest.raises(ConfigError, match=words):
+            load_config({**raw, **change}, known_models=lambda: ["hf"])
+    with pytest.raises(ConfigError, match="kind 'query'"):
+        CostAwareRouter(TableRouter.load(tmp_path / "router"), config.costs, cost_weight=0.1)
+    trained_with_costs = TableRouter.from_table({"law": "a"}, experts=["a", "b"])
+    trained_with_costs.metadata_ = {**getattr(trained_with_costs, "metadata_", {}), "costs": {"a": 1.0, "b": 5.0}}
+    trained_with_costs.save(tmp_path / "router")
+    bare = {"router": str(tmp_path / "router"), "experts": {"a": {"model": "hf"}, "b": {"model": "hf", "cost": 3}},
+            "cost_weight": 0.1}
+    assert load_config(bare, known_models=lambda: ["hf"]).costs == {"a": 1.0, "b": 3.0}, "the config's cost wins"
+
+
+def test_session_routes_under_a_budget_given_as_a_model_args_override(fitted, tmp_path: Path) -> None:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.core.session import CoESession
+
+    router, test = fitted["router"], fitted["test"]
+    router.save(tmp_path / "router")
+    raw = {"router": str(tmp_path / "router"), "result_cache": False,
+           "experts": {WEAK: {"model": "hf", "parameters": 8.0}, STRONG: {"model": "hf", "parameters": 70.6}}}
+    config = load_config(raw, overrides={"budget.share": "0.3"}, known_models=lambda: ["hf"])
+
+    def never_built(spec):
+        raise AssertionError(f"expert {spec.name} must not be loaded for routing")
+
+    session = CoESession(config, never_built)
+    share = np.mean([e == STRONG for e in session.route(test.documents)])
+    record = session.summary()
+    assert record["cost_routing"]["budget"] == {"share": 0.3} and record["cost_routing"]["cost_weight"] > 0
+    assert share <= 0.3 + budget_tolerance(router.calibration_scores(), np.array([8.0, 70.6]), Budget(share=0.3),
+                                           router.experts_, session.router.cost_weight_, len(test))
+    assert record["spend"][STRONG]["documents"] == int(round(share * len(test)))
