@@ -15,6 +15,7 @@ Everything is validated by ``load_config`` before any model is built.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,8 @@ from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_loc
 
 TOP_LEVEL_KEYS = {
     "name": "a label for this CoE (optional)",
-    "router": "router checkpoint: a name in router_ckpts/ or a folder path",
+    "router": "router checkpoint: a name in router_ckpts/, a folder path, or a hub id org/name[@revision]",
+    "router_expert": "mapping router expert name -> expert name of this config (routers trained on other experts)",
     "fallback": "expert for documents the router cannot place",
     "experts": "mapping expert name -> {model, model_args}",
     "question_field": "doc field(s) the router reads, per task pattern",
@@ -59,6 +61,7 @@ class CoEConfig:
     router: Path
     fallback: str
     name: str = "coe"
+    router_expert: dict[str, str] = field(default_factory=dict)
     question_field: dict[str, list[str]] = field(default_factory=dict)
     subject_source: dict[str, str] = field(default_factory=dict)
     routing_log: Path | None = None
@@ -125,6 +128,8 @@ def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec
 
 
 def resolve_router_path(value: str, base: Path) -> Path:
+    """A router folder, a shipped router name, or a hub id ``org/name[@revision]`` (downloaded)."""
+    from benchcoe_plugins.routers.hub import looks_like_hub_id, snapshot_router
     from benchcoe_plugins.routers.registry import shipped_router_dirs
 
     candidates = [Path(value).expanduser()]
@@ -133,11 +138,19 @@ def resolve_router_path(value: str, base: Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
+    if looks_like_hub_id(value):
+        return snapshot_router(value)
     shipped = sorted({p.name for d in shipped_router_dirs() for p in d.iterdir() if p.is_dir()})
     raise ConfigError(
-        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}) "
-        f"nor a shipped router {shipped}. Give a router checkpoint folder or one of those names."
+        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}), "
+        f"a shipped router {shipped} nor a hub id org/name. Give a router checkpoint folder or one of those names."
     )
+
+
+def closest_name(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the nearest of ``choices``, or '' when none is close."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +252,11 @@ def load_config(
     if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every: {checkpoint_every!r} must be a positive integer.")
 
+    router_expert = raw.get("router_expert") or {}
+    if not isinstance(router_expert, dict) or not all(isinstance(v, str) for v in router_expert.values()):
+        raise ConfigError("router_expert must map router expert names to expert names of this config, "
+                          "e.g. {router_expert: {llama: my_llama}}.")
+
     result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
     routing_log = raw.get("routing_log")
     config = CoEConfig(
@@ -246,6 +264,7 @@ def load_config(
         router=router,
         fallback=fallback,
         name=str(raw.get("name", path.stem if path else "coe")),
+        router_expert={str(k): v for k, v in router_expert.items()},
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},
         routing_log=Path(routing_log).expanduser() if routing_log else None,
@@ -263,8 +282,11 @@ def _check_router_matches(config: CoEConfig) -> None:
     from benchcoe_plugins.routers.registry import read_manifest
 
     manifest = read_manifest(config.router)
-    missing = sorted(set(manifest.get("experts", [])) - set(config.experts))
-    if missing:
+    router_experts = manifest.get("experts", [])
+    missing = sorted(set(router_experts) - set(config.experts))
+    if config.router_expert:
+        _check_router_expert_mapping(config, router_experts)
+    elif missing:
         raise ConfigError(
             f"router {config.router.name!r} routes to expert(s) {missing} that the config does not define "
             f"(config experts: {sorted(config.experts)}). Add them under 'experts:' with these names, "
@@ -279,3 +301,22 @@ def _check_router_matches(config: CoEConfig) -> None:
             f"router (a text classifier of subjects), 'field' a subject or table router. Remove those entries or "
             f"use such a router."
         )
+
+
+def _check_router_expert_mapping(config: CoEConfig, router_experts: list[str]) -> None:
+    """Every router expert mapped once, to an expert this config defines."""
+    mapping = config.router_expert
+    unknown = [name for name in mapping if name not in router_experts]
+    if unknown:
+        listing = "; ".join(f"{name!r}{closest_name(name, router_experts)}" for name in unknown)
+        raise ConfigError(f"router_expert: {listing} not expert(s) of router {config.router.name!r}, "
+                          f"whose experts are {router_experts}. Use those names as keys.")
+    unmapped = [name for name in router_experts if name not in mapping]
+    if unmapped:
+        raise ConfigError(f"router_expert: router expert(s) {unmapped} are not mapped. Map every router "
+                          f"expert {router_experts} to one of the config experts {sorted(config.experts)}.")
+    targets = [(name, target) for name, target in mapping.items() if target not in config.experts]
+    if targets:
+        listing = "; ".join(f"{name} -> {target!r}{closest_name(target, config.experts)}" for name, target in targets)
+        raise ConfigError(f"router_expert: {listing}: not expert(s) of this config. "
+                          f"Map to one of {sorted(config.experts)}.")

@@ -99,6 +99,7 @@ class CoESession:
 
     def _finalize(self, document: RoutingDocument, decision: RouteDecision) -> RoutedDocument:
         expert, reason = decision.expert, decision.reason or "router"
+        expert = self.config.router_expert.get(expert, expert) if expert is not None else None
         if expert is None or expert not in self.config.experts:
             subject = decision.subject or "(none)"
             # the router's own reason where it names no subject (e.g. no question text), else an unknown subject
