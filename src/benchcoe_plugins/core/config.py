@@ -86,6 +86,14 @@ class CoEConfig:
         return next((source for pattern, source in self.subject_source.items() if fnmatch.fnmatchcase(task, pattern)),
                     "predicted")
 
+    def output_name(self) -> str:
+        """The results folder's name: the config's ``name``, else the router's and experts' names."""
+        if self.raw.get("name"):
+            return str(self.raw["name"])
+        from benchcoe_plugins.routers.registry import read_manifest
+
+        return "__".join([str(read_manifest(self.router).get("name", self.router.name)), *self.experts])
+
 
 def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:
     unknown = sorted(set(given) - set(allowed))

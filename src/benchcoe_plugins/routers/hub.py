@@ -6,8 +6,10 @@ and HF_HUB_OFFLINE is honoured (offline, only a cached snapshot is read).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,7 +52,20 @@ def snapshot_router(value: str) -> Path:
     return folder
 
 
-def model_card(manifest: Mapping[str, Any], repo_id: str, checksum: str) -> str:
+def held_out_report(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The router's evaluation report (``report/evaluation.json``), else the manifest's summary of it."""
+    report = folder / "report" / "evaluation.json"
+    if report.is_file():
+        try:
+            return json.loads(report.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            print(f"benchcoe: warning: {report} is corrupt; the model card uses the manifest's evaluation",
+                  file=sys.stderr)
+    evaluation = manifest.get("evaluation")
+    return evaluation if isinstance(evaluation, dict) else None
+
+
+def model_card(manifest: Mapping[str, Any], evaluation: Mapping[str, Any] | None, repo_id: str, checksum: str) -> str:
     """A hub model card from the router's manifest and its held-out evaluation report."""
     name = manifest.get("name") or repo_id.split("/")[-1]
     data = manifest.get("data") or {}
@@ -68,10 +83,12 @@ def model_card(manifest: Mapping[str, Any], repo_id: str, checksum: str) -> str:
         lines += [f"- {key}: {value}" for key, value in data.items() if key in ("source", "documents", "tasks")]
     else:
         lines.append("Not recorded in the manifest.")
-    evaluation = manifest.get("evaluation")
     lines += [""]
-    if isinstance(evaluation, dict) and "baselines" in evaluation and "per_subject" in evaluation:
+    if evaluation and {"baselines", "per_subject", "routing_distribution"} <= set(evaluation):
         lines.append(evaluation_markdown(name, evaluation).replace("# Router evaluation", "## Evaluation", 1))
+    elif evaluation and "accuracy" in evaluation:
+        lines += ["## Evaluation", "", f"Held-out documents: {evaluation.get('documents')}; router accuracy "
+                  f"{evaluation['accuracy']}.", ""]
     else:
         lines += ["## Evaluation", "", "No held-out evaluation is recorded in the manifest.", ""]
     lines += [f"Folder checksum (sha256 over files, before this card): `{checksum}`", ""]
@@ -89,7 +106,7 @@ def push_router(folder: Path, repo_id: str, revision: str | None = None, private
     with tempfile.TemporaryDirectory(prefix="benchcoe-push-") as staging:
         staged = Path(staging) / "router"
         shutil.copytree(folder, staged)
-        (staged / MODEL_CARD).write_text(model_card(manifest, repo_id, checksum))
+        (staged / MODEL_CARD).write_text(model_card(manifest, held_out_report(folder, manifest), repo_id, checksum))
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(staged), revision=revision,
