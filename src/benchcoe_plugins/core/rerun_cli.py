@@ -113,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     config_file = output / "coe.yaml"
     config_file.write_text(yaml.safe_dump(rebuilt_config(results_file, coe, args.use_result_cache), sort_keys=False))
+    from benchcoe_plugins.core.provenance import package_versions
+
+    now = package_versions()
+    for package, then in record.get("versions", {}).items():
+        if now.get(package) != then:
+            print(f"benchcoe rerun: warning: {package} was {then} and is now {now.get(package)}", file=sys.stderr)
     for change in revision_changes(config_file, record):
         print(f"benchcoe rerun: warning: {change}; answers may differ from the record", file=sys.stderr)
     command = rerun_command(record, config_file, output)
