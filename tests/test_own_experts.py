@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, read_results, read_samples, run_cli
-from coe_workspace import TABLE, expected_expert, lm_eval, workspace_env
+from coe_workspace import TABLE, expected_expert, lm_eval_command, lm_eval_refuses, workspace_env
 from benchcoe_plugins import cli
 from benchcoe_plugins.core.config import load_config
 from benchcoe_plugins.core.errors import ConfigError
@@ -72,9 +72,7 @@ def test_hub_router_with_own_expert_names_routes_and_names_the_output(workspace,
                   result_cache=False)
     (workspace / "own.yaml").write_text(yaml.safe_dump(config))
     out = workspace / "out_own"
-    run_cli(["lm_eval", "--model", "coe", "--model_args", "config=own.yaml", "--tasks", "toy_gen,toy_mc",
-             "--limit", "3", "--gen_kwargs", "max_gen_toks=4", "--include_path", str(workspace / "tasks"),
-             "--batch_size", "1", "--output_path", str(out), "--log_samples"],
+    run_cli(lm_eval_command(workspace, "coe", "config=own.yaml", "out_own", tasks="toy_gen,toy_mc"),
             cwd=workspace, env=hub_env(workspace, hub_cache))
     assert [p.name for p in out.iterdir()] == ["toy-router__alpha__beta"], "named after router + experts"
     samples = read_samples(out)
@@ -112,13 +110,7 @@ def test_router_expert_mapping_is_validated(tmp_path, tiny_experts, mapping, mes
 def test_bad_mapping_stops_lm_eval_before_loading(workspace) -> None:
     bad = yaml.safe_load((workspace / "coe.yaml").read_text())
     bad["router_expert"] = {"alpah": "alpha", "beta": "beta"}
-    (workspace / "bad_map.yaml").write_text(yaml.safe_dump(bad))
-    result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=bad_map.yaml", "--tasks", "toy_gen",
-                      "--include_path", str(workspace / "tasks")], cwd=workspace, env=workspace_env(workspace),
-                     check=False)
-    assert result.returncode != 0
-    assert "'alpah' (did you mean 'alpha'?)" in result.stderr
-    assert "Loading weights" not in result.stderr + result.stdout
+    assert "'alpah' (did you mean 'alpha'?)" in lm_eval_refuses(workspace, bad, "bad_map.yaml")
 
 
 # -- inspect and hub routers ----------------------------------------------------------------
