@@ -23,7 +23,7 @@ from benchcoe_plugins.experts.weights_identity import local_weights_hash
 from benchcoe_plugins.routers.base import folder_checksum
 from benchcoe_plugins.routers.table import TableRouter
 
-OWN_NAMES = {"alpha": "Llama-3.1-8B", "beta": "Phi-3-mini"}  # the router's experts -> ours: {v: k}
+OWN_NAMES = {"alpha": "Llama-3.1-8B", "beta": "Phi-3-mini"}  # our expert -> the router expert it plays
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 SHIPPED = REPO / "router_ckpts" / "mmlu_pro_subject"
 
@@ -68,8 +68,9 @@ def inspect_json(router: str, cwd: Path, env: dict[str, str] | None = None) -> d
 def test_hub_router_with_own_expert_names_routes_and_names_the_output(workspace, hub_cache) -> None:
     config = yaml.safe_load((workspace / "coe.yaml").read_text())
     del config["name"]
-    config.update(router=f"org/toy-router@{COMMIT_A}", router_expert={v: k for k, v in OWN_NAMES.items()},
-                  result_cache=False)
+    config.update(router=f"org/toy-router@{COMMIT_A}", result_cache=False)
+    for expert, router_name in OWN_NAMES.items():
+        config["experts"][expert]["router_expert"] = router_name
     (workspace / "own.yaml").write_text(yaml.safe_dump(config))
     out = workspace / "out_own"
     run_cli(lm_eval_command(workspace, "coe", "config=own.yaml", "out_own", tasks="toy_gen,toy_mc"),
@@ -86,30 +87,36 @@ def test_hub_router_with_own_expert_names_routes_and_names_the_output(workspace,
     assert record["router"]["manifest"]["experts"] == list(OWN_NAMES.values())
 
 
-def own_config(router: Path, tiny_experts: dict[str, Path], mapping: dict[str, str]) -> dict:
-    return {"router": str(router), "router_expert": mapping,
-            "experts": {name: {"model": "hf", "model_args": {"pretrained": str(path)}}
+def own_config(router: Path, tiny_experts: dict[str, Path], plays: dict[str, str | list[str]]) -> dict:
+    return {"router": str(router),
+            "experts": {name: {"model": "hf", "model_args": {"pretrained": str(path)},
+                               **({"router_expert": plays[name]} if name in plays else {})}
                         for name, path in tiny_experts.items()}}
 
 
-@pytest.mark.parametrize("mapping, message", [
-    ({"Llama-3.1-8b": "alpha", "Phi-3-mini": "beta"},
-     "'Llama-3.1-8b' (did you mean 'Llama-3.1-8B'?) not expert(s) of router"),
-    ({"Llama-3.1-8B": "alpha"}, "router expert(s) ['Phi-3-mini'] are not mapped"),
-    ({"Llama-3.1-8B": "alpha", "Phi-3-mini": "betta"}, "Phi-3-mini -> 'betta' (did you mean 'beta'?)"),
+@pytest.mark.parametrize("plays, message", [
+    ({"alpha": "Llama-3.1-8b", "beta": "Phi-3-mini"},
+     "experts.alpha.router_expert: 'Llama-3.1-8b' (did you mean 'Llama-3.1-8B'?): not an expert of router"),
+    ({"alpha": "Llama-3.1-8B"}, "router expert(s) ['Phi-3-mini'] are played by no expert"),
+    ({"alpha": ["Llama-3.1-8B", "Phi-3-mini"], "beta": "Phi-3-mini"},
+     "'Phi-3-mini' is played by both 'alpha' and 'beta'; map each router expert once"),
+    ({"alpha": 3}, "experts.alpha.router_expert must be a router expert name or a list of them"),
 ])
-def test_router_expert_mapping_is_validated(tmp_path, tiny_experts, mapping, message) -> None:
+def test_router_expert_mapping_is_validated(tmp_path, tiny_experts, plays, message) -> None:
     TableRouter.from_table({"law": "Phi-3-mini"}, experts=list(OWN_NAMES.values())).save(tmp_path / "r")
     with pytest.raises(ConfigError) as caught:
-        load_config(own_config(tmp_path / "r", tiny_experts, mapping))
+        load_config(own_config(tmp_path / "r", tiny_experts, plays))
     assert message in str(caught.value)
-    valid = {v: k for k, v in OWN_NAMES.items()}
-    assert load_config(own_config(tmp_path / "r", tiny_experts, valid)).router_expert == valid
+    assert load_config(own_config(tmp_path / "r", tiny_experts, OWN_NAMES)).router_expert == {
+        "Llama-3.1-8B": "alpha", "Phi-3-mini": "beta"}
+    both = load_config(own_config(tmp_path / "r", tiny_experts, {"alpha": list(OWN_NAMES.values())}))
+    assert both.router_expert == {"Llama-3.1-8B": "alpha", "Phi-3-mini": "alpha"}
 
 
 def test_bad_mapping_stops_lm_eval_before_loading(workspace) -> None:
     bad = yaml.safe_load((workspace / "coe.yaml").read_text())
-    bad["router_expert"] = {"alpah": "alpha", "beta": "beta"}
+    bad["experts"]["alpha"]["router_expert"] = "alpah"
+    bad["experts"]["beta"]["router_expert"] = "beta"
     assert "'alpah' (did you mean 'alpha'?)" in lm_eval_refuses(workspace, bad, "bad_map.yaml")
 
 
@@ -121,12 +128,15 @@ def test_inspect_a_folder_a_shipped_name_and_a_pinned_hub_id(workspace, hub_cach
     shipped = inspect_json("mmlu_pro_subject", workspace, env)
     assert shipped["kind"] == "subject" and len(shipped["subjects"]) == 14
     assert shipped["evaluation"]["documents"] > 0 and shipped["data"]["documents"] > 0
+    assert shipped["split"]["test"] == shipped["evaluation"]["documents"] and "routes" in shipped["guard"]
+    assert shipped["table"]["biology"] in shipped["experts"]
     main = inspect_json("org/toy-router", workspace, env)
     assert main["experts"] == ["x", "y"] and Path(main["path"]).name == COMMIT_B
     pinned = inspect_json(f"org/toy-router@{COMMIT_A}", workspace, env)
     assert pinned["experts"] == list(OWN_NAMES.values()) and Path(pinned["path"]).name == COMMIT_A
     text = run_cli(["benchcoe", "inspect", "mmlu_pro_subject"], cwd=workspace, env=env).stdout
-    assert "held-out 3610 documents" in text and "router_expert:" in text
+    assert "held-out 3610 documents" in text and "router_expert: NAME" in text and "split    seed 0" in text
+    assert "  biology              -> " in text
 
 
 def test_a_hub_router_missing_offline_is_one_clear_line(workspace, hub_cache) -> None:
@@ -164,7 +174,7 @@ def test_push_uploads_the_router_and_a_card_from_its_report(uploads, capsys) -> 
     report = json.loads((SHIPPED / "report" / "evaluation.json").read_text())
     assert f"**{report['accuracy']:.4f}**" in card
     assert f"Held-out documents: {report['documents']}" in card
-    assert "router: me/mmlu-pro-router" in card and "  Phi-3-mini-4k-instruct: my_phi_3_mini_4k_instruct" in card
+    assert "router: me/mmlu-pro-router" in card and "    router_expert: Phi-3-mini-4k-instruct" in card
     assert folder_checksum(SHIPPED) in card and "me/mmlu-pro-router" in capsys.readouterr().out
 
 

@@ -31,7 +31,6 @@ from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_loc
 TOP_LEVEL_KEYS = {
     "name": "a label for this CoE (optional)",
     "router": "router checkpoint: a name in router_ckpts/, a folder path, or a hub id org/name[@revision]",
-    "router_expert": "mapping router expert name -> expert name of this config (routers trained on other experts)",
     "fallback": "expert for documents the router cannot place",
     "experts": "mapping expert name -> {model, model_args}",
     "question_field": "doc field(s) the router reads, per task pattern",
@@ -48,6 +47,7 @@ EXPERT_KEYS = {
     "modality": "'text' (reads only the text prompt) or 'vision' (reads images too)",
     "handles_text_only": "whether a vision expert can answer documents without an image",
     "isolated": "run the expert in a worker process of its own (default: true for vllm models)",
+    "router_expert": "the router's expert name(s) this expert plays, for a router trained on other experts",
 }
 RANK_LOADING = ("needed", "all")
 SUBJECT_SOURCES = ("field", "predicted")
@@ -260,10 +260,7 @@ def load_config(
     if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every: {checkpoint_every!r} must be a positive integer.")
 
-    router_expert = raw.get("router_expert") or {}
-    if not isinstance(router_expert, dict) or not all(isinstance(v, str) for v in router_expert.values()):
-        raise ConfigError("router_expert must map router expert names to expert names of this config, "
-                          "e.g. {router_expert: {llama: my_llama}}.")
+    router_expert = _router_expert_mapping(experts_raw)
 
     result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
     routing_log = raw.get("routing_log")
@@ -272,7 +269,7 @@ def load_config(
         router=router,
         fallback=fallback,
         name=str(raw.get("name", path.stem if path else "coe")),
-        router_expert={str(k): v for k, v in router_expert.items()},
+        router_expert=router_expert,
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},
         routing_log=Path(routing_log).expanduser() if routing_log else None,
@@ -311,20 +308,32 @@ def _check_router_matches(config: CoEConfig) -> None:
         )
 
 
+def _router_expert_mapping(experts_raw: dict[str, Any]) -> dict[str, str]:
+    """Router expert name -> the config expert that plays it, from each expert's ``router_expert``."""
+    mapping: dict[str, str] = {}
+    for name, entry in experts_raw.items():
+        played = entry.get("router_expert", [])
+        played = [played] if isinstance(played, str) else played
+        if not isinstance(played, list) or not all(isinstance(p, str) and p for p in played):
+            raise ConfigError(f"experts.{name}.router_expert must be a router expert name or a list of them.")
+        for router_name in played:
+            if router_name in mapping:
+                raise ConfigError(f"router_expert: {router_name!r} is played by both {mapping[router_name]!r} "
+                                  f"and {name!r}; map each router expert once.")
+            mapping[router_name] = str(name)
+    return mapping
+
+
 def _check_router_expert_mapping(config: CoEConfig, router_experts: list[str]) -> None:
-    """Every router expert mapped once, to an expert this config defines."""
+    """Every router expert played by exactly one expert of the config; names checked against the router's."""
     mapping = config.router_expert
-    unknown = [name for name in mapping if name not in router_experts]
+    unknown = [(name, expert) for name, expert in mapping.items() if name not in router_experts]
     if unknown:
-        listing = "; ".join(f"{name!r}{closest_name(name, router_experts)}" for name in unknown)
-        raise ConfigError(f"router_expert: {listing} not expert(s) of router {config.router.name!r}, "
-                          f"whose experts are {router_experts}. Use those names as keys.")
+        listing = "; ".join(f"experts.{expert}.router_expert: {name!r}{closest_name(name, router_experts)}"
+                            for name, expert in unknown)
+        raise ConfigError(f"{listing}: not an expert of router {config.router.name!r}, whose experts are "
+                          f"{router_experts}.")
     unmapped = [name for name in router_experts if name not in mapping]
     if unmapped:
-        raise ConfigError(f"router_expert: router expert(s) {unmapped} are not mapped. Map every router "
-                          f"expert {router_experts} to one of the config experts {sorted(config.experts)}.")
-    targets = [(name, target) for name, target in mapping.items() if target not in config.experts]
-    if targets:
-        listing = "; ".join(f"{name} -> {target!r}{closest_name(target, config.experts)}" for name, target in targets)
-        raise ConfigError(f"router_expert: {listing}: not expert(s) of this config. "
-                          f"Map to one of {sorted(config.experts)}.")
+        raise ConfigError(f"router_expert: router expert(s) {unmapped} are played by no expert. Add "
+                          f"'router_expert: NAME' to the expert of this config that plays each of them.")

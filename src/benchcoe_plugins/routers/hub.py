@@ -75,9 +75,11 @@ def model_card(manifest: Mapping[str, Any], evaluation: Mapping[str, Any] | None
              f"[benchcoe-plugins](https://pypi.org/project/benchcoe-plugins/).", "",
              "## Experts", ""]
     lines += [f"- `{expert}`" for expert in manifest.get("experts", [])]
-    lines += ["", "Use it with your own experts by mapping the router's expert names to yours:", "", "```yaml",
-              f"router: {repo_id}", "router_expert:"]
-    lines += [f"  {expert}: my_{re.sub(r'[^A-Za-z0-9]+', '_', expert).lower()}" for expert in manifest.get("experts", [])]
+    lines += ["", "Use it with your own experts: each says which router expert it plays.", "", "```yaml",
+              f"router: {repo_id}", "experts:"]
+    for expert in manifest.get("experts", []):
+        lines += [f"  my_{re.sub(r'[^A-Za-z0-9]+', '_', expert).lower()}:",
+                  "    model: hf", "    model_args: {pretrained: /path/to/your/model}", f"    router_expert: {expert}"]
     lines += ["```", "", "## Training data", ""]
     if data:
         lines += [f"- {key}: {value}" for key, value in data.items() if key in ("source", "documents", "tasks")]

@@ -17,6 +17,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
 
 
+def split_summary(folder: Path) -> dict[str, Any]:
+    """Documents per part of ``split.json`` (train / validation / test), and its seed."""
+    path = folder / "split.json"
+    if not path.is_file():
+        return {}
+    try:
+        split = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"error": f"{path.name} is corrupt"}
+    if not isinstance(split, dict):
+        return {"error": f"{path.name} is not a mapping"}
+    return {key: len(value) if key != "fitted_on" and isinstance(value, list) else value for key, value in split.items()}
+
+
 def describe_router(value: str) -> dict[str, Any]:
     from benchcoe_plugins.core.config import resolve_router_path
     from benchcoe_plugins.routers.base import folder_checksum
@@ -35,6 +49,8 @@ def describe_router(value: str) -> dict[str, Any]:
         "table": manifest.get("table", {}),
         "params": manifest.get("params", {}),
         "data": manifest.get("data", {}),
+        "split": split_summary(folder),
+        "guard": manifest.get("guard", {}),
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
     }
@@ -51,9 +67,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"experts  {', '.join(info['experts'])}")
     if info["subjects"]:
         print(f"subjects {len(info['subjects'])}: {', '.join(info['subjects'])}")
+    for subject, expert in info["table"].items():
+        print(f"  {subject:<20} -> {expert}")
     data = info["data"]
     if data:
         print(f"trained  on {data.get('documents', '?')} documents from {data.get('source', '?')}")
+    split = {k: v for k, v in info["split"].items() if k in ("train", "validation", "test", "seed")}
+    if split:
+        print("split    " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    guard = info["guard"]
+    if guard:
+        print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"
+              f" (gain over best single {guard.get('gain_over_best_single')} ± {guard.get('gain_standard_error')})")
     evaluation = info["evaluation"]
     if evaluation:
         line = f"held-out {evaluation.get('documents', '?')} documents: accuracy {evaluation.get('accuracy')}"
@@ -61,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
         if best:
             line += f" (best single expert {best.get('expert')}: {best.get('accuracy')})"
         print(line)
-    print("use it with your own experts: router_expert: {" + ", ".join(f"{e}: <your expert>" for e in info["experts"]) + "}")
+    print("own experts: give each 'router_expert: NAME' with NAME one of " + ", ".join(info["experts"]))
     return 0
