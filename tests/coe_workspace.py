@@ -93,3 +93,14 @@ def expected_expert(task: str, doc: dict) -> str:
     return TABLE.get(subject_of(task, doc), "alpha")
 
 
+
+
+def lm_eval_refuses(workspace: Path, config: dict, name: str) -> str:
+    """Runs the coe on ``config`` (written as ``name``), which must fail before any model loads; its stderr."""
+    (workspace / name).write_text(yaml.safe_dump(config))
+    result = run_cli(["lm_eval", "--model", "coe", "--model_args", f"config={name}", "--tasks", "toy_gen",
+                      "--include_path", str(workspace / "tasks")], cwd=workspace, env=workspace_env(workspace),
+                     check=False)
+    assert result.returncode != 0
+    assert "Loading weights" not in result.stderr + result.stdout
+    return result.stderr

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coe_workspace import LIMIT, TASKS, expected_expert, lm_eval, workspace_env
-from conftest import read_results, read_samples, run_cli
+from coe_workspace import LIMIT, TASKS, expected_expert, lm_eval, lm_eval_refuses
+from conftest import read_results, read_samples
 from benchcoe_plugins.routers.table import TableRouter
 
 pytestmark = pytest.mark.slow
@@ -74,13 +74,8 @@ def test_chat_template_is_rendered_by_each_expert(workspace, tiny_experts) -> No
 def test_bad_config_fails_before_any_model_loads(workspace) -> None:
     bad = yaml.safe_load((workspace / "coe.yaml").read_text())
     bad["experts"]["beta"]["model"] = "hff"
-    (workspace / "bad.yaml").write_text(yaml.safe_dump(bad))
-    result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=bad.yaml", "--tasks", "toy_gen",
-                      "--include_path", str(workspace / "tasks")], cwd=workspace, env=workspace_env(workspace),
-                     check=False)
-    assert result.returncode != 0
-    assert "experts.beta.model: 'hff' is not a model this harness knows" in result.stderr
-    assert "Loading weights" not in result.stderr + result.stdout
+    stderr = lm_eval_refuses(workspace, bad, "bad.yaml")
+    assert "experts.beta.model: 'hff' is not a model this harness knows" in stderr
 
 
 def test_use_cache_never_serves_another_coe(workspace, tmp_path) -> None:

@@ -176,6 +176,24 @@ def test_all_four_tasks_answered_and_routed_once(runs, run) -> None:
     assert all(coe["spend"][e]["requests"] >= n and coe["spend"][e]["wall_seconds"] > 0 for e, n in routed.items())
     for (task, doc_id), row in log.items():
         assert coe["documents_per_expert"][task][row["expert"]] >= 1
+    results_folders = {p.parent for p in runs[run].rglob("*_results.json")}
+    assert {f.name for f in results_folders} == {"chat" if run == "coe_chat" else "simple"}, "named after the CoE"
+    record = coe["reproducibility"]
+    assert record["harness"] == "lmms_eval" and record["versions"]["lmms_eval"]
+    assert (next(iter(results_folders)) / record["router"]["copy"] / "router.json").is_file()
+    assert all(e["revision"].startswith("sha256:") for e in record["experts"].values())
+
+
+def test_rerun_reproduces_every_answer(runs, workspace, tmp_path) -> None:
+    """``benchcoe rerun`` rebuilds config + router from the results folder; the experts answer again."""
+    output = tmp_path / "rerun"
+    run_cli(["benchcoe", "rerun", str(runs["coe_simple"]), "--output", str(output)], cwd=tmp_path,
+            env=env_for(workspace))
+    original, again = samples(runs["coe_simple"]), samples(output)
+    assert set(again) == set(original) and original
+    for key, row in original.items():
+        assert response(again[key]) == response(row), key
+    assert results(output)["coe"]["config"]["result_cache"] is False
 
 
 @pytest.mark.parametrize("run", ["coe_chat", "coe_simple"])

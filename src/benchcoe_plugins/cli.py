@@ -17,6 +17,9 @@ SUBCOMMANDS = {
     "evaluate": ("benchcoe_plugins.training.evaluate_cli", "evaluate a router on held-out documents"),
     "report": ("benchcoe_plugins.training.report_cli", "per-subject comparison plot and table"),
     "offline-data": ("benchcoe_plugins.offline.cli", "seed the datasets cache so stock tasks run offline"),
+    "inspect": ("benchcoe_plugins.routers.inspect_cli", "show a router's experts, training data and evaluation"),
+    "push": ("benchcoe_plugins.routers.push_cli", "upload a router to the hub with a generated model card"),
+    "rerun": ("benchcoe_plugins.core.rerun_cli", "rerun a results folder with the config and router it recorded"),
     "demo": ("benchcoe_plugins.demo", "the embedded default: a replay CoE on MMLU-Pro, no GPU"),
 }
 

@@ -10,6 +10,7 @@ works: it answers one request type at a time and writes the log only where confi
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -36,3 +37,12 @@ def routing_log_beside(tracker: Any) -> Path | None:
         folder = folder.parent
     folder = folder / str(tracker.general_config_tracker.model_name_sanitized or "")
     return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+
+
+def name_output_folder(tracker: Any, name: str) -> None:
+    """Make the harness write results under ``<output_path>/<name>/`` (not a random or config-file name)."""
+    if tracker is None:
+        return
+    general = tracker.general_config_tracker
+    general.model_name = name
+    general.model_name_sanitized = re.sub(r"[^A-Za-z0-9._+-]+", "_", name)

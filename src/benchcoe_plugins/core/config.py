@@ -15,6 +15,7 @@ Everything is validated by ``load_config`` before any model is built.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from benchcoe_plugins.routers.cost import Budget
 
 TOP_LEVEL_KEYS = {
     "name": "a label for this CoE (optional)",
-    "router": "router checkpoint: a name in router_ckpts/ or a folder path",
+    "router": "router checkpoint: a name in router_ckpts/, a folder path, or a hub id org/name[@revision]",
     "fallback": "expert for documents the router cannot place",
     "experts": "mapping expert name -> {model, model_args}",
     "question_field": "doc field(s) the router reads, per task pattern",
@@ -53,6 +54,7 @@ EXPERT_KEYS = {
     "cost": "cost per document (or per token, see cost_unit); default: active_parameters or parameters",
     "parameters": "parameter count in billions (the default cost)",
     "active_parameters": "parameters used per token, for mixture-of-experts models (billions)",
+    "router_expert": "the router's expert name(s) this expert plays, for a router trained on other experts",
 }
 COST_UNITS = ("document", "token")
 RANK_LOADING = ("needed", "all")
@@ -67,6 +69,7 @@ class CoEConfig:
     router: Path
     fallback: str
     name: str = "coe"
+    router_expert: dict[str, str] = field(default_factory=dict)
     question_field: dict[str, list[str]] = field(default_factory=dict)
     subject_source: dict[str, str] = field(default_factory=dict)
     routing_log: Path | None = None
@@ -94,6 +97,22 @@ class CoEConfig:
         """'field' or 'predicted' (default) for ``task``, by the first matching pattern."""
         return next((source for pattern, source in self.subject_source.items() if fnmatch.fnmatchcase(task, pattern)),
                     "predicted")
+
+    def played_by(self, router_expert: str) -> str:
+        """The config expert that plays the router's expert ``router_expert`` (the same name unless mapped)."""
+        return self.router_expert.get(router_expert, router_expert)
+
+    def router_costs(self, router_experts: Iterable[str]) -> dict[str, float]:
+        """Costs keyed by the router's expert names, read through the ``router_expert`` mapping."""
+        return {name: self.costs[self.played_by(name)] for name in router_experts if self.played_by(name) in self.costs}
+
+    def output_name(self) -> str:
+        """The results folder's name: the config's ``name``, else the router's and experts' names."""
+        if self.raw.get("name"):
+            return str(self.raw["name"])
+        from benchcoe_plugins.routers.registry import read_manifest
+
+        return "__".join([str(read_manifest(self.router).get("name", self.router.name)), *self.experts])
 
 
 def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:
@@ -137,6 +156,8 @@ def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec
 
 
 def resolve_router_path(value: str, base: Path) -> Path:
+    """A router folder, a shipped router name, or a hub id ``org/name[@revision]`` (downloaded)."""
+    from benchcoe_plugins.routers.hub import looks_like_hub_id, snapshot_router
     from benchcoe_plugins.routers.registry import shipped_router_dirs
 
     candidates = [Path(value).expanduser()]
@@ -145,11 +166,19 @@ def resolve_router_path(value: str, base: Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
+    if looks_like_hub_id(value):
+        return snapshot_router(value)
     shipped = sorted({p.name for d in shipped_router_dirs() for p in d.iterdir() if p.is_dir()})
     raise ConfigError(
-        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}) "
-        f"nor a shipped router {shipped}. Give a router checkpoint folder or one of those names."
+        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}), "
+        f"a shipped router {shipped} nor a hub id org/name. Give a router checkpoint folder or one of those names."
     )
+
+
+def closest_name(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the nearest of ``choices``, or '' when none is close."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +284,8 @@ def load_config(
     if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every: {checkpoint_every!r} must be a positive integer.")
 
+    router_expert = _router_expert_mapping(experts_raw)
+
     result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
     routing_log = raw.get("routing_log")
     config = CoEConfig(
@@ -262,6 +293,7 @@ def load_config(
         router=router,
         fallback=fallback,
         name=str(raw.get("name", path.stem if path else "coe")),
+        router_expert=router_expert,
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},
         routing_log=Path(routing_log).expanduser() if routing_log else None,
@@ -322,8 +354,11 @@ def _check_router_matches(config: CoEConfig) -> None:
     from benchcoe_plugins.routers.registry import read_manifest
 
     manifest = read_manifest(config.router)
-    missing = sorted(set(manifest.get("experts", [])) - set(config.experts))
-    if missing:
+    router_experts = manifest.get("experts", [])
+    missing = sorted(set(router_experts) - set(config.experts))
+    if config.router_expert:
+        _check_router_expert_mapping(config, router_experts)
+    elif missing:
         raise ConfigError(
             f"router {config.router.name!r} routes to expert(s) {missing} that the config does not define "
             f"(config experts: {sorted(config.experts)}). Add them under 'experts:' with these names, "
@@ -338,11 +373,43 @@ def _check_router_matches(config: CoEConfig) -> None:
             f"router (a text classifier of subjects), 'field' a subject or table router. Remove those entries or "
             f"use such a router."
         )
-    stored = manifest.get("costs") or {}  # costs the router was trained with (benchcoe train --costs)
-    for name in config.experts:
-        if name not in config.costs and isinstance(stored.get(name), (int, float)):
-            config.costs[name] = float(stored[name])
+    stored = manifest.get("costs") or {}  # costs the router was trained with (benchcoe train --costs), by its names
+    for router_name in router_experts:
+        name = config.played_by(router_name)
+        if name in config.experts and name not in config.costs and isinstance(stored.get(router_name), (int, float)):
+            config.costs[name] = float(stored[router_name])
     if config.cost_weight is not None or config.budget is not None:
         from benchcoe_plugins.routers.cost import cost_vector
 
-        cost_vector(manifest.get("experts", []), config.costs, "cost_weight/budget")
+        cost_vector(router_experts, config.router_costs(router_experts), "cost_weight/budget")
+
+
+def _router_expert_mapping(experts_raw: dict[str, Any]) -> dict[str, str]:
+    """Router expert name -> the config expert that plays it, from each expert's ``router_expert``."""
+    mapping: dict[str, str] = {}
+    for name, entry in experts_raw.items():
+        played = entry.get("router_expert", [])
+        played = [played] if isinstance(played, str) else played
+        if not isinstance(played, list) or not all(isinstance(p, str) and p for p in played):
+            raise ConfigError(f"experts.{name}.router_expert must be a router expert name or a list of them.")
+        for router_name in played:
+            if router_name in mapping:
+                raise ConfigError(f"router_expert: {router_name!r} is played by both {mapping[router_name]!r} "
+                                  f"and {name!r}; map each router expert once.")
+            mapping[router_name] = str(name)
+    return mapping
+
+
+def _check_router_expert_mapping(config: CoEConfig, router_experts: list[str]) -> None:
+    """Every router expert played by exactly one expert of the config; names checked against the router's."""
+    mapping = config.router_expert
+    unknown = [(name, expert) for name, expert in mapping.items() if name not in router_experts]
+    if unknown:
+        listing = "; ".join(f"experts.{expert}.router_expert: {name!r}{closest_name(name, router_experts)}"
+                            for name, expert in unknown)
+        raise ConfigError(f"{listing}: not an expert of router {config.router.name!r}, whose experts are "
+                          f"{router_experts}.")
+    unmapped = [name for name in router_experts if name not in mapping]
+    if unmapped:
+        raise ConfigError(f"router_expert: router expert(s) {unmapped} are played by no expert. Add "
+                          f"'router_expert: NAME' to the expert of this config that plays each of them.")

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -57,7 +57,12 @@ class CoESession:
         if config.cost_weight is not None or config.budget is not None:
             from benchcoe_plugins.routers.cost import CostAwareRouter
 
-            self.router = CostAwareRouter(self.router, config.costs, config.cost_weight, config.budget)
+            budget = config.budget
+            if budget is not None and budget.expert in config.router_expert.values():
+                played = {mine: theirs for theirs, mine in config.router_expert.items()}
+                budget = replace(budget, expert=played[budget.expert])
+            self.router = CostAwareRouter(self.router, config.router_costs(self.router.experts_), config.cost_weight,
+                                          budget)
         self.router_checksum = folder_checksum(config.router)
         self.rank = rank
         self.world_size = world_size
@@ -103,6 +108,7 @@ class CoESession:
 
     def _finalize(self, document: RoutingDocument, decision: RouteDecision) -> RoutedDocument:
         expert, reason = decision.expert, decision.reason or "router"
+        expert = self.config.router_expert.get(expert, expert) if expert is not None else None
         if expert is None or expert not in self.config.experts:
             subject = decision.subject or "(none)"
             # the router's own reason where it names no subject (e.g. no question text), else an unknown subject

@@ -20,11 +20,12 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import get_model, model_registry
 
-from benchcoe_plugins.adapters.caller_context import find_caller_local, routing_log_beside
+from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
 from benchcoe_plugins.adapters.lm_eval.distributed import DataParallelMixin
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.core.provenance import reproducibility_record
 from benchcoe_plugins.core.session import CoESession, merge_rank_rows
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.spec import ExpertSpec
@@ -164,10 +165,9 @@ class CoELM(DataParallelMixin, LM):
 
     # -- record ------------------------------------------------------------------------------
     def _routing_log_path(self) -> Path | None:
-        if self.config.routing_log:
-            return self.config.routing_log
-        return routing_log_beside(find_caller_local("evaluation_tracker", "lm_eval",
-                                                    lambda v: hasattr(v, "general_config_tracker")))
+        tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
+        name_output_folder(tracker, self.config.output_name())
+        return self.config.routing_log or routing_log_beside(tracker)
 
     def get_model_info(self) -> dict[str, Any]:
         """Called by lm-eval on rank 0 after evaluation: the CoE record for the results JSON."""
@@ -181,4 +181,6 @@ class CoELM(DataParallelMixin, LM):
             self.session.write_routing_log(path, rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
+        summary["reproducibility"] = reproducibility_record(self.config, self.session.router_checksum, "lm_eval",
+                                                            path.parent if path else None)
         return {"coe": summary}

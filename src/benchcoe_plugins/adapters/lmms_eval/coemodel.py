@@ -27,13 +27,14 @@ from typing import Any, Mapping
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from benchcoe_plugins.adapters.caller_context import find_caller_local, routing_log_beside
+from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
 from benchcoe_plugins.adapters.lmms_eval import requests as shapes
 from benchcoe_plugins.adapters.lmms_eval.experts import (ExpertInterface, build_expert, known_model_names,
                                                         resolve_interfaces)
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.core.provenance import reproducibility_record
 from benchcoe_plugins.core.session import CoESession, merge_rank_rows
 from benchcoe_plugins.experts.spec import ExpertSpec
 
@@ -178,6 +179,7 @@ class _CoEModel(lmms):
         return gathered
 
     def _routing_log_path(self, tracker: Any) -> Path | None:
+        name_output_folder(tracker, self.config.output_name())
         return self.config.routing_log or routing_log_beside(tracker)
 
     def routing_summary(self, rows: list[dict[str, Any]] | None = None,
@@ -209,6 +211,8 @@ class _CoEModel(lmms):
             self.session.write_routing_log(path, rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
+        summary["reproducibility"] = reproducibility_record(self.config, self.session.router_checksum, "lmms_eval",
+                                                            path.parent if path else None)
         self.last_summary = summary
         if tracker is not None:
             add_to_results(tracker, summary)

@@ -1,0 +1,131 @@
+"""``benchcoe rerun RESULTS_DIR``: run a CoE again from the record in its results JSON.
+
+    benchcoe rerun results/toy-coe                   # writes results/toy-coe_rerun/
+    benchcoe rerun results/toy-coe --dry-run         # print the rebuilt config and command only
+
+The config is rebuilt from ``coe.config`` with the router copy kept beside the outputs and
+the experts' resolved weight paths; the harness command is the recorded one with a new
+``--model_args`` and ``--output_path``. Experts run again (result cache off) unless
+``--use-result-cache`` is given. A weights revision or chat template that differs from the
+record is reported before the run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchcoe_plugins.core.errors import ConfigError
+
+HARNESS_MODULES = ("lm_eval", "lmms_eval")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results_dir", type=Path, help="a folder holding a CoE's results_*.json")
+    parser.add_argument("--output", type=Path, default=None, help="output folder (default: RESULTS_DIR_rerun)")
+    parser.add_argument("--use-result-cache", action="store_true",
+                        help="serve answers from the recorded result cache instead of running the experts")
+    parser.add_argument("--dry-run", action="store_true", help="write the config and print the command; do not run")
+
+
+def recorded_run(results_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest results JSON under ``results_dir`` that holds a CoE record, and that record."""
+    if not results_dir.is_dir():
+        raise ConfigError(f"{results_dir} is not a folder. Pass the --output_path folder of a CoE run.")
+    found = set(results_dir.rglob("results_*.json")) | set(results_dir.rglob("*_results.json"))  # lm-eval, lmms-eval
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            results = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            print(f"benchcoe rerun: warning: {path} is not valid JSON; skipped", file=sys.stderr)
+            continue
+        coe = (results.get("config") or {}).get("coe") or results.get("coe")
+        if isinstance(coe, dict) and isinstance(coe.get("reproducibility"), dict):
+            return path, coe
+    raise ConfigError(f"no results_*.json with a CoE reproducibility record under {results_dir}. "
+                      f"Rerun needs the output of 'lm_eval --model coe' or 'lmms_eval --model coemodel' "
+                      f"from benchcoe-plugins with this feature.")
+
+
+def rebuilt_config(results_file: Path, coe: dict[str, Any], use_result_cache: bool) -> dict[str, Any]:
+    from benchcoe_plugins.routers.base import folder_checksum
+
+    record = coe["reproducibility"]
+    copy_name = record["router"].get("copy")
+    router = results_file.parent / str(copy_name)
+    if not copy_name or not router.is_dir():
+        raise ConfigError(f"the router copy {copy_name!r} is missing beside {results_file}; "
+                          f"copy the whole results folder, router_* included.")
+    if folder_checksum(router) != record["router"]["sha256"]:
+        raise ConfigError(f"{router} does not match the recorded router checksum; the copy was changed.")
+    config = dict(coe["config"])
+    config["router"] = str(router.resolve())
+    config["experts"] = {name: {**entry, "model_args": coe["experts"][name]["model_args"]}
+                         for name, entry in config["experts"].items()}
+    config.pop("routing_log", None)
+    if not use_result_cache:
+        config["result_cache"] = False
+    return config
+
+
+def revision_changes(config_file: Path, record: dict[str, Any]) -> list[str]:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.core.provenance import expert_revision
+
+    changes = []
+    for name, spec in load_config(config_file).experts.items():
+        now, then = expert_revision(spec), record["experts"].get(name, {})
+        for key in ("revision", "chat_template_sha256"):
+            if now.get(key) != then.get(key):
+                changes.append(f"expert {name}: {key} was {then.get(key)} and is now {now.get(key)}")
+    return changes
+
+
+def rerun_command(record: dict[str, Any], config_file: Path, output: Path) -> list[str]:
+    harness = record["harness"]
+    if harness not in HARNESS_MODULES:
+        raise ConfigError(f"unknown harness {harness!r} in the record; expected one of {HARNESS_MODULES}.")
+    replaced = {"--model_args": f"config={config_file}", "--output_path": str(output)}
+    command, args, skip = [sys.executable, "-m", harness], list(record["command"][1:]), False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in replaced:
+            command += [flag, replaced.pop(flag)]
+            skip = "=" not in arg
+        else:
+            command.append(arg)
+    return command + [part for flag, value in replaced.items() for part in (flag, value)]
+
+
+def run(args: argparse.Namespace) -> int:
+    results_file, coe = recorded_run(args.results_dir)
+    record = coe["reproducibility"]
+    output = (args.output or args.results_dir.with_name(args.results_dir.name + "_rerun")).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    config_file = output / "coe.yaml"
+    config_file.write_text(yaml.safe_dump(rebuilt_config(results_file, coe, args.use_result_cache), sort_keys=False))
+    from benchcoe_plugins.core.provenance import package_versions
+
+    now = package_versions()
+    for package, then in record.get("versions", {}).items():
+        if now.get(package) != then:
+            print(f"benchcoe rerun: warning: {package} was {then} and is now {now.get(package)}", file=sys.stderr)
+    for change in revision_changes(config_file, record):
+        print(f"benchcoe rerun: warning: {change}; answers may differ from the record", file=sys.stderr)
+    command = rerun_command(record, config_file, output)
+    cwd = record.get("cwd") if Path(record.get("cwd") or "").is_dir() else None
+    print(f"benchcoe rerun: recorded with {', '.join(f'{k} {v}' for k, v in record['versions'].items() if v)}")
+    print(f"benchcoe rerun: config {config_file}")
+    print("benchcoe rerun: " + " ".join(command))
+    if args.dry_run:
+        return 0
+    return subprocess.call(command, cwd=cwd)

@@ -1,0 +1,90 @@
+"""``benchcoe inspect ROUTER``: what a router routes to, what it was trained on, how it scored.
+
+    benchcoe inspect mmlu_pro_subject          # a shipped name, a folder, or a hub id org/name[@rev]
+    benchcoe inspect org/router --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="router folder, shipped router name, or hub id org/name[@revision]")
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def split_summary(folder: Path) -> dict[str, Any]:
+    """Documents per part of ``split.json`` (train / validation / test), and its seed."""
+    path = folder / "split.json"
+    if not path.is_file():
+        return {}
+    try:
+        split = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"error": f"{path.name} is corrupt"}
+    if not isinstance(split, dict):
+        return {"error": f"{path.name} is not a mapping"}
+    return {key: len(value) if key != "fitted_on" and isinstance(value, list) else value for key, value in split.items()}
+
+
+def describe_router(value: str) -> dict[str, Any]:
+    from benchcoe_plugins.core.config import resolve_router_path
+    from benchcoe_plugins.routers.base import folder_checksum
+    from benchcoe_plugins.routers.registry import read_manifest
+
+    folder = resolve_router_path(value, Path.cwd())
+    manifest = read_manifest(folder)
+    evaluation = manifest.get("evaluation") if isinstance(manifest.get("evaluation"), dict) else {}
+    return {
+        "router": value,
+        "path": str(folder),
+        "name": manifest.get("name", folder.name),
+        "kind": manifest["kind"],
+        "experts": manifest["experts"],
+        "subjects": manifest.get("subjects", []),
+        "table": manifest.get("table", {}),
+        "params": manifest.get("params", {}),
+        "data": manifest.get("data", {}),
+        "split": split_summary(folder),
+        "guard": manifest.get("guard", {}),
+        "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
+        "sha256": folder_checksum(folder),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe_router(args.router)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"router   {info['name']} (kind {info['kind']})")
+    print(f"path     {info['path']}")
+    print(f"sha256   {info['sha256']}")
+    print(f"experts  {', '.join(info['experts'])}")
+    if info["subjects"]:
+        print(f"subjects {len(info['subjects'])}: {', '.join(info['subjects'])}")
+    for subject, expert in info["table"].items():
+        print(f"  {subject:<20} -> {expert}")
+    data = info["data"]
+    if data:
+        print(f"trained  on {data.get('documents', '?')} documents from {data.get('source', '?')}")
+    split = {k: v for k, v in info["split"].items() if k in ("train", "validation", "test", "seed")}
+    if split:
+        print("split    " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    guard = info["guard"]
+    if guard:
+        print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"
+              f" (gain over best single {guard.get('gain_over_best_single')} ± {guard.get('gain_standard_error')})")
+    evaluation = info["evaluation"]
+    if evaluation:
+        line = f"held-out {evaluation.get('documents', '?')} documents: accuracy {evaluation.get('accuracy')}"
+        best = (evaluation.get("baselines") or {}).get("best_single")
+        if best:
+            line += f" (best single expert {best.get('expert')}: {best.get('accuracy')})"
+        print(line)
+    print("own experts: give each 'router_expert: NAME' with NAME one of " + ", ".join(info["experts"]))
+    return 0

@@ -1,0 +1,236 @@
+"""Your own experts behind a shipped or hub router: ``router_expert`` mapping, ``benchcoe
+inspect``, hub routers (offline, from a hub cache laid out as huggingface_hub writes it),
+``benchcoe push``, the reproducible record, ``benchcoe rerun`` and the CoE-named output folder.
+All harness runs are the real lm_eval CLI on the tiny local experts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, read_results, read_samples, run_cli
+from coe_workspace import TABLE, expected_expert, lm_eval_command, lm_eval_refuses, workspace_env
+from benchcoe_plugins import cli
+from benchcoe_plugins.core.config import load_config
+from benchcoe_plugins.core.errors import ConfigError
+from benchcoe_plugins.experts.weights_identity import local_weights_hash
+from benchcoe_plugins.routers.base import folder_checksum
+from benchcoe_plugins.routers.table import TableRouter
+
+OWN_NAMES = {"alpha": "Llama-3.1-8B", "beta": "Phi-3-mini"}  # our expert -> the router expert it plays
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
+SHIPPED = REPO / "router_ckpts" / "mmlu_pro_subject"
+
+
+def write_hub_snapshot(cache: Path, repo_id: str, commit: str, router: Path) -> None:
+    """One snapshot of a model repo, laid out as huggingface_hub's cache: blobs by hash, links in snapshots."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    for file in sorted(p for p in router.rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / file.relative_to(router)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory) -> Path:
+    """org/toy-router: commit A routes to the renamed experts, commit B (main) to other names."""
+    root = tmp_path_factory.mktemp("hub")
+    renamed = {subject: OWN_NAMES[expert] for subject, expert in TABLE.items()}
+    TableRouter.from_table(renamed, experts=list(OWN_NAMES.values())).save(root / "a", name="toy-router")
+    TableRouter.from_table({"law": "x"}, experts=["x", "y"]).save(root / "b", name="toy-router-b")
+    cache = root / "cache"
+    write_hub_snapshot(cache, "org/toy-router", COMMIT_A, root / "a")
+    write_hub_snapshot(cache, "org/toy-router", COMMIT_B, root / "b")
+    (cache / "models--org--toy-router" / "refs" / "main").write_text(COMMIT_B)
+    return cache
+
+
+def hub_env(workspace: Path, hub_cache: Path) -> dict[str, str]:
+    return {**workspace_env(workspace), "HF_HUB_CACHE": str(hub_cache)}
+
+
+def inspect_json(router: str, cwd: Path, env: dict[str, str] | None = None) -> dict:
+    return json.loads(run_cli(["benchcoe", "inspect", router, "--json"], cwd=cwd, env=env).stdout)
+
+
+# -- router_expert --------------------------------------------------------------------------
+def test_hub_router_with_own_expert_names_routes_and_names_the_output(workspace, hub_cache) -> None:
+    config = yaml.safe_load((workspace / "coe.yaml").read_text())
+    del config["name"]
+    config.update(router=f"org/toy-router@{COMMIT_A}", result_cache=False)
+    for expert, router_name in OWN_NAMES.items():
+        config["experts"][expert]["router_expert"] = router_name
+    (workspace / "own.yaml").write_text(yaml.safe_dump(config))
+    out = workspace / "out_own"
+    run_cli(lm_eval_command(workspace, "coe", "config=own.yaml", "out_own", tasks="toy_gen,toy_mc"),
+            cwd=workspace, env=hub_env(workspace, hub_cache))
+    assert [p.name for p in out.iterdir()] == ["toy-router__alpha__beta"], "named after router + experts"
+    samples = read_samples(out)
+    rows = [json.loads(line) for line in next(out.rglob("routing_*.jsonl")).read_text().splitlines()]
+    assert len(rows) == len(samples) == 6
+    for row in rows:
+        assert row["expert"] == expected_expert(row["task"], samples[(row["task"], row["doc_id"])]["doc"])
+        assert row["router_expert"] in (None, *OWN_NAMES.values())
+    assert {row["router_expert"] for row in rows} & set(OWN_NAMES.values())
+    record = read_results(out)["config"]["coe"]["reproducibility"]
+    assert record["router"]["manifest"]["experts"] == list(OWN_NAMES.values())
+
+
+def own_config(router: Path, tiny_experts: dict[str, Path], plays: dict[str, str | list[str]]) -> dict:
+    return {"router": str(router),
+            "experts": {name: {"model": "hf", "model_args": {"pretrained": str(path)},
+                               **({"router_expert": plays[name]} if name in plays else {})}
+                        for name, path in tiny_experts.items()}}
+
+
+@pytest.mark.parametrize("plays, message", [
+    ({"alpha": "Llama-3.1-8b", "beta": "Phi-3-mini"},
+     "experts.alpha.router_expert: 'Llama-3.1-8b' (did you mean 'Llama-3.1-8B'?): not an expert of router"),
+    ({"alpha": "Llama-3.1-8B"}, "router expert(s) ['Phi-3-mini'] are played by no expert"),
+    ({"alpha": ["Llama-3.1-8B", "Phi-3-mini"], "beta": "Phi-3-mini"},
+     "'Phi-3-mini' is played by both 'alpha' and 'beta'; map each router expert once"),
+    ({"alpha": 3}, "experts.alpha.router_expert must be a router expert name or a list of them"),
+])
+def test_router_expert_mapping_is_validated(tmp_path, tiny_experts, plays, message) -> None:
+    TableRouter.from_table({"law": "Phi-3-mini"}, experts=list(OWN_NAMES.values())).save(tmp_path / "r")
+    with pytest.raises(ConfigError) as caught:
+        load_config(own_config(tmp_path / "r", tiny_experts, plays))
+    assert message in str(caught.value)
+    assert load_config(own_config(tmp_path / "r", tiny_experts, OWN_NAMES)).router_expert == {
+        "Llama-3.1-8B": "alpha", "Phi-3-mini": "beta"}
+    both = load_config(own_config(tmp_path / "r", tiny_experts, {"alpha": list(OWN_NAMES.values())}))
+    assert both.router_expert == {"Llama-3.1-8B": "alpha", "Phi-3-mini": "alpha"}
+
+
+def test_bad_mapping_stops_lm_eval_before_loading(workspace) -> None:
+    bad = yaml.safe_load((workspace / "coe.yaml").read_text())
+    bad["experts"]["alpha"]["router_expert"] = "alpah"
+    bad["experts"]["beta"]["router_expert"] = "beta"
+    assert "'alpah' (did you mean 'alpha'?)" in lm_eval_refuses(workspace, bad, "bad_map.yaml")
+
+
+# -- inspect and hub routers ----------------------------------------------------------------
+def test_inspect_a_folder_a_shipped_name_and_a_pinned_hub_id(workspace, hub_cache) -> None:
+    env = hub_env(workspace, hub_cache)
+    folder = inspect_json(str(workspace / "router"), workspace, env)
+    assert folder["experts"] == ["alpha", "beta"] and folder["sha256"] == folder_checksum(workspace / "router")
+    shipped = inspect_json("mmlu_pro_subject", workspace, env)
+    assert shipped["kind"] == "subject" and len(shipped["subjects"]) == 14
+    assert shipped["evaluation"]["documents"] > 0 and shipped["data"]["documents"] > 0
+    assert shipped["split"]["test"] == shipped["evaluation"]["documents"] and "routes" in shipped["guard"]
+    assert shipped["table"]["biology"] in shipped["experts"]
+    main = inspect_json("org/toy-router", workspace, env)
+    assert main["experts"] == ["x", "y"] and Path(main["path"]).name == COMMIT_B
+    pinned = inspect_json(f"org/toy-router@{COMMIT_A}", workspace, env)
+    assert pinned["experts"] == list(OWN_NAMES.values()) and Path(pinned["path"]).name == COMMIT_A
+    text = run_cli(["benchcoe", "inspect", "mmlu_pro_subject"], cwd=workspace, env=env).stdout
+    assert "held-out 3610 documents" in text and "router_expert: NAME" in text and "split    seed 0" in text
+    assert "  biology              -> " in text
+
+
+def test_a_hub_router_missing_offline_is_one_clear_line(workspace, hub_cache) -> None:
+    result = run_cli(["benchcoe", "inspect", "org/absent"], cwd=workspace, env=hub_env(workspace, hub_cache),
+                     check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'org/absent' is not in the local hub cache" in result.stderr
+
+
+# -- push (the network upload alone is mocked: no hub can be reached here) -------------------
+@pytest.fixture
+def uploads(monkeypatch) -> list[dict]:
+    from huggingface_hub import HfApi
+
+    captured: list[dict] = []
+
+    def upload_folder(self, *, repo_id, folder_path, revision=None, commit_message=None, **_):
+        folder = Path(folder_path)
+        captured.append({"repo_id": repo_id, "revision": revision,
+                         "files": {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}})
+        return "c0ffee"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: repo_id)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return captured
+
+
+def test_push_uploads_the_router_and_a_card_from_its_report(uploads, capsys) -> None:
+    assert cli.main(["push", str(SHIPPED), "me/mmlu-pro-router"]) == 0
+    (upload,) = uploads
+    files = upload["files"]
+    originals = {str(p.relative_to(SHIPPED)): p.read_bytes() for p in SHIPPED.rglob("*") if p.is_file()}
+    assert {k: v for k, v in files.items() if k != "README.md"} == originals
+    card = files["README.md"].decode()
+    report = json.loads((SHIPPED / "report" / "evaluation.json").read_text())
+    assert f"**{report['accuracy']:.4f}**" in card
+    assert f"Held-out documents: {report['documents']}" in card
+    assert "router: me/mmlu-pro-router" in card and "    router_expert: Phi-3-mini-4k-instruct" in card
+    assert folder_checksum(SHIPPED) in card and "me/mmlu-pro-router" in capsys.readouterr().out
+
+
+def test_push_of_a_router_without_a_report_says_so(uploads, tmp_path) -> None:
+    TableRouter.from_table({"law": "b"}, experts=["a", "b"]).save(tmp_path / "r")
+    assert cli.main(["push", str(tmp_path / "r"), "me/r", "--revision", "dev"]) == 0
+    card = uploads[0]["files"]["README.md"].decode()
+    assert uploads[0]["revision"] == "dev" and "No held-out evaluation is recorded" in card
+    assert cli.main(["push", str(tmp_path / "r"), "not a repo"]) == 2
+
+
+# -- reproducible record and rerun ----------------------------------------------------------
+def test_results_record_versions_router_copy_and_expert_revisions(runs, tiny_experts) -> None:
+    results_file = next(runs["coe"].rglob("results_*.json"))
+    assert results_file.parent.name == "toy-coe", "the output folder is named after the config's name"
+    record = read_results(runs["coe"])["config"]["coe"]["reproducibility"]
+    import lm_eval
+    import transformers
+
+    assert record["harness"] == "lm_eval" and record["versions"]["lm_eval"] == lm_eval.__version__
+    assert record["versions"]["transformers"] == transformers.__version__ and record["versions"]["torch"]
+    copy = results_file.parent / record["router"]["copy"]
+    assert folder_checksum(copy) == record["router"]["sha256"] == folder_checksum(runs["coe"].parent / "router")
+    assert record["router"]["manifest"]["experts"] == ["alpha", "beta"]
+    for name, path in tiny_experts.items():
+        assert record["experts"][name]["revision"] == "sha256:" + local_weights_hash(path)
+    templates = {name: record["experts"][name]["chat_template_sha256"] for name in tiny_experts}
+    assert all(templates.values()) and templates["alpha"] != templates["beta"]
+
+
+def test_rerun_reproduces_every_answer(runs, workspace, tmp_path) -> None:
+    copy = tmp_path / "someone_elses_results"
+    shutil.copytree(runs["coe"], copy)  # a results folder alone, as another person would get it
+    output = tmp_path / "rerun"
+    result = run_cli(["benchcoe", "rerun", str(copy), "--output", str(output)], cwd=tmp_path,
+                     env=workspace_env(workspace))
+    assert "benchcoe rerun: recorded with benchcoe" in result.stdout and "benchcoe rerun: warning" not in result.stderr
+    original, again = read_samples(runs["coe"]), read_samples(output)
+    assert set(again) == set(original) and len(original) > 0
+    for key, row in original.items():
+        assert again[key]["resps"] == row["resps"] and again[key]["filtered_resps"] == row["filtered_resps"], key
+    coe = read_results(output)["config"]["coe"]
+    assert coe["config"]["result_cache"] is False and sum(coe["expert_loads"].values()) == 2, "the experts ran"
+    assert coe["reproducibility"]["router"]["sha256"] == read_results(runs["coe"])["config"]["coe"]["reproducibility"]["router"]["sha256"]
+
+
+def test_rerun_of_a_folder_without_a_record_is_one_clear_line(tmp_path) -> None:
+    (tmp_path / "results_x.json").write_text(json.dumps({"config": {"model": "hf"}}))
+    assert cli.main(["rerun", str(tmp_path)]) == 2
+
+
+def test_local_weights_hash_follows_content(tmp_path) -> None:
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights-1")
+    first = local_weights_hash(tmp_path / "one")
+    assert first == local_weights_hash(tmp_path / "two"), "same content, same hash"
+    (tmp_path / "two" / "model.safetensors").write_bytes(b"weights-2")  # same size, other bytes
+    assert local_weights_hash(tmp_path / "two") != first
