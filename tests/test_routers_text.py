@@ -154,3 +154,49 @@ def test_query_router_guard_scores_the_choice_of_setting(data):
     # on coin-flip correctness the best of many settings looks better than it is; the cross-fitted score tells
     assert guard["cross_fitted_accuracy"] <= router.metadata_["tuning"]["validation_accuracy"]
     assert router.mode_ == "best" and set(router.predict(train.documents[:30])) == {router.best_expert_}
+
+
+def test_subject_shrinkage_switches_only_on_a_clear_specialist():
+    from benchcoe_plugins.routers.table import best_expert_table
+
+    rng = np.random.default_rng(0)
+    experts = ["generalist", "noisy", "specialist"]
+    n_other, n_lucky, n_special = 400, 3, 60
+    subjects = ["other"] * n_other + ["lucky"] * n_lucky + ["special"] * n_special
+    correct = np.zeros((len(subjects), 3))
+    correct[:, 0] = rng.random(len(subjects)) < 0.6  # the best single expert, 0.6 everywhere
+    correct[:, 1] = rng.random(len(subjects)) < 0.3
+    correct[:, 2] = rng.random(len(subjects)) < 0.3
+    lucky = slice(n_other, n_other + n_lucky)
+    correct[lucky, 0], correct[lucky, 1] = [1, 0, 0], 1  # the noisy expert wins 3 of 3 where the generalist got 1
+    special = slice(n_other + n_lucky, None)
+    correct[special, 2] = np.arange(n_special) % 10 != 0  # 0.9 on its subject, clear over 60 documents
+    correct[special, 0] = np.arange(n_special) % 2 == 0
+
+    raw, _ = best_expert_table(subjects, correct, experts)
+    assert raw["lucky"] == "noisy" and raw["special"] == "specialist"  # the raw argmax follows the noise too
+    shrunk, accuracy = best_expert_table(subjects, correct, experts, prior=20)
+    assert shrunk["lucky"] == "generalist" and shrunk["special"] == "specialist" and shrunk["other"] == "generalist"
+    assert np.allclose(accuracy["lucky"][:2], [1 / 3, 1.0], atol=1e-6)  # the reported rows stay raw
+    never, _ = best_expert_table(subjects, correct, experts, prior=float("inf"))
+    assert set(never.values()) == {"generalist"}
+
+
+def test_subject_router_chooses_the_prior_by_cross_validation(data, tmp_path):
+    train, test = halves(data)
+    subjects = np.array(train.subjects)
+    specialists = np.stack([subjects == "math", subjects == "law", subjects == "history"], axis=1).astype(np.float32)
+    router = SubjectRouter(progress=False, folds=3, subject_prior="cv").fit(train.documents, specialists, train.experts)
+    chosen = router.metadata_["subject_prior_cv"]["chosen"]
+    assert router.mode_ == "subject" and chosen < float("inf")  # clear specialists: a finite prior keeps them
+    assert router.table_["math"] == EXPERTS[0] and router.table_["law"] == EXPERTS[1]
+    router.save(tmp_path / "cv")
+    again = Router.load(tmp_path / "cv")
+    assert again.table_ == router.table_ and again.predict(test.documents) == router.predict(test.documents)
+
+    noise = np.random.default_rng(5).integers(0, 2, size=train.correct.shape).astype(np.float32)
+    noise[:, 2] = np.maximum(noise[:, 2], np.random.default_rng(6).random(len(train)) < 0.3)  # expert 2 is best overall
+    guarded = SubjectRouter(progress=False, folds=3, subject_prior="cv").fit(train.documents, noise, train.experts)
+    assert guarded.mode_ == "best" and set(guarded.predict(test.documents)) == {EXPERTS[2]}
+    with pytest.raises(ValueError, match="subject_prior"):
+        SubjectRouter(progress=False, subject_prior=-1).fit(train.documents, noise, train.experts)

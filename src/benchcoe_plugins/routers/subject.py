@@ -11,6 +11,13 @@ only when it beats the best single expert by more than ``guard_z`` standard erro
 held-out documents -- ``folds``-fold cross-validation of the whole router (classifier and
 table) for the linear heads, the validation documents for ``finetune``; otherwise every
 question goes to the best single expert.
+
+Per-subject shrinkage (``subject_prior``): with few documents per subject the raw per-subject
+argmax is mostly noise, so each expert's per-subject accuracy can be shrunk toward its global
+accuracy (:func:`benchcoe_plugins.routers.table.shrunk_accuracy`); a subject then leaves the
+best single expert only on clear evidence. ``subject_prior="cv"`` picks the prior strength from
+``PRIOR_GRID`` on the same held-out hits the guard reads, and the guard then scores the
+*choosing* (:func:`~benchcoe_plugins.routers.guard.cross_fitted_hits`).
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, 
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
-from benchcoe_plugins.routers.guard import cross_validation_splits, guard_verdict
+from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
 
 logger = logging.getLogger(__name__)
+
+PRIOR_GRID = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, float("inf"))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -179,7 +188,7 @@ class SubjectRouter(Router):
     def __init__(self, backbone: str = "tfidf", encoder: str = DEFAULT_ENCODER, C: float = 10.0,
                  max_features: int = 30000, epochs: int = 3, lr: float = 2e-5, batch_size: int = 16,
                  max_length: int = 512, seed: int = 0, progress: bool = True, text: str = "question",
-                 guard_z: float | None = 1.0, folds: int = 5) -> None:
+                 guard_z: float | None = 1.0, folds: int = 5, subject_prior: float | str = 0.0) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -193,6 +202,7 @@ class SubjectRouter(Router):
         self.text = text
         self.guard_z = guard_z
         self.folds = folds
+        self.subject_prior = subject_prior
         self._warned_subjects: set[str] = set()
 
     # -- fitting ---------------------------------------------------------------------------
@@ -205,6 +215,7 @@ class SubjectRouter(Router):
         ``validation`` = (documents, correct, subjects): early stopping of ``finetune`` and its guard.
         """
         correct = check_training_inputs(documents, correct, experts)
+        priors = self._prior_candidates()
         labels_text = document_subjects(documents, subjects)
         self.experts_ = list(experts)
         self.best_expert_ = self.experts_[best_single_index(correct)]
@@ -246,36 +257,92 @@ class SubjectRouter(Router):
             self.metadata_ = {}
         self.metadata_["subject_accuracy"] = {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}
         self.metadata_["best_expert"] = self.best_expert_
+        if self.guard_z is None and len(priors) == 1:
+            self._set_table(labels_text, correct, priors[0])
+            return self
+        evidence = self._held_out_hits(documents, correct, labels_text, validation, priors)
+        if "skipped" in evidence:
+            if len(priors) > 1:
+                raise RecordsError(f"subject_prior='cv' needs held-out evidence, but {evidence['skipped']}; "
+                                   f"give subject_prior a number instead.")
+            self._set_table(labels_text, correct, priors[0])
+            self.metadata_["guard"] = {**evidence, "mode": self.mode_}
+            return self
+        candidate_hits = evidence.pop("candidate_hits")
+        totals = candidate_hits.sum(axis=1)
+        chosen = len(priors) - 1 - int(np.argmax(totals[::-1]))  # ties -> the stronger prior
+        self._set_table(labels_text, correct, priors[chosen])
+        if len(priors) > 1:
+            self.metadata_["subject_prior_cv"] = {"chosen": priors[chosen], "method": evidence["method"],
+                                                  "held_out_accuracy": {str(p): round(float(t) / candidate_hits.shape[1], 6)
+                                                                        for p, t in zip(priors, totals)}}
+            routed = cross_fitted_hits(candidate_hits, self.folds, self.seed)
+        else:
+            routed = candidate_hits[0]
         if self.guard_z is not None:
-            guard = self._guard(documents, correct, labels_text, validation)
-            self.mode_ = "subject" if guard.get("routes", True) else "best"
+            guard = {"method": evidence["method"], **guard_verdict(routed, evidence["best_single"], self.guard_z)}
+            self.mode_ = "subject" if guard["routes"] else "best"
             self.metadata_["guard"] = {**guard, "mode": self.mode_}
         return self
 
-    def _guard(self, documents: Sequence[RoutingDocument], correct: np.ndarray, subjects: list[str],
-               validation: tuple[Sequence[RoutingDocument], np.ndarray, Sequence[str | None] | None] | None,
-               ) -> dict[str, Any]:
-        """Held-out hits of subject-level routing vs. the best single expert (module docstring)."""
+    def _prior_candidates(self) -> tuple[float, ...]:
+        if self.subject_prior == "cv":
+            return PRIOR_GRID
+        try:
+            prior = float(self.subject_prior)
+        except (TypeError, ValueError):
+            prior = -1.0
+        if not prior >= 0:
+            raise ValueError(f"subject_prior must be a number >= 0 (inf allowed) or 'cv'; got {self.subject_prior!r}")
+        return (prior,)
+
+    def _set_table(self, subjects: list[str], correct: np.ndarray, prior: float) -> None:
+        """The subject -> expert table at this prior strength (the raw accuracy rows stay as they are)."""
+        self.table_, _ = best_expert_table(subjects, correct, self.experts_, prior=prior)
+        if prior > 0:
+            self.metadata_["table_prior"] = prior
+
+    def _held_out_hits(self, documents: Sequence[RoutingDocument], correct: np.ndarray, subjects: list[str],
+                       validation: tuple[Sequence[RoutingDocument], np.ndarray, Sequence[str | None] | None] | None,
+                       priors: Sequence[float]) -> dict[str, Any]:
+        """Hits of subject-level routing at each prior (``candidate_hits``, priors x documents) and of
+        the best single expert (``best_single``) on documents the deciding model did not train on
+        (module docstring); ``{"skipped": why}`` when there are none."""
         if self.backbone == "finetune":
             if validation is None:
                 return {"skipped": "fine-tuning is not cross-validated; pass validation documents to guard it"}
             val_docs, val_correct, _ = validation
             val_correct = np.asarray(val_correct, dtype=float)
+            hits = self._table_hits(self._predicted_subjects(val_docs), val_correct, subjects, correct, priors)
             best = self.experts_.index(self.best_expert_)
-            hits = val_correct[np.arange(len(val_docs)), self._subject_picks(val_docs)]
-            return {"method": "validation documents", **guard_verdict(hits, val_correct[:, best], self.guard_z)}
+            return {"method": "validation documents", "candidate_hits": hits, "best_single": val_correct[:, best]}
         n = len(documents)
         if n < max(20, 2 * self.folds):
             return {"skipped": f"{n} documents are too few for {self.folds}-fold cross-validation"}
-        params = {**self.get_params(), "guard_z": None, "progress": False}
-        routed = np.zeros(n)
+        params = {**self.get_params(), "guard_z": None, "progress": False, "subject_prior": 0.0}
+        candidate_hits = np.zeros((len(priors), n))
         best_single = np.zeros(n)
         for inside, fold in cross_validation_splits(n, self.folds, self.seed):
             model = SubjectRouter(**params).fit([documents[i] for i in inside], correct[inside], self.experts_,
                                                 subjects=[subjects[i] for i in inside])
-            routed[fold] = correct[fold, model._subject_picks([documents[i] for i in fold])]
+            candidate_hits[:, fold] = self._table_hits(model._predicted_subjects([documents[i] for i in fold]),
+                                                       correct[fold], [subjects[i] for i in inside], correct[inside],
+                                                       priors)
             best_single[fold] = correct[fold, self.experts_.index(model.best_expert_)]
-        return {"method": f"{self.folds}-fold cross-validation", **guard_verdict(routed, best_single, self.guard_z)}
+        return {"method": f"{self.folds}-fold cross-validation", "candidate_hits": candidate_hits,
+                "best_single": best_single}
+
+    def _table_hits(self, predicted: Sequence[str], held_out_correct: np.ndarray, fit_subjects: Sequence[str],
+                    fit_correct: np.ndarray, priors: Sequence[float]) -> np.ndarray:
+        """(priors, held-out documents): hit of the expert each prior's table (built from the fit
+        documents) gives the predicted subject."""
+        column = {e: i for i, e in enumerate(self.experts_)}
+        rows = np.arange(len(predicted))
+        hits = np.zeros((len(priors), len(predicted)))
+        for k, prior in enumerate(priors):
+            table, _ = best_expert_table(fit_subjects, fit_correct, self.experts_, prior=prior)
+            hits[k] = held_out_correct[rows, [column[table[s]] for s in predicted]]
+        return hits
 
     # -- inference ---------------------------------------------------------------------------
     def subject_proba(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
@@ -291,11 +358,9 @@ class SubjectRouter(Router):
         """(n_documents, n_experts): each expert's training accuracy averaged over P(subject)."""
         return self.subject_proba(documents) @ self.subject_accuracy_
 
-    def _subject_picks(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
-        """Column of the table's expert for each predicted subject (ignores the guard's mode)."""
-        column = {e: i for i, e in enumerate(self.experts_)}
-        return np.array([column[self.table_[self.subjects_[k]]] for k in self.subject_proba(documents).argmax(axis=1)],
-                        dtype=int)
+    def _predicted_subjects(self, documents: Sequence[RoutingDocument]) -> list[str]:
+        """The most probable subject of each document (ignores the guard's mode)."""
+        return [self.subjects_[k] for k in self.subject_proba(documents).argmax(axis=1)]
 
     def decide(self, documents: Sequence[RoutingDocument],
                subjects: Sequence[str | None] | None = None) -> list[RouteDecision]:

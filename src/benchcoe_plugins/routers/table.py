@@ -20,21 +20,41 @@ def best_single_index(correct: np.ndarray) -> int:
     return int(np.argmax(np.asarray(correct, dtype=float).mean(axis=0)))
 
 
-def best_expert_table(subjects: Sequence[str], correct: np.ndarray, experts: Sequence[str]) -> tuple[dict[str, str], dict[str, list[float]]]:
-    """Per subject, the expert with the highest accuracy (ties -> the earlier expert).
+def best_expert_table(subjects: Sequence[str], correct: np.ndarray, experts: Sequence[str],
+                      prior: float = 0.0) -> tuple[dict[str, str], dict[str, list[float]]]:
+    """Per subject, the expert with the highest accuracy; returns the table and the raw accuracy rows.
 
-    ``correct`` is (n_documents, n_experts) of 0/1. Returns the table and the accuracy rows.
+    ``correct`` is (n_documents, n_experts) of 0/1. ``prior`` = 0: the raw per-subject argmax
+    (ties -> the earlier expert). ``prior`` > 0: each expert's per-subject accuracy is shrunk
+    toward its accuracy over all documents, as if ``prior`` documents of that global accuracy
+    were added to the subject (:func:`shrunk_accuracy`), and ties go to the best single expert,
+    so a subject leaves the best single expert only on clear evidence; ``inf``: the best
+    single expert everywhere.
     """
     correct = np.asarray(correct, dtype=float)
     subjects = np.asarray([normalize_subject(s) for s in subjects])
+    best = best_single_index(correct)
     table: dict[str, str] = {}
     accuracy: dict[str, list[float]] = {}
     for subject in sorted(set(subjects.tolist())):
         rows = correct[subjects == subject]
         means = rows.mean(axis=0)
-        table[subject] = experts[int(np.argmax(means))]
+        if prior > 0:
+            shrunk = shrunk_accuracy(rows, correct.mean(axis=0), prior)
+            pick = best if shrunk[best] >= shrunk.max() - 1e-12 else int(np.argmax(shrunk))
+        else:
+            pick = int(np.argmax(means))
+        table[subject] = experts[pick]
         accuracy[subject] = [round(float(m), 6) for m in means]
     return table, accuracy
+
+
+def shrunk_accuracy(rows: np.ndarray, global_accuracy: np.ndarray, prior: float) -> np.ndarray:
+    """Empirical-Bayes estimate of each expert's accuracy on one subject from its ``rows``
+    (documents x experts, 0/1): (hits + prior * global accuracy) / (documents + prior)."""
+    if np.isinf(prior):
+        return np.asarray(global_accuracy, dtype=float)
+    return (np.asarray(rows, dtype=float).sum(axis=0) + prior * np.asarray(global_accuracy, dtype=float)) / (len(rows) + prior)
 
 
 class TableRouter(Router):

@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="subject/query routers: route only if held-out routing beats the best single expert by "
                             "more than this many standard errors, else send every question to it")
     model.add_argument("--no-guard", action="store_true", help="subject/query routers: no guard")
+    model.add_argument("--subject-prior", type=subject_prior, default=0.0,
+                       help="subject router: shrink each expert's per-subject accuracy toward its global accuracy "
+                            "by this many pseudo-documents before the table picks (0: raw per-subject best; inf: "
+                            "best single everywhere), or 'cv' to choose it by cross-validation of the fit documents")
     model.add_argument("--epochs", type=int, default=3, help="finetune: epochs")
     model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
     model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
@@ -74,7 +78,8 @@ def build_router(args: argparse.Namespace) -> Any:
         return SubjectRouter(backbone=args.backbone, encoder=args.encoder, C=args.C or 10.0,
                              max_features=args.max_features, epochs=args.epochs, lr=args.lr,
                              batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                             progress=not args.quiet, text=args.text, guard_z=guard_z(args))
+                             progress=not args.quiet, text=args.text, guard_z=guard_z(args),
+                             subject_prior=args.subject_prior)
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
@@ -84,6 +89,19 @@ def build_router(args: argparse.Namespace) -> Any:
                        max_features=args.max_features, blend=args.blend, margin=args.margin,
                        defer_to=args.defer_to, seed=args.seed, progress=not args.quiet, text=args.text,
                        tuning=args.tuning, folds=args.folds, refit=args.refit, guard_z=guard_z(args))
+
+
+def subject_prior(value: str) -> float | str:
+    """--subject-prior: a number >= 0 (inf allowed) or 'cv'."""
+    if value == "cv":
+        return value
+    try:
+        prior = float(value)
+    except ValueError:
+        prior = -1.0
+    if not prior >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number >= 0 or 'cv'")
+    return prior
 
 
 def guard_z(args: argparse.Namespace) -> float | None:
