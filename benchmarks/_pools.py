@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0) -> dict[str, Any]:
+def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0,
+                       subject_prior: float | str = 0.0) -> dict[str, Any]:
     """Random split 60 % train / 10 % validation / 30 % test by ``seed``; subject router (TF-IDF on
-    question + options) fitted on train + validation; query router tuned by 5-fold cross-validation
+    question + options, table shrunk by ``subject_prior``) fitted on train + validation; query router tuned by 5-fold cross-validation
     over train + validation, then fitted on all of it. Returns the parts and both routers."""
     from benchcoe_plugins.routers.query import QueryRouter
     from benchcoe_plugins.routers.subject import SubjectRouter
@@ -16,7 +17,8 @@ def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0) -> dic
     indices = split_indices(len(data), seed, 0.3, 0.1)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
     fit = parts_subset(data, indices, ["train", "validation"])
-    subject = SubjectRouter(text="question+options", seed=seed, progress=False, guard_z=guard_z)
+    subject = SubjectRouter(text="question+options", seed=seed, progress=False, guard_z=guard_z,
+                            subject_prior=subject_prior)
     subject.fit(fit.documents, fit.correct, fit.experts, subjects=fit.subjects)
     query = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False, guard_z=guard_z)
     query.fit(train.documents, train.correct, train.experts, subjects=train.subjects,

@@ -4,7 +4,10 @@ best single expert, per pool and seed, with the guard at several strengths.
 
 Each (pool, seed) repeats what ``benchcoe train`` does for the shipped routers: random split
 70 % (train 60 % + validation 10 %) / 30 % test by seed; subject router: TF-IDF classifier on
-question + options -> per-subject table, fitted on the 70 %; query router: 5-fold
+question + options -> per-subject table shrunk toward each expert's global accuracy, prior
+strength chosen by 5-fold cross-validation over the 70 % (``subject_prior="cv"``), fitted on
+the 70 %; "raw table": the same classifier with the unshrunk per-subject argmax (the recipe
+before shrinkage); query router: 5-fold
 cross-validation over the 70 %, then fitted on all of it. The best single expert and the
 tables are chosen on the 70 %; every figure is on the 30 % test part. A router is fitted once
 per (pool, seed); its guard evidence (cross-validated gain and standard error on the 70 %)
@@ -39,6 +42,10 @@ POOLS = [
     ["InternVL2-40B", "llava-onevision-qwen2-72b-vo-hf"],
 ]
 GUARD_ZS = (0.0, 0.5, 1.0)
+SUBJECT_PRIOR = "cv"
+NAMES = ("subject", "subject_raw", "query")
+PLOT_LABELS = {"subject": "subject-level, shrunk table (CV prior)", "subject_raw": "subject-level, raw table",
+               "query": "query-level"}
 
 
 def paired(hits: np.ndarray, best: np.ndarray) -> tuple[float, float]:
@@ -48,12 +55,13 @@ def paired(hits: np.ndarray, best: np.ndarray) -> tuple[float, float]:
 
 
 def run_one(job: tuple[list[str], int, str]) -> dict:
+    from benchcoe_plugins.routers.table import best_expert_table
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmmu_pro
 
     experts, seed, records = job
     # guard_z=0 records the guard's evidence; whether it routes at a stronger z is decided below
-    parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0)
+    parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0, subject_prior=SUBJECT_PRIOR)
     fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out: dict = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router, evidence, routing_mode in (("subject", subject, subject.metadata_["guard"], "subject"),
@@ -76,6 +84,11 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
         table_hits = test.correct[np.arange(len(test)), [column[table_choices["table"].get(s, out["best_expert"])]
                                                         for s in test.subjects]]
         out["table_gain_se"] = paired(table_hits, test.correct[:, best_column])[1]
+    raw_table, _ = best_expert_table(fit.subjects, fit.correct, fit.experts)
+    raw_hits = test.correct[np.arange(len(test)), [column[raw_table[s]] for s in subject._predicted_subjects(test.documents)]]
+    gain, stderr = paired(raw_hits, test.correct[:, best_column])
+    out["subject_raw"] = {"unguarded": float(raw_hits.mean()), "gain": gain, "gain_se": stderr}
+    out["subject"]["prior"] = subject.metadata_.get("subject_prior_cv", {}).get("chosen", subject.subject_prior)
     return out
 
 
@@ -99,8 +112,8 @@ def main() -> None:
 
     print("Per pool and seed, held-out accuracy; gain over the best single expert +- its paired standard error")
     print("| pool | seed | best single | random | oracle | table, true subject | subject router (no guard) "
-          "| query router (no guard) | " + " | ".join(f"subject / query, guard z={z:g}" for z in GUARD_ZS) + " |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(GUARD_ZS))
+          "| subject router, raw table (no guard) | query router (no guard) | " + " | ".join(f"subject / query, guard z={z:g}" for z in GUARD_ZS) + " |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(GUARD_ZS))
     below = {z: [] for z in GUARD_ZS}
     for r in results:
         cells = []
@@ -112,30 +125,32 @@ def main() -> None:
                 if accuracy < r["best_single"]:
                     below[z].append(f"{name} on {label(r)} seed {r['seed']}: {accuracy:.4f} < {r['best_single']:.4f}")
             cells.append(" / ".join(pair))
-        unguarded = [f"{r[n]['unguarded']:.4f} ({r[n]['gain']:+.4f} +- {r[n]['gain_se']:.4f})" for n in ("subject", "query")]
+        unguarded = [f"{r[n]['unguarded']:.4f} ({r[n]['gain']:+.4f} +- {r[n]['gain_se']:.4f})"
+                     for n in ("subject", "subject_raw", "query")]
+        unguarded[0] += f", prior {r['subject']['prior']:g}"
         print(f"| {label(r)} | {r['seed']} | {r['best_single']:.4f} ({SHORT.get(r['best_expert'], r['best_expert'])}) "
-              f"| {r['random']:.4f} | {r['oracle']:.4f} | {r['table_true_subject']:.4f} | {unguarded[0]} | {unguarded[1]} | "
+              f"| {r['random']:.4f} | {r['oracle']:.4f} | {r['table_true_subject']:.4f} | {' | '.join(unguarded)} | "
               + " | ".join(cells) + " |")
     print("('=': the guard sends every question to the best single expert)")
     for pool in [p for i, p in enumerate(POOLS) if not args.pools or i in args.pools]:
         rows = [r for r in results if r["pool"] == pool]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("best_single", "random", "oracle", "table_true_subject")}
         line = ", ".join(f"{k} {v:.4f}" for k, v in mean.items())
-        for name in ("subject", "query"):
+        for name in ("subject", "subject_raw", "query"):
             line += (f", {name} unguarded {np.mean([r[name]['unguarded'] for r in rows]):.4f} "
                      f"(gain {np.mean([r[name]['gain'] for r in rows]):+.4f} +- "
                      f"{np.sqrt(np.sum([r[name]['gain_se'] ** 2 for r in rows])) / len(rows):.4f})")
-            for z in GUARD_ZS:
+            for z in GUARD_ZS if name != "subject_raw" else ():
                 line += f", {name} z={z:g} {np.mean([guarded(r, name, z)[0] for r in rows]):.4f}"
         print(f"mean over seeds {[r['seed'] for r in rows]}, {label(rows[0])}: {line}")
     for z in GUARD_ZS:
         print(f"guard z={z:g}: below the best single expert: " + ("; ".join(below[z]) if below[z] else "none"))
     labels = [f"{label(r)} s{r['seed']}" for r in results]
     grouped_bars(args.plot, labels,
-                 {f"{name} router - best single (no guard)": [r[name]["gain"] for r in results]
-                  for name in ("subject", "query")},
-                 "MMMU-Pro held-out gain over the best single expert (30 % test)", ylabel="accuracy gain", ylim=None,
-                 legend_below=False)
+                 {PLOT_LABELS[name]: [r[name]["gain"] for r in results] for name in NAMES},
+                 "MMMU-Pro held-out gain over the best single expert (30 % test, no guard), +- paired standard error",
+                 ylabel="accuracy gain", ylim=None, legend_below=False,
+                 errors={PLOT_LABELS[name]: [r[name]["gain_se"] for r in results] for name in NAMES})
     args.plot.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"plot: {args.plot}; results: {args.plot.with_suffix('.json')}")
 

@@ -75,10 +75,13 @@ def test_reader_keeps_the_records_format_and_their_accuracy() -> None:
 def test_train_evaluate_reload_on_a_real_slice(tmp_path, kind) -> None:
     out = tmp_path / kind
     common = ["--records", str(MMMU_PRO), "--experts", *EXPERTS, "--limit", str(SLICE)]
+    shrinkage = ["--subject-prior", "cv"] if kind == "subject" else []  # the shipped subject recipe
     run_cli(["benchcoe", "train", *common, "--router", kind, "--seed", "1", "--text", "question+options",
              "--no-guard", "--no-plots", "--quiet", "--output", str(out),
-             "--refit"], cwd=tmp_path)
+             "--refit", *shrinkage], cwd=tmp_path)
     manifest = json.loads((out / "router.json").read_text())
+    if kind == "subject":
+        assert manifest["params"]["subject_prior"] == "cv" and "chosen" in manifest["subject_prior_cv"]
     trained = manifest["evaluation"]["accuracy"]
     evaluated = run_cli(["benchcoe", "evaluate", "--router", str(out), *common, "--output", str(tmp_path / "eval"),
                          "--no-plots"], cwd=tmp_path)
@@ -98,6 +101,14 @@ def test_train_evaluate_reload_on_a_real_slice(tmp_path, kind) -> None:
     if kind == "subject":
         assert set(manifest["subjects"]) <= set(data.subjects) and len(manifest["subjects"]) > 5
         assert len({d.subject for d in loaded.decide(test.documents)}) > 1
+
+
+def test_bad_subject_prior_is_one_clear_line(tmp_path) -> None:
+    result = run_cli(["benchcoe", "train", "--records", str(MMMU_PRO), "--router", "subject", "--subject-prior", "-2",
+                      "--output", str(tmp_path / "r")], cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--subject-prior: '-2' is not a number >= 0 or 'cv'" in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_reload_decides_exactly_as_the_fitted_router(tmp_path) -> None:

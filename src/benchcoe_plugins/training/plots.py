@@ -59,8 +59,9 @@ def _save(fig, path: Path) -> Path:
 
 def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Sequence[float]], title: str,
                  ylabel: str = "accuracy", ylim: tuple[float, float] | None = (0, 1),
-                 legend_below: bool = True) -> Path:
-    """One group of bars per subject (plus whatever the caller puts in ``subjects``), one bar per series."""
+                 legend_below: bool = True, errors: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """One group of bars per subject (plus whatever the caller puts in ``subjects``), one bar per series;
+    ``errors``: per series, the half-length of each bar's error bar (e.g. a standard error)."""
     import numpy as np
 
     plt = _pyplot()
@@ -72,7 +73,8 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     for i, (label, values) in enumerate(series.items()):
         hatch = {"oracle": "//", "router": ".."}.get(role_of(label) or "", "")
         ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=label, color=colors[i], hatch=hatch,
-               edgecolor="black" if hatch else None, linewidth=0.3)
+               edgecolor="black" if hatch else None, linewidth=0.3,
+               yerr=(errors or {}).get(label), error_kw={"elinewidth": 0.7, "capsize": 1.5})
     ax.set_xticks(x)
     ax.set_xticklabels(subjects, rotation=40, ha="right", fontsize=8)
     ax.set_xlim(-0.5, len(subjects) - 0.5)
