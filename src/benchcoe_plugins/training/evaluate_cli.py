@@ -130,6 +130,11 @@ def expert_costs(args: argparse.Namespace, router: Any) -> Any:
 
     stored = getattr(router, "metadata_", {}).get("costs")
     given = stored if stored and args.costs is None else parameter_counts(args.costs)
+    if args.costs is None and not stored and any(e not in given for e in experts):
+        # nobody asked for costs and the shipped table does not know these experts (e.g. the VLMs)
+        print(f"benchcoe evaluate: no accuracy-cost curve: no parameter count for {[e for e in experts if e not in given]} "
+              f"(give --costs FILE to draw it)")
+        return None
     costs = cost_vector(experts, given, f"--costs {args.costs or 'parameter_counts.json'}")
     for flag in ("strong", "weak"):
         if getattr(args, flag) and getattr(args, flag) not in experts:
