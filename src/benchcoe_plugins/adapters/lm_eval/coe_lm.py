@@ -27,6 +27,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.session import CoESession, merge_rank_rows
 from benchcoe_plugins.experts.isolated import IsolatedExpert
+from benchcoe_plugins.experts.sampling import seed_if_sampling
 from benchcoe_plugins.experts.spec import ExpertSpec
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def render_chat(model: Any, context: str) -> str:
 
 
 def request_key(request_type: str, request: Instance) -> str:
-    return hashlib.sha256(json.dumps([request_type, list(request.args)], sort_keys=True, default=repr).encode()).hexdigest()
+    payload = [request_type, list(request.args), seed_if_sampling(request.args)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def build_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> LM:

@@ -1,0 +1,100 @@
+"""What an expert's weights are, for the result cache key: content, not names and mtimes.
+
+A local file's SHA-256 is computed once and remembered by (path, size, mtime, inode) in a
+JSON file beside the result caches, so weights replaced in place by same-size files with
+the mtime kept (``cp -p``, ``rsync -a``) still change the identity: a copy gets another
+inode, an in-place rewrite another ctime. A hub id is identified by the commit its
+revision resolves to in the local hub cache, when that is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+_memo: dict[tuple, str] = {}
+
+
+def _hash_cache_file() -> Path:
+    return Path(os.environ.get("BENCHCOE_CACHE", "~/.cache/benchcoe_plugins")).expanduser() / "weights_sha256.json"
+
+
+def _read_hash_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stat_key(file: Path) -> tuple:
+    stat = file.stat()
+    return (str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+
+def file_sha256(file: Path, remembered: dict[str, Any]) -> str:
+    key = _stat_key(file)
+    if key in _memo:
+        return _memo[key]
+    text_key = json.dumps(key)
+    digest = remembered.get(text_key)
+    if not isinstance(digest, str):
+        sha = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                sha.update(block)
+        digest = sha.hexdigest()
+        remembered[text_key] = digest
+    _memo[key] = digest
+    return digest
+
+
+def local_weights_identity(value: str) -> str:
+    """``<resolved path>#<hash over relative names and file contents>``; the value itself if absent."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    cache_file = _hash_cache_file()
+    remembered = _read_hash_cache(cache_file)
+    before = len(remembered)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path.parent)}:{file_sha256(file, remembered)};".encode())
+    if len(remembered) != before:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(remembered))
+            temporary.replace(cache_file)
+        except OSError as error:
+            logger.warning("benchcoe: cannot remember weight hashes in %s (%s); they are recomputed next run",
+                           cache_file, error)
+    return f"{path.resolve()}#{digest.hexdigest()[:32]}"
+
+
+def hub_revision(repo_id: str, revision: str | None) -> str | None:
+    """The commit ``revision`` (default main) of ``repo_id`` resolves to in the local hub cache."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return None
+    ref = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def weights_identity(value: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    if Path(value).expanduser().exists():
+        return {"local": local_weights_identity(value)}
+    revision = model_args.get("revision")
+    return {"hub": value, "revision": revision, "commit": hub_revision(value, revision if isinstance(revision, str) else None)}
