@@ -172,3 +172,38 @@ def test_seed_is_part_of_the_key_only_when_sampling() -> None:
     assert seed_if_sampling(sampled) == {"seed": 1} and seed_if_sampling(("ctx", {"temperature": 0.7})) == {"seed": 1}
     torch.manual_seed(2)
     assert seed_if_sampling(sampled) == {"seed": 2}
+
+
+@pytest.mark.slow
+def test_lm_eval_reruns_reuse_only_answers_that_would_not_change(workspace, tmp_path: Path) -> None:
+    """Real ``lm_eval --model coe``: an unchanged sampled rerun loads nothing; another --seed
+    recomputes; planted pickle values run nothing and are recomputed."""
+    from coe_workspace import lm_eval_command, workspace_env
+    from conftest import read_results, read_samples, run_cli
+
+    store = tmp_path / "store"
+    env = {**workspace_env(workspace), "BENCHCOE_CACHE": str(tmp_path / "benchcoe")}
+
+    def run(out: str, seed: str) -> tuple[dict, dict, str]:
+        command = lm_eval_command(workspace, "coe", f"config=coe.yaml,result_cache={store}", str(tmp_path / out),
+                                  "--gen_kwargs", "max_gen_toks=8,do_sample=True,temperature=1.0", "--seed", seed,
+                                  tasks="toy_gen")
+        result = run_cli(command, cwd=workspace, env=env)
+        return read_results(tmp_path / out)["config"]["coe"], read_samples(tmp_path / out), result.stderr
+
+    first, first_samples, _ = run("out1", "1")
+    assert sum(first["expert_loads"].values()) >= 1
+    again, again_samples, _ = run("out2", "1")
+    assert again["expert_loads"] == {}, "an unchanged rerun loads no expert"
+    assert {k: r["resps"] for k, r in again_samples.items()} == {k: r["resps"] for k, r in first_samples.items()}
+    other_seed, _, _ = run("out3", "2")
+    assert other_seed["expert_loads"] == first["expert_loads"], "a sampled run with another seed recomputes"
+
+    marker = tmp_path / "pwned"
+    for path in store.glob("*.sqlite"):
+        with sqlite3.connect(path) as connection:
+            connection.execute("UPDATE answers SET value = ?", (pickle.dumps(PlantedPayload(marker)),))
+    planted, _, stderr = run("out4", "2")
+    assert not marker.exists(), "nothing read from the cache is unpickled"
+    assert planted["expert_loads"] == first["expert_loads"], "the planted entries are recomputed"
+    assert "not JSON answers" in stderr

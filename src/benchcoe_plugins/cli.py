@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "evaluate": ("benchcoe_plugins.training.evaluate_cli", "evaluate a router on held-out documents"),
     "report": ("benchcoe_plugins.training.report_cli", "per-subject comparison plot and table"),
     "offline-data": ("benchcoe_plugins.offline.cli", "seed the datasets cache so stock tasks run offline"),
+    "cache": ("benchcoe_plugins.experts.cache_cli", "list or clear the per-expert result cache"),
     "demo": ("benchcoe_plugins.demo", "the embedded default: a replay CoE on MMLU-Pro, no GPU"),
 }
 
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except BenchCoEError as error:
-        print(f"benchcoe {args.command}: error: {error}", file=sys.stderr)
+        from benchcoe_plugins.adapters.bad_input import DEBUG_ENV, debugging
+
+        if debugging():
+            raise
+        print(f"benchcoe {args.command}: error: {error} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
         return 2
 
 

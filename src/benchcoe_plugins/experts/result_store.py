@@ -125,7 +125,7 @@ def set_aside(path: Path, why: str) -> None:
 class ResultStore:
     """Answers of one expert identity; ``usable`` is False when the folder cannot be written."""
 
-    def __init__(self, folder: Path, expert_identity: str, rank: int = 0) -> None:
+    def __init__(self, folder: Path, expert_identity: str, rank: int = 0, label: str | None = None) -> None:
         self.folder = Path(folder)
         self.identity = expert_identity
         self.path = self.folder / f"{expert_identity}.rank{rank}{SUFFIX}"
@@ -134,6 +134,8 @@ class ResultStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._connection = self._open(self.path, create=True)
+            if label is not None and self._connection is not None:
+                self._connection.execute("INSERT OR REPLACE INTO meta VALUES ('expert', ?)", (label,))
         except (OSError, sqlite3.Error, StoreUnusable) as error:
             logger.warning("benchcoe: cannot write the result cache in %s (%s); this run goes on without "
                            "caching. Set result_cache to a writable folder, or result_cache: false.",
@@ -228,3 +230,20 @@ class ResultStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def describe_store_file(path: Path) -> dict[str, Any]:
+    """Entries, size, last change and expert label of one store file (``error`` if unusable)."""
+    stat = path.stat()
+    info: dict[str, Any] = {"file": path.name, "bytes": stat.st_size, "modified": stat.st_mtime}
+    try:
+        connection = open_store_file(path, create=False)
+    except (StoreUnusable, sqlite3.Error) as error:
+        return {**info, "error": str(error)}
+    try:
+        info["entries"] = connection.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        row = connection.execute("SELECT value FROM meta WHERE key = 'expert'").fetchone()
+        info["expert"] = row[0] if row else None
+    finally:
+        connection.close()
+    return info
