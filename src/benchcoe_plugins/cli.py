@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.core.errors import DEBUG_ENV, BenchCoEError, debugging
 
 SUBCOMMANDS = {
     "train": ("benchcoe_plugins.training.train_cli", "train a router from sample logs or records"),
@@ -36,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except BenchCoEError as error:
-        from benchcoe_plugins.adapters.bad_input import DEBUG_ENV, debugging
-
         if debugging():
             raise
         print(f"benchcoe {args.command}: error: {error} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)

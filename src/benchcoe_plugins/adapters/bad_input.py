@@ -14,19 +14,14 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.core.errors import DEBUG_ENV, BenchCoEError, debugging
 
-DEBUG_ENV = "BENCHCOE_DEBUG"
 # files of the harness command-line entry points, as they appear in stack frames
 CLI_FILES = ("lm_eval/__main__.py", "lm_eval/_cli/", "lmms_eval/__main__.py")
 
 
 class BadInputExit(SystemExit):
     """A BenchCoEError turned into the process's exit message."""
-
-
-def debugging() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def under_harness_cli() -> bool:
