@@ -78,3 +78,22 @@ def test_apply_chat_template_with_an_expert_lacking_one_fails_before_any_expert_
     assert len(errors) == 1 and "['beta'] have no chat template" in errors[0], result.stderr[-3000:]
     assert "loading expert" not in result.stderr, "no expert runs before the check"
     assert not list((tmp_path / "store").glob("*.sqlite"))
+
+
+@pytest.mark.parametrize("scores, words", [
+    ({"a": 1.0, "b": 1.0}, "every expert is right on every training document"),
+    ({"a": 0.0, "b": 0.0}, "every expert is wrong on every training document"),
+])
+def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words: str) -> None:
+    for expert, score in scores.items():
+        log = tmp_path / expert / "samples_toy_2026-01-01T00-00-00.jsonl"
+        log.parent.mkdir()
+        log.write_text("".join(json.dumps({"doc_id": i, "exact_match": score, "doc": {"question": f"q{i}",
+                                                                                         "subject": "math"}}) + "\n"
+                               for i in range(30)))
+    result = run_cli(["benchcoe", "train", "--router", "table", "--samples", f"a={tmp_path / 'a'}",
+                      "--samples", f"b={tmp_path / 'b'}", "--output", str(tmp_path / "router")],
+                     cwd=tmp_path, check=False)
+    assert result.returncode != 0 and not (tmp_path / "router").exists()
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "cannot learn" in errors[0] and words in errors[0], result.stderr
