@@ -59,6 +59,12 @@ def test_good_config_resolves_paths_and_parses_string_args(workspace: Path) -> N
         (lambda c: c["experts"].pop("b"), ["['b']", "does not define"]),
         (lambda c: c.update(rank_loading="some"), ["rank_loading"]),
         (lambda c: c.update(experts={}), ["experts"]),
+        (lambda c: c.update(result_cache=5), ["result_cache", "5", "folder path"]),
+        (lambda c: c.update(question_field=3), ["question_field", "task patterns"]),
+        (lambda c: c.update(name=[1, 2]), ["name", "[1, 2]", "string"]),
+        (lambda c: c.update(routing_log={"a": 1}), ["routing_log", "string"]),
+        (lambda c: c.update(fallback=["a"]), ["fallback", "['a']"]),
+        (lambda c: c["experts"]["a"].update(model_args={1: 2}), ["experts.a.model_args", "[1]", "argument names"]),
     ],
 )
 def test_bad_config_names_the_key(workspace: Path, mutate, words: list[str]) -> None:
@@ -121,26 +127,6 @@ def test_config_validation_imports_no_model_code(workspace: Path) -> None:
     )
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert output.split() == ["False", "False"]
-
-
-@pytest.mark.parametrize(
-    "mutate, words",
-    [
-        (lambda c: c.update(result_cache=5), ["result_cache", "5", "folder path"]),
-        (lambda c: c.update(question_field=3), ["question_field", "task patterns"]),
-        (lambda c: c.update(name=[1, 2]), ["name", "[1, 2]", "string"]),
-        (lambda c: c.update(routing_log={"a": 1}), ["routing_log", "string"]),
-        (lambda c: c.update(fallback=["a"]), ["fallback", "['a']"]),
-        (lambda c: c["experts"]["a"].update(model_args={1: 2}), ["experts.a.model_args", "[1]", "argument names"]),
-    ],
-)
-def test_wrongly_typed_values_are_named(workspace: Path, mutate, words: list[str]) -> None:
-    config = good_config()
-    mutate(config)
-    with pytest.raises(ConfigError) as error:
-        load_config(write_config(workspace, config), known_models=lambda: KNOWN)
-    for word in words:
-        assert word in str(error.value)
 
 
 def test_duplicate_expert_names_are_refused(workspace: Path) -> None:
