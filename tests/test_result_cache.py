@@ -207,3 +207,25 @@ def test_lm_eval_reruns_reuse_only_answers_that_would_not_change(workspace, tmp_
     assert not marker.exists(), "nothing read from the cache is unpickled"
     assert planted["expert_loads"] == first["expert_loads"], "the planted entries are recomputed"
     assert "not JSON answers" in stderr
+
+
+def test_benchcoe_cache_lists_and_clears(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    for identity, label, count in (("aaaa1111", "alpha (hf /m/alpha)", 3), ("bbbb2222", "beta (hf /m/beta)", 5)):
+        store = ResultStore(tmp_path, identity, label=label)
+        store.put_many((f"k{i}", i) for i in range(count))
+        store.close()
+    (tmp_path / "cccc3333.rank0.sqlite").write_bytes(b"garbage")
+    listing = run_cli(["benchcoe", "cache", "list", "--dir", str(tmp_path)], cwd=tmp_path).stdout
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert "alpha (hf /m/alpha)" in lines["aaaa1111"] and "3 entries" in lines["aaaa1111"]
+    assert "5 entries" in lines["bbbb2222"] and "unusable" in lines["cccc3333"]
+
+    run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", "beta"], cwd=tmp_path)
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite")) == ["aaaa1111", "cccc3333"]
+    missing = run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", "zeta"], cwd=tmp_path,
+                      check=False)
+    assert missing.returncode != 0 and "matches no cached expert" in missing.stderr
+    run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path)], cwd=tmp_path)
+    assert not list(tmp_path.glob("*.sqlite*"))
