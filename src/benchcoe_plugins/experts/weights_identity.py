@@ -19,6 +19,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+PROGRESS_FROM_BYTES = 256 << 20  # show a bar for files that take more than a moment to hash
 _memo: dict[tuple, str] = {}
 
 
@@ -46,10 +47,15 @@ def file_sha256(file: Path, remembered: dict[str, Any]) -> str:
     text_key = json.dumps(key)
     digest = remembered.get(text_key)
     if not isinstance(digest, str):
+        from tqdm.auto import tqdm
+
         sha = hashlib.sha256()
-        with file.open("rb") as handle:
+        with file.open("rb") as handle, tqdm(total=key[1], unit="B", unit_scale=True, leave=False,
+                                              desc=f"benchcoe: hashing {file.name}",
+                                              disable=key[1] < PROGRESS_FROM_BYTES) as progress:
             for block in iter(lambda: handle.read(CHUNK), b""):
                 sha.update(block)
+                progress.update(len(block))
         digest = sha.hexdigest()
         remembered[text_key] = digest
     _memo[key] = digest
