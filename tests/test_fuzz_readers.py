@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchcoe_plugins.core.config import load_config
@@ -134,6 +134,7 @@ manifests = st.fixed_dictionaries({}, optional={
 
 @FUZZ
 @given(manifest=manifests, damage=st.sampled_from(["manifest", "state", "raw"]), raw=st.binary(max_size=60))
+@example(manifest={"format": "benchcoe-router", "table": {"": []}}, damage="manifest", raw=b"")  # found by fuzzing
 def test_router_folder_reader_never_crashes(tmp_path_factory, manifest: dict, damage: str, raw: bytes) -> None:
     from benchcoe_plugins.routers.base import MANIFEST_NAME
     from benchcoe_plugins.routers.registry import load_router
