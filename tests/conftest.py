@@ -10,11 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Fuzz tests: the same examples on every run (derandomized, no example database) unless
+# HYPOTHESIS_PROFILE=campaign, a long randomized search (BENCHCOE_FUZZ_EXAMPLES examples per test).
+settings.register_profile("ci", max_examples=150, derandomize=True, database=None, deadline=None)
+settings.register_profile("campaign", max_examples=int(os.environ.get("BENCHCOE_FUZZ_EXAMPLES", "5000")),
+                          derandomize=False, database=None, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}

@@ -59,6 +59,12 @@ def test_good_config_resolves_paths_and_parses_string_args(workspace: Path) -> N
         (lambda c: c["experts"].pop("b"), ["['b']", "does not define"]),
         (lambda c: c.update(rank_loading="some"), ["rank_loading"]),
         (lambda c: c.update(experts={}), ["experts"]),
+        (lambda c: c.update(result_cache=5), ["result_cache", "5", "folder path"]),
+        (lambda c: c.update(question_field=3), ["question_field", "task patterns"]),
+        (lambda c: c.update(name=[1, 2]), ["name", "[1, 2]", "string"]),
+        (lambda c: c.update(routing_log={"a": 1}), ["routing_log", "string"]),
+        (lambda c: c.update(fallback=["a"]), ["fallback", "['a']"]),
+        (lambda c: c["experts"]["a"].update(model_args={1: 2}), ["experts.a.model_args", "[1]", "argument names"]),
     ],
 )
 def test_bad_config_names_the_key(workspace: Path, mutate, words: list[str]) -> None:
@@ -121,3 +127,49 @@ def test_config_validation_imports_no_model_code(workspace: Path) -> None:
     )
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert output.split() == ["False", "False"]
+
+
+def test_duplicate_expert_names_are_refused(workspace: Path) -> None:
+    text = ("router: router\nexperts:\n  a: {model: hf, model_args: {pretrained: ./weights}}\n"
+            "  b: {model: hf, model_args: {pretrained: ./weights}}\n  a: {model: vllm}\n")
+    with pytest.raises(ConfigError, match=r"key 'a' appears twice.*line 5"):
+        load_config(write_config(workspace, text), known_models=lambda: KNOWN)
+
+
+def test_non_utf8_config_is_named(workspace: Path) -> None:
+    path = workspace / "coe.yaml"
+    path.write_bytes(yaml.safe_dump(good_config()).encode() + b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, known_models=lambda: KNOWN)
+
+
+def test_yaml_alias_bomb_is_refused_before_use(workspace: Path) -> None:
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+             f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]"
+             for i in range(8)]
+    text = ("router: router\nexperts:\n  a:\n    model: hf\n    model_args:\n      pretrained: ./weights\n"
+            "      extra:\n" + "".join(f"        {line}\n" for line in bomb))
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config(write_config(workspace, text), known_models=lambda: KNOWN)
+
+
+def test_huge_config_file_is_refused_unread(workspace: Path) -> None:
+    path = workspace / "coe.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(300 * 1024 * 1024)  # sparse: 300 MB on paper, nothing on disk
+    with pytest.raises(ConfigError, match="at most"):
+        load_config(path, known_models=lambda: KNOWN)
+
+
+def test_router_params_of_the_wrong_type_fail_at_load(workspace: Path) -> None:
+    import json
+
+    manifest_path = workspace / "router" / "router.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["params"] = {"subject_rules": "x"}
+    manifest_path.write_text(json.dumps(manifest))
+    from benchcoe_plugins.routers.registry import load_router
+
+    with pytest.raises(RouterFormatError, match=r"params.subject_rules is 'x'"):
+        load_router(workspace / "router")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchcoe_plugins.core.config import load_config
@@ -15,7 +15,8 @@ from benchcoe_plugins.core.errors import BenchCoEError
 from benchcoe_plugins.routers.table import TableRouter
 from benchcoe_plugins.training.sample_logs import load_sample_logs
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# examples, randomness and deadline come from the profile loaded in conftest.py (derandomized by default)
+FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
@@ -78,5 +79,77 @@ def test_sample_log_reader_never_crashes(tmp_path_factory, lines_a: list[str], l
         paths[expert] = [path]
     try:
         load_sample_logs(paths)
+    except BenchCoEError:
+        pass
+
+
+record_rows = st.dictionaries(st.sampled_from(["question_id", "category", "question", "answer", "pred", "correct",
+                                               "id", "response", "subject"]), values, max_size=6)
+jsonl_lines = st.lists(st.one_of(record_rows.map(json.dumps), values.map(json.dumps), st.text(max_size=30)), max_size=5)
+
+
+def write_gz_lines(path: Path, lines: list[str]) -> None:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+@FUZZ
+@given(questions=jsonl_lines, records_a=jsonl_lines, records_b=jsonl_lines)
+def test_records_reader_never_crashes(tmp_path_factory, questions, records_a, records_b) -> None:
+    from benchcoe_plugins.training.records import load_mmlu_pro
+
+    folder = tmp_path_factory.mktemp("records")
+    write_gz_lines(folder / "questions.jsonl.gz", questions)
+    write_gz_lines(folder / "records" / "a.jsonl.gz", records_a)
+    write_gz_lines(folder / "records" / "b.jsonl.gz", records_b)
+    try:
+        load_mmlu_pro(folder)
+    except BenchCoEError:
+        pass
+
+
+@FUZZ
+@given(lines=st.lists(st.one_of(rows.map(json.dumps), record_rows.map(json.dumps), st.text(max_size=30)), max_size=6),
+       as_log=st.booleans(), raw=st.binary(max_size=40))
+def test_replay_book_reader_never_crashes(tmp_path_factory, lines, as_log: bool, raw: bytes) -> None:
+    from benchcoe_plugins.experts.replay import ReplayBook
+
+    folder = tmp_path_factory.mktemp("replay")
+    path = folder / ("samples_toy_2026-01-01T00-00-00.jsonl" if as_log else "model.jsonl")
+    path.write_bytes(("\n".join(lines) + "\n").encode() + raw)
+    try:
+        ReplayBook(log=str(path)) if as_log else ReplayBook(records=str(path))
+    except BenchCoEError:
+        pass
+
+
+manifests = st.fixed_dictionaries({}, optional={
+    "format": st.sampled_from(["benchcoe-router", "x"]), "format_version": st.sampled_from([1, 2, "1", None]),
+    "kind": st.sampled_from(["table", "subject", "query", "bogus"]), "params": values, "experts": values,
+    "subjects": values, "table": values, "name": values})
+
+
+@FUZZ
+@given(manifest=manifests, damage=st.sampled_from(["manifest", "state", "raw"]), raw=st.binary(max_size=60))
+@example(manifest={"format": "benchcoe-router", "table": {"": []}}, damage="manifest", raw=b"")  # found by fuzzing
+def test_router_folder_reader_never_crashes(tmp_path_factory, manifest: dict, damage: str, raw: bytes) -> None:
+    from benchcoe_plugins.routers.base import MANIFEST_NAME
+    from benchcoe_plugins.routers.registry import load_router
+
+    folder = make_router(tmp_path_factory.mktemp("router"))
+    if damage == "manifest":
+        good = json.loads((folder / MANIFEST_NAME).read_text())
+        (folder / MANIFEST_NAME).write_text(json.dumps({**good, **manifest}))
+    elif damage == "state":
+        for file in folder.iterdir():
+            if file.name != MANIFEST_NAME:
+                file.write_bytes(raw)
+    else:
+        (folder / MANIFEST_NAME).write_bytes(raw)
+    try:
+        load_router(folder)
     except BenchCoEError:
         pass

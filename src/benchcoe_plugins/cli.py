@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from benchcoe_plugins.core.errors import BenchCoEError
+from benchcoe_plugins.core.errors import DEBUG_ENV, BenchCoEError, debugging
 
 SUBCOMMANDS = {
     "train": ("benchcoe_plugins.training.train_cli", "train a router from sample logs or records"),
@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "inspect": ("benchcoe_plugins.routers.inspect_cli", "show a router's experts, training data and evaluation"),
     "push": ("benchcoe_plugins.routers.push_cli", "upload a router to the hub with a generated model card"),
     "rerun": ("benchcoe_plugins.core.rerun_cli", "rerun a results folder with the config and router it recorded"),
+    "cache": ("benchcoe_plugins.experts.cache_cli", "list or clear the per-expert result cache"),
     "demo": ("benchcoe_plugins.demo", "the embedded default: a replay CoE on MMLU-Pro, no GPU"),
 }
 
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except BenchCoEError as error:
-        print(f"benchcoe {args.command}: error: {error}", file=sys.stderr)
+        if debugging():
+            raise
+        print(f"benchcoe {args.command}: error: {error} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
         return 2
 
 

@@ -60,6 +60,8 @@ COST_UNITS = ("document", "token")
 RANK_LOADING = ("needed", "all")
 SUBJECT_SOURCES = ("field", "predicted")
 DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
+MAX_CONFIG_BYTES = 1 << 20  # a CoE config is a few KB; refuse what can only be a mistake or an attack
+MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded (alias bombs expand exponentially)
 DEFAULT_RESULT_CACHE = Path(os.environ.get("BENCHCOE_CACHE", "~/.cache/benchcoe_plugins")).expanduser() / "results"
 
 
@@ -113,6 +115,71 @@ class CoEConfig:
         from benchcoe_plugins.routers.registry import read_manifest
 
         return "__".join([str(read_manifest(self.router).get("name", self.router.name)), *self.experts])
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise ConfigError(f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}); "
+                                  f"keep one (for experts: give each expert its own name).")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expanded_size(value: Any) -> None:
+    """Count values as a reader of the config would see them, stopping at MAX_CONFIG_VALUES."""
+    budget = MAX_CONFIG_VALUES
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"config expands to more than {MAX_CONFIG_VALUES} values (nested YAML aliases?); "
+                              f"write the values out instead of repeating anchors.")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def read_config_file(path: Path) -> Any:
+    """The YAML value of a config file, refused with a ConfigError if too big, not UTF-8, or invalid."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size} bytes; a CoE config is at most {MAX_CONFIG_BYTES} bytes. "
+                          f"Check that --model_args config= names the right file.")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          f"save it as UTF-8.") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    _check_expanded_size(raw)
+    return raw
+
+
+def _optional_text(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: {value!r} must be a non-empty string ({TOP_LEVEL_KEYS[key]}).")
+    return value
 
 
 def _unknown_keys(given: Iterable[str], allowed: dict[str, str], where: str) -> None:
@@ -210,14 +277,12 @@ def load_config(
         path = Path(source).expanduser()
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found. Pass --model_args config=/path/to/coe.yaml.")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raw = read_config_file(path)
         base = path.parent.resolve()
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path or ''} must be a YAML mapping with keys {sorted(TOP_LEVEL_KEYS)}.")
     raw = apply_overrides(raw, overrides or {})
+    _check_expanded_size(raw)
     _unknown_keys(raw, TOP_LEVEL_KEYS, "config")
 
     experts_raw = raw.get("experts")
@@ -248,8 +313,12 @@ def load_config(
         isolated = entry.get("isolated", model.startswith("vllm"))
         if not isinstance(isolated, bool):
             raise ConfigError(f"{where}.isolated must be true or false.")
-        spec = ExpertSpec(str(name), model, _as_mapping(entry.get("model_args"), f"{where}.model_args"),
-                          modality, handles_text_only, isolated)
+        model_args = _as_mapping(entry.get("model_args"), f"{where}.model_args")
+        bad_keys = [key for key in model_args if not isinstance(key, str) or not key.isidentifier()]
+        if bad_keys:
+            raise ConfigError(f"{where}.model_args: key(s) {bad_keys} are not argument names; use names such as "
+                              f"'pretrained' or 'dtype'.")
+        spec = ExpertSpec(str(name), model, model_args, modality, handles_text_only, isolated)
         experts[str(name)] = _check_weights_exist(spec, base, where)
         cost = _expert_cost(entry, where)
         if cost is not None:
@@ -261,11 +330,15 @@ def load_config(
     router = resolve_router_path(router_value, base)
 
     fallback = raw.get("fallback", next(iter(experts)))
-    if fallback not in experts:
+    if not isinstance(fallback, str) or fallback not in experts:
         raise ConfigError(f"fallback: {fallback!r} is not an expert of this config; choose one of {sorted(experts)}.")
 
     question_field: dict[str, list[str]] = {}
-    for pattern, fields in (raw.get("question_field") or {}).items():
+    question_field_raw = raw.get("question_field") or {}
+    if not isinstance(question_field_raw, dict):
+        raise ConfigError(f"question_field: {question_field_raw!r} must map task patterns to field names, "
+                          f"e.g. {{mmlu_pro*: question}}.")
+    for pattern, fields in question_field_raw.items():
         fields = [fields] if isinstance(fields, str) else fields
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not fields:
             raise ConfigError(f"question_field.{pattern} must be a field name or a list of field names.")
@@ -287,12 +360,19 @@ def load_config(
     router_expert = _router_expert_mapping(experts_raw)
 
     result_cache = raw.get("result_cache", DEFAULT_RESULT_CACHE)
-    routing_log = raw.get("routing_log")
+    if result_cache is True:
+        result_cache = DEFAULT_RESULT_CACHE
+    if not isinstance(result_cache, (str, Path, bool, type(None))) or result_cache == "":
+        raise ConfigError(f"result_cache: {result_cache!r} must be a folder path, or false to disable the cache.")
+    routing_log = _optional_text(raw, "routing_log")
+    name = raw.get("name", path.stem if path else "coe")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name: {name!r} must be a non-empty string ({TOP_LEVEL_KEYS['name']}).")
     config = CoEConfig(
         experts=experts,
         router=router,
         fallback=fallback,
-        name=str(raw.get("name", path.stem if path else "coe")),
+        name=name,
         router_expert=router_expert,
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},

@@ -1,4 +1,16 @@
-"""Errors raised before any expensive work starts; each names the problem and the fix."""
+"""Errors raised before any expensive work starts; each names the problem and the fix.
+
+Command lines print them as one line; ``BENCHCOE_DEBUG=1`` shows the traceback instead.
+"""
+
+import os
+
+DEBUG_ENV = "BENCHCOE_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether BENCHCOE_DEBUG asks for tracebacks instead of one-line errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class BenchCoEError(Exception):

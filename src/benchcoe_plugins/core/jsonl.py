@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,5 +22,7 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                         yield json.loads(line)
                     except json.JSONDecodeError as error:
                         raise RecordsError(f"{path}:{number} is not JSON ({error}). Pass JSON-lines files.") from None
-    except OSError as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise RecordsError(f"cannot read {path}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise RecordsError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None

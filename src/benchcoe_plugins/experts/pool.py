@@ -71,7 +71,9 @@ class ExpertPool:
         if self.result_dir is None:
             return None
         if name not in self._stores:
-            self._stores[name] = ResultStore(self.result_dir, self.specs[name].identity(), self.rank)
+            spec = self.specs[name]
+            label = f"{name} ({spec.model} {spec.weights_reference() or ''})".replace(" )", ")")
+            self._stores[name] = ResultStore(self.result_dir, spec.identity(), self.rank, label)
         return self._stores[name]
 
     def model(self, name: str) -> Any:

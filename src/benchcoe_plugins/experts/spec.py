@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
+
+from benchcoe_plugins.experts.weights_identity import weights_identity
 
 # model_args keys whose value names the expert's weights (a hub id or a local folder).
 WEIGHT_KEYS = ("pretrained", "model", "path", "model_path", "model_name_or_path", "log", "records")
@@ -18,17 +20,21 @@ def looks_like_local_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or value.count("/") > 1
 
 
-def _weights_fingerprint(value: str) -> str:
-    """Names, sizes and mtimes of a local path's files, so retrained weights change it."""
-    path = Path(value).expanduser()
-    if not path.exists():
-        return value
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path.parent)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return f"{path.resolve()}#{digest.hexdigest()[:16]}"
+# Libraries whose version can change an answer: the harnesses and the backends they run.
+ANSWER_LIBRARIES = ("lm_eval", "lmms_eval", "transformers", "torch", "vllm", "tokenizers", "accelerate")
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ANSWER_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,13 @@ class ExpertSpec:
         return None
 
     def identity(self) -> str:
-        """Hash of harness model, arguments and weights; keys this expert's result cache."""
+        """Hash of harness model, arguments, weights content and library versions; keys the result cache."""
         weights = self.weights_reference()
         payload = {
             "model": self.model,
             "model_args": self.model_args,
-            "weights": _weights_fingerprint(weights) if weights else None,
+            "weights": weights_identity(weights, self.model_args) if weights else None,
+            "libraries": library_versions(),
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -47,6 +49,31 @@ def folder_checksum(folder: Path) -> str:
         digest.update(str(file.relative_to(folder)).encode() + b"\0")
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON-read ``value`` fits the constructor annotation ``hint`` (other classes pass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, option) for option in args)
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(conforms(v, args[0]) for v in value))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1])
+                                                           for k, v in value.items()))
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 class Router:
@@ -129,7 +156,14 @@ class Router:
     @classmethod
     def _from_manifest(cls, folder: Path, manifest: dict[str, Any]) -> "Router":
         params = manifest.get("params", {})
+        if not isinstance(params, dict):
+            raise RouterFormatError(f"{folder}: 'params' must be a mapping, not {type(params).__name__}.")
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        hints = typing.get_type_hints(cls.__init__)
+        for key, value in params.items():
+            if key in hints and not conforms(value, hints[key]):
+                raise RouterFormatError(f"{folder}: params.{key} is {value!r}, not a {_hint_name(hints[key])}. "
+                                        f"Fix {MANIFEST_NAME} or re-train the router.")
         router = cls(**{k: v for k, v in params.items() if k in accepted})
         router.experts_ = list(manifest["experts"])
         router.subjects_ = list(manifest.get("subjects", []))

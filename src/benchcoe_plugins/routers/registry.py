@@ -51,7 +51,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(experts, list) or not experts or not all(isinstance(e, str) for e in experts):
         raise RouterFormatError(f"{path}: 'experts' must be a non-empty list of expert names.")
     table = manifest.get("table", {})
-    if not isinstance(table, dict) or not set(table.values()) <= set(experts):
+    if (not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values())
+            or not set(table.values()) <= set(experts)):
         raise RouterFormatError(f"{path}: 'table' must map subjects to experts listed in 'experts'.")
     return manifest
 

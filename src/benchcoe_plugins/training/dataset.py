@@ -156,3 +156,21 @@ def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarra
     if scenario is not None:
         payload["scenario"] = dict(scenario)
     Path(path).write_text(json.dumps(payload) + "\n")
+
+
+def why_nothing_to_learn(data: BenchmarkData) -> str | None:
+    """Why a router cannot learn from ``data`` (one expert; no document where experts differ), or None."""
+    if len(data.experts) < 2:
+        return f"only one expert ({data.experts}): there is nothing to route between. Give at least two experts"
+    correct = np.asarray(data.correct)
+    if not len(correct):
+        return "there are no training documents"
+    if (correct == correct[:, :1]).all():
+        if (correct == 1).all():
+            state = "every expert is right on every training document"
+        elif (correct == 0).all():
+            state = "every expert is wrong on every training document"
+        else:
+            state = "the experts score the same on every training document"
+        return f"{state}, so any expert does as well as a router. Check the metric (--metric) and the records"
+    return None

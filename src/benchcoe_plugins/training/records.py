@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject
 from benchcoe_plugins.core.jsonl import read_jsonl
@@ -29,6 +30,18 @@ def mmlu_pro_task(category: str) -> str:
 def available_experts(records_dir: Path) -> list[str]:
     return sorted(p.name[: -len(".jsonl.gz")] if p.name.endswith(".gz") else p.stem
                   for p in Path(records_dir).glob("*.jsonl*"))
+
+
+@contextmanager
+def malformed_rows(path: Path, fields: str) -> Iterator[None]:
+    """A row of the wrong shape in ``path`` becomes one RecordsError naming the file and the fields."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, RecordsError):
+            raise
+        raise RecordsError(f"{path}: a row lacks or mistypes a field ({type(error).__name__}: {error}); "
+                           f"rows need {fields}.") from None
 
 
 MMMU_PRO_TASK = "mmmu_pro_standard"
@@ -88,32 +101,36 @@ def load_question_records(data_dir: str | Path, experts: Sequence[str] | None = 
         raise RecordsError(f"no records for experts {unknown} in {records_dir}; available: {known}.")
     wanted = {normalize_subject(c) for c in categories} if categories else None
     questions: dict[Any, dict[str, Any]] = {}
-    for number, row in enumerate(read_jsonl(questions_path), 1):
-        if row.get(fmt.subject_field) in (None, "") or row.get(fmt.key_field) in (None, ""):
-            absent = fmt.subject_field if row.get(fmt.subject_field) in (None, "") else fmt.key_field
-            raise RecordsError(f"{questions_path}, question {number}: no '{absent}' field; every {fmt.name} question "
-                               f"needs '{fmt.key_field}' and '{fmt.subject_field}'. Fix or drop that row.")
-        if wanted and normalize_subject(row[fmt.subject_field]) not in wanted:
-            continue
-        questions[fmt.key_type(row[fmt.key_field])] = row
-        if limit and len(questions) >= limit:
-            break
+    needs = f"{fmt.key_field}, {fmt.subject_field}, question"
+    with malformed_rows(questions_path, needs):
+        for number, row in enumerate(read_jsonl(questions_path), 1):
+            if row.get(fmt.subject_field) in (None, "") or row.get(fmt.key_field) in (None, ""):
+                absent = fmt.subject_field if row.get(fmt.subject_field) in (None, "") else fmt.key_field
+                raise RecordsError(f"{questions_path}, question {number}: no '{absent}' field; every {fmt.name} question "
+                                   f"needs '{fmt.key_field}' and '{fmt.subject_field}'. Fix or drop that row.")
+            if wanted and normalize_subject(row[fmt.subject_field]) not in wanted:
+                continue
+            questions[fmt.key_type(row[fmt.key_field])] = row
+            if limit and len(questions) >= limit:
+                break
+        documents = {key: RoutingDocument(fmt.task_of(q[fmt.subject_field]), key, q.get("question") or "", q)
+                     for key, q in questions.items()}
     if not questions:
         raise RecordsError(f"{questions_path} holds no questions{' of ' + str(sorted(wanted)) if wanted else ''}.")
-    documents = {key: RoutingDocument(fmt.task_of(q[fmt.subject_field]), key, q.get("question") or "", q)
-                 for key, q in questions.items()}
     per_expert: dict[str, dict[Any, ExpertRow]] = {}
     for expert in experts:
         rows: dict[Any, ExpertRow] = {}
-        for record in read_jsonl(records_dir / f"{expert}.jsonl.gz"):
-            key = fmt.key_type(record[fmt.key_field])
-            if key in documents:
-                question = questions[key]
-                correct = record.get("correct")
-                if correct is None:
-                    correct = record.get("pred") == question.get("answer")
-                rows[(documents[key].task, key)] = ExpertRow(documents[key], float(bool(correct)),
-                                                             normalize_subject(question[fmt.subject_field]))
+        records_path = records_dir / f"{expert}.jsonl.gz"
+        with malformed_rows(records_path, f"{fmt.key_field} and correct or pred"):
+            for record in read_jsonl(records_path):
+                key = fmt.key_type(record[fmt.key_field])
+                if key in documents:
+                    question = questions[key]
+                    correct = record.get("correct")
+                    if correct is None:
+                        correct = record.get("pred") == question.get("answer")
+                    rows[(documents[key].task, key)] = ExpertRow(documents[key], float(bool(correct)),
+                                                                 normalize_subject(question[fmt.subject_field]))
         per_expert[expert] = rows
     return join_experts(per_expert, source=f"{fmt.name.lower()} records {data_dir}", on_missing=on_missing)
 
@@ -153,7 +170,12 @@ def load_mmmu(data_dir: str | Path, experts: Sequence[str] | None = None, on_mis
     answers_path = data_dir / "answer_dict_val.json"
     if not answers_path.is_file():
         raise RecordsError(f"{data_dir} is not an MMMU records folder: answer_dict_val.json is missing.")
-    gold = json.loads(answers_path.read_text())
+    try:
+        gold = json.loads(answers_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RecordsError(f"{answers_path} is not readable JSON ({error}).") from None
+    if not isinstance(gold, dict):
+        raise RecordsError(f"{answers_path} must map question ids to answers.")
     known = available_experts(data_dir)
     experts = list(experts) if experts else known
     unknown = [e for e in experts if e not in known]
@@ -162,14 +184,16 @@ def load_mmmu(data_dir: str | Path, experts: Sequence[str] | None = None, on_mis
     per_expert: dict[str, dict[Any, ExpertRow]] = {}
     for expert in experts:
         rows: dict[Any, ExpertRow] = {}
-        for record in read_jsonl(data_dir / f"{expert}.jsonl.gz"):
-            doc_id = record["id"]
-            doc = {"id": doc_id, "subject": record.get("subject"), "question_type": record.get("question_type")}
-            document = RoutingDocument("mmmu_val", doc_id, "", doc)
-            reference = gold.get(doc_id, {})
-            if not isinstance(reference, dict):
-                reference = {"ground_truth": reference}
-            rows[("mmmu_val", doc_id)] = ExpertRow(document, float(mmmu_is_correct(record, reference)),
-                                                   normalize_subject(record["subject"]) if record.get("subject") else None)
+        records_path = data_dir / f"{expert}.jsonl.gz"
+        with malformed_rows(records_path, "id, response, subject"):
+            for record in read_jsonl(records_path):
+                doc_id = record["id"]
+                doc = {"id": doc_id, "subject": record.get("subject"), "question_type": record.get("question_type")}
+                document = RoutingDocument("mmmu_val", doc_id, "", doc)
+                reference = gold.get(doc_id, {})
+                if not isinstance(reference, dict):
+                    reference = {"ground_truth": reference}
+                rows[("mmmu_val", doc_id)] = ExpertRow(document, float(mmmu_is_correct(record, reference)),
+                                                       normalize_subject(record["subject"]) if record.get("subject") else None)
         per_expert[expert] = rows
     return join_experts(per_expert, source=f"mmmu records {data_dir}", on_missing=on_missing)

@@ -120,7 +120,10 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
     used: set[str] = set()
     for path in sample_files(paths):
         task = task_of(path)
-        for row in read_jsonl(path):
+        for number, row in enumerate(read_jsonl(path), 1):
+            if not isinstance(row, dict):
+                raise RecordsError(f"{path}: row {number} is a JSON {type(row).__name__}, not an object; "
+                                   f"is this a --log_samples file?")
             if "doc_id" not in row:
                 raise RecordsError(f"{path}: rows lack doc_id; is this a --log_samples file?")
             score, name = correctness(row, metric, path)

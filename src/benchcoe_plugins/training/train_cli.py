@@ -109,7 +109,8 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys, split_indices, write_split
+    from benchcoe_plugins.training.dataset import (parts_subset, read_split, split_from_keys, split_indices,
+                                                   why_nothing_to_learn, write_split)
     from benchcoe_plugins.training.evaluate_cli import evaluate_router, summary_line
     from benchcoe_plugins.training.reports import write_evaluation
     from benchcoe_plugins.training.scenarios import (
@@ -156,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if args.router in ("subject", "query") and not any(d.text for d in train.documents):
         raise RecordsError(f"the documents of {data.source} carry no question text, so a text router cannot learn "
                            f"from them; use --router table, or sample logs whose docs hold the question.")
+    reason = why_nothing_to_learn(train)
+    if reason:
+        raise RecordsError(f"a router cannot learn from {data.source}: {reason}.")
     output = args.output or Path("router_ckpts") / (args.name or f"{args.router}_router")
     name = args.name or output.name
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "

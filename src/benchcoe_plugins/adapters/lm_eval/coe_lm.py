@@ -20,6 +20,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import get_model, model_registry
 
+from benchcoe_plugins.adapters.bad_input import one_line_errors
 from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
 from benchcoe_plugins.adapters.lm_eval.distributed import DataParallelMixin
 from benchcoe_plugins.core.config import CoEConfig, load_config
@@ -27,7 +28,9 @@ from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.provenance import reproducibility_record
 from benchcoe_plugins.core.session import CoESession, merge_rank_rows
+from benchcoe_plugins.experts.chat_templates import experts_without_chat_template
 from benchcoe_plugins.experts.isolated import IsolatedExpert
+from benchcoe_plugins.experts.sampling import seed_if_sampling
 from benchcoe_plugins.experts.spec import ExpertSpec
 
 logger = logging.getLogger(__name__)
@@ -55,7 +58,8 @@ def render_chat(model: Any, context: str) -> str:
 
 
 def request_key(request_type: str, request: Instance) -> str:
-    return hashlib.sha256(json.dumps([request_type, list(request.args)], sort_keys=True, default=repr).encode()).hexdigest()
+    payload = [request_type, list(request.args), seed_if_sampling(request.args)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def build_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> LM:
@@ -66,6 +70,7 @@ def build_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> LM:
 
 
 class CoELM(DataParallelMixin, LM):
+    @one_line_errors()
     def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
                  device: Any = None, **overrides: Any) -> None:
         super().__init__()
@@ -77,6 +82,7 @@ class CoELM(DataParallelMixin, LM):
         self.session = CoESession(self.config, self._build_expert, self.rank, self.world_size)
         self._all_rank_rows: list[dict[str, Any]] | None = None
         self._all_rank_loads: list[dict[str, int]] | None = None
+        self._chat_checked = False
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "CoELM":
@@ -114,6 +120,7 @@ class CoELM(DataParallelMixin, LM):
                              None if explicit else context, task, request.doc_id)
         return RoutingDocument(task, request.doc_id, text, request.doc or {})
 
+    @one_line_errors()
     def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
         pending = find_caller_local("requests", "lm_eval.evaluator", lambda v: isinstance(v, dict))
         expanded = None
@@ -137,16 +144,31 @@ class CoELM(DataParallelMixin, LM):
 
     # -- chat templates: each expert renders the conversation with its own -------------------
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._check_chat_templates()
         return encode_chat(chat_history, add_generation_prompt)
+
+    @one_line_errors()
+    def _check_chat_templates(self) -> None:
+        """Once, before any expert runs: every expert must have a chat template to render with."""
+        if self._chat_checked:
+            return
+        missing = experts_without_chat_template(self.config.experts)
+        if missing:
+            raise ConfigError(f"--apply_chat_template: expert(s) {missing} have no chat template in their tokenizer "
+                              f"files. Run without --apply_chat_template, or give them weights with a chat template.")
+        self._chat_checked = True
 
     @property
     def tokenizer_name(self) -> str:
         return "benchcoe-" + self.session.fingerprint()[:16]
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
+        if chat_template:
+            self._check_chat_templates()
         return "per-expert (each expert applies its own chat template)" if chat_template else None
 
     # -- --use_cache guard -------------------------------------------------------------------
+    @one_line_errors()
     def set_cache_hook(self, cache_hook: Any) -> None:
         super().set_cache_hook(cache_hook)
         store = getattr(cache_hook, "dbdict", None)

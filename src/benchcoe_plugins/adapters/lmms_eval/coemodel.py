@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
+from benchcoe_plugins.adapters.bad_input import one_line_errors
 from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
 from benchcoe_plugins.adapters.lmms_eval import requests as shapes
 from benchcoe_plugins.adapters.lmms_eval.experts import (ExpertInterface, build_expert, known_model_names,
@@ -54,6 +55,7 @@ class _CoEModel(lmms):
 
     kind: str = shapes.SIMPLE
 
+    @one_line_errors()
     def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
                  device: Any = None, **overrides: Any) -> None:
         super().__init__()
@@ -148,6 +150,7 @@ class _CoEModel(lmms):
                     raise ConfigError(f"cannot send {request_type} requests to the router's choice: {why}")
                 self._checked.add((request_type, expert))
 
+    @one_line_errors()
     def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
         pending = find_caller_local("requests", "lmms_eval.evaluator", lambda v: isinstance(v, dict))
         expanded = None

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from benchcoe_plugins.experts.sampling import seed_if_sampling
+
 SIMPLE, CHAT, TEXT = "simple", "chat", "text"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # lmms-eval generation kwargs -> lm-eval's (HFLM, vLLM) names; others are dropped for text experts.
@@ -154,5 +156,5 @@ def request_key(request_type: str, request: Any) -> str:
     """Identity of a request inside one expert's result store: everything but the callables."""
     args = [a for a in request.args if not callable(a)]
     payload = [request_type, getattr(request, "task_name", None), str(getattr(request, "doc_id", None)),
-               getattr(request, "idx", 0), args]
+               getattr(request, "idx", 0), args, seed_if_sampling(args)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()

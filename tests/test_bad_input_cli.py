@@ -1,0 +1,99 @@
+"""Bad input through the real command lines: one clear line on stderr and a non-zero exit from
+``lm_eval``, ``python -m lmms_eval`` and ``benchcoe``; a traceback only with BENCHCOE_DEBUG=1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import harness_env, run_cli
+from benchcoe_plugins.routers.table import TableRouter
+
+HARNESSES = {
+    "lm_eval": ["lm_eval", "--model", "coe", "--tasks", "mmlu_pro_biology", "--limit", "1"],
+    "lmms_eval": ["python", "-m", "lmms_eval", "--model", "coemodel", "--tasks", "mmstar", "--limit", "1"],
+}
+
+
+def bad_configs(folder: Path) -> dict[str, tuple[str, str]]:
+    """case -> (config file, words the one line must hold)."""
+    TableRouter.from_table({"biology": "a"}, experts=["a"]).save(folder / "router")
+    (folder / "dup.yaml").write_text("router: router\nexperts:\n  a: {model: x}\n  a: {model: y}\n")
+    (folder / "cache5.yaml").write_text(yaml.safe_dump({"router": "router", "result_cache": 5,
+                                                        "experts": {"a": {"model": "coe_replay"}}}))
+    return {
+        "missing": ("nope.yaml", "not found"),
+        "duplicate expert": ("dup.yaml", "appears twice"),
+        "result_cache: 5": ("cache5.yaml", "result_cache"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harness, cases", [("lm_eval", ["duplicate expert", "result_cache: 5"]),
+                                            ("lmms_eval", ["missing", "duplicate expert"])])
+def test_bad_config_is_one_line_and_nonzero(tmp_path: Path, harness: str, cases: list[str]) -> None:
+    configs = bad_configs(tmp_path)
+    for case in cases:
+        config, words = configs[case]
+        result = run_cli([*HARNESSES[harness], "--model_args", f"config={config}"], cwd=tmp_path, check=False)
+        assert result.returncode != 0, (case, result.returncode)
+        errors = [line for line in result.stderr.splitlines() if "benchcoe: error:" in line]
+        assert len(errors) == 1 and words in errors[0], (case, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (case, result.stderr[-2000:])
+
+
+def test_debug_switch_shows_the_traceback(tmp_path: Path) -> None:
+    bad_configs(tmp_path)
+    result = run_cli([*HARNESSES["lm_eval"], "--model_args", "config=dup.yaml"], cwd=tmp_path, check=False,
+                     env=harness_env({"BENCHCOE_DEBUG": "1"}))
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_benchcoe_bad_sample_log_is_one_line(tmp_path: Path) -> None:
+    for expert in ("a", "b"):
+        log = tmp_path / expert / "samples_toy_2026-01-01T00-00-00.jsonl"
+        log.parent.mkdir()
+        log.write_text(json.dumps({"doc_id": 0, "exact_match": 1.0, "doc": {"question": "q"}}) + "\ntrue\n")
+    result = run_cli(["benchcoe", "train", "--samples", f"a={tmp_path / 'a'}", "--samples", f"b={tmp_path / 'b'}",
+                      "--output", str(tmp_path / "router")], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "is a JSON bool, not an object" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_apply_chat_template_with_an_expert_lacking_one_fails_before_any_expert_runs(workspace, tmp_path) -> None:
+    from coe_workspace import lm_eval_command, workspace_env
+    from tiny_models import build_causal_lm
+
+    plain = build_causal_lm(tmp_path / "plain", seed=5)  # no chat template
+    command = lm_eval_command(workspace, "coe", f"config=coe.yaml,result_cache={tmp_path / 'store'},"
+                              f"experts.beta.model_args.pretrained={plain}", str(tmp_path / "out"),
+                              "--apply_chat_template")
+    result = run_cli(command, cwd=workspace, env=workspace_env(workspace), check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "benchcoe: error:" in line]
+    assert len(errors) == 1 and "['beta'] have no chat template" in errors[0], result.stderr[-3000:]
+    assert "loading expert" not in result.stderr, "no expert runs before the check"
+    assert not list((tmp_path / "store").glob("*.sqlite"))
+
+
+@pytest.mark.parametrize("scores, words", [
+    ({"a": 1.0, "b": 1.0}, "every expert is right on every training document"),
+    ({"a": 0.0, "b": 0.0}, "every expert is wrong on every training document"),
+])
+def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words: str) -> None:
+    for expert, score in scores.items():
+        log = tmp_path / expert / "samples_toy_2026-01-01T00-00-00.jsonl"
+        log.parent.mkdir()
+        log.write_text("".join(json.dumps({"doc_id": i, "exact_match": score, "doc": {"question": f"q{i}",
+                                                                                         "subject": "math"}}) + "\n"
+                               for i in range(30)))
+    result = run_cli(["benchcoe", "train", "--router", "table", "--samples", f"a={tmp_path / 'a'}",
+                      "--samples", f"b={tmp_path / 'b'}", "--output", str(tmp_path / "router")],
+                     cwd=tmp_path, check=False)
+    assert result.returncode != 0 and not (tmp_path / "router").exists()
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "cannot learn" in errors[0] and words in errors[0], result.stderr
