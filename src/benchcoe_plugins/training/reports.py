@@ -31,7 +31,7 @@ def documents_line(evaluation: Mapping[str, Any]) -> str:
 
 def evaluation_markdown(name: str, evaluation: Mapping[str, Any]) -> str:
     base = evaluation["baselines"]
-    difference = evaluation["router_minus_best_single"]
+    difference = evaluation.get("router_minus_best_single")  # absent from reports written before it existed
     lines = [f"# Router evaluation: {name}", "", documents_line(evaluation), ""]
     if evaluation.get("guard_note"):
         lines += [f"Guard: {evaluation['guard_note']}", ""]
@@ -40,8 +40,10 @@ def evaluation_markdown(name: str, evaluation: Mapping[str, Any]) -> str:
     for key, value in base.items():
         label = key + (f" ({value['expert']})" if "expert" in value else "")
         lines.append(f"| {label} | {fmt(value['accuracy'])} |")
-    lines += ["", f"Router - best single expert, paired over the same documents, in accuracy points: "
-                  f"**{interval(difference)}** (bootstrap 95 % interval over documents).", "", "| mu_o | V_R | V_B | E_p (max) |", "|---|---|---|---|",
+    if difference:
+        lines += ["", f"Router - best single expert, paired over the same documents, in accuracy points: "
+                      f"**{interval(difference)}** (bootstrap 95 % interval over documents)."]
+    lines += ["", "| mu_o | V_R | V_B | E_p (max) |", "|---|---|---|---|",
               f"| {fmt(evaluation['mu_o'])} | {fmt(evaluation['V_R'])} | {fmt(evaluation['V_B'])} | "
               f"{fmt(evaluation['E_p'])} ({fmt(evaluation['E_p_max'])}) |", "",
               "Routing distribution: " + ", ".join(f"{e}: {n}" for e, n in evaluation["routing_distribution"].items()),
@@ -52,7 +54,7 @@ def evaluation_markdown(name: str, evaluation: Mapping[str, Any]) -> str:
     for subject, row in evaluation["per_subject"].items():
         lines.append(f"| {subject} | {row['documents']} | " + " | ".join(fmt(row["experts"][e]) for e in experts)
                      + f" | **{fmt(row['router'])}** | {fmt(row['oracle'])} | "
-                     + f"{interval(row['router_minus_best_single'])} |")
+                     + (f"{interval(row['router_minus_best_single'])} |" if "router_minus_best_single" in row else "|"))
     return "\n".join(lines) + "\n"
 
 
