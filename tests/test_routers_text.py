@@ -200,3 +200,67 @@ def test_subject_router_chooses_the_prior_by_cross_validation(data, tmp_path):
     assert guarded.mode_ == "best" and set(guarded.predict(test.documents)) == {EXPERTS[2]}
     with pytest.raises(ValueError, match="subject_prior"):
         SubjectRouter(progress=False, subject_prior=-1).fit(train.documents, noise, train.experts)
+
+
+def _switch_world(n: int, seed: int):
+    """Three experts: 'anchor' right 60 % (30 % on documents about tides), the best single;
+    'switch' right 80 % on tides and 20 % elsewhere; 'weak' right 20 %, unrelated to text."""
+    from benchcoe_plugins.core.documents import RoutingDocument
+
+    rng = np.random.default_rng(seed)
+    topics = ["tides and the moon", "tax law", "poetry meter", "cell biology", "sorting algorithms"]
+    documents, rows, subjects = [], [], []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        tides = topic.startswith("tides")
+        anchor = rng.random() < (0.3 if tides else 0.6)
+        switch = rng.random() < (0.8 if tides else 0.2)
+        rows.append([anchor, switch, rng.random() < 0.2])
+        documents.append(RoutingDocument("synthetic", i, f"question {i} about {topic} {rng.integers(1000)}"))
+        subjects.append(topic)
+    return documents, np.array(rows, dtype=np.float32), subjects
+
+
+def test_pairwise_head_switches_where_the_other_expert_wins_the_disagreements(tmp_path):
+    experts = ["anchor", "switch", "weak"]
+    documents, correct, subjects = _switch_world(1000, 0)
+    test_documents, test_correct, _ = _switch_world(500, 1)
+    router = QueryRouter(progress=False, head="pairwise", blend=1.0, margin=0.0, guard_z=None,
+                         validation_fraction=0.2).fit(documents, correct, experts, subjects=subjects)
+    assert router.best_expert_ == "anchor"
+    scores = router.expected_accuracy(test_documents)
+    np.testing.assert_allclose(scores[:, 0], router.expert_proba(test_documents)[:, 0])  # the anchor's own P(right)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    tides = np.array(["tides" in d.text for d in test_documents])
+    chosen = np.array(router.predict(test_documents))
+    # on tides the switch expert wins most disagreements (0.56 of 0.62), elsewhere it loses most
+    assert (chosen[tides] == "switch").mean() > 0.9 and (chosen[~tides] == "anchor").mean() > 0.9
+    hits = test_correct[np.arange(len(test_documents)), [experts.index(e) for e in chosen]]
+    assert hits.mean() > test_correct[:, 0].mean() + 0.05
+    router.save(tmp_path / "pairwise")
+    again = Router.load(tmp_path / "pairwise")
+    assert again.get_params()["head"] == "pairwise"
+    np.testing.assert_allclose(again.expected_accuracy(test_documents), scores, rtol=1e-5)
+    assert again.predict(test_documents) == router.predict(test_documents)
+
+
+def test_pairwise_heads_fit_only_on_their_rows():
+    from benchcoe_plugins.routers.subject import LinearHead
+
+    features = np.eye(6, dtype=np.float32)
+    targets = np.array([[1, 0], [1, 1], [0, 1], [0, 0], [1, 1], [0, 0]], dtype=np.float32)
+    rows = np.zeros_like(targets, dtype=bool)
+    rows[:3, 0] = True  # column 0 learns from the first three documents only
+    head = LinearHead.fit_binary_columns(features, targets, C=1.0, rows=rows)
+    assert head.intercept[1] == 0 and not head.coef[1].any()  # no document: even odds
+    full = LinearHead.fit_binary_columns(features[:3], targets[:3, :1], C=1.0)
+    # the same fit as on those three documents alone; features they lack keep zero weight
+    np.testing.assert_allclose(head.coef[0], full.coef[0], rtol=1e-5)
+    np.testing.assert_allclose(head.intercept[0], full.intercept[0], rtol=1e-5)
+    assert not head.coef[0, 3:].any()
+
+
+def test_unknown_query_head_is_refused(data):
+    train, _ = halves(data)
+    with pytest.raises(ValueError, match="head must be one of"):
+        QueryRouter(progress=False, head="ranking").fit(train.documents, train.correct, train.experts)

@@ -18,6 +18,12 @@ setting does not beat the best single expert on those held-out predictions by mo
 :mod:`benchcoe_plugins.routers.guard` -- the router routes everything to it (``guard_z=None``:
 no guard). ``text="question+options"``
 reads the document's answer options too (the doc's ``options``/``choices`` field).
+
+``head="pairwise"`` estimates each expert's accuracy relative to the best single expert (the
+anchor) instead of on its own: P(right) of an expert is P(anchor right) + P(the two disagree) x
+(2 P(expert right | they disagree) - 1). The difference of two independently fitted heads is
+noisy where it matters (which expert to switch to, and when a cheaper one is as good), while
+the disagreement head is fitted on exactly the documents where switching changes the answer.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float,
     return np.where(deferred, fallback, score.argmax(axis=1)), deferred
 
 
+HEADS = ("independent", "pairwise")
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -68,7 +75,7 @@ class QueryRouter(Router):
                  subject_C: float = 10.0, max_features: int = 30000, blend: float | None = None,
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
                  seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
-                 folds: int = 5, refit: bool = False, guard_z: float | None = 1.0) -> None:
+                 folds: int = 5, refit: bool = False, guard_z: float | None = 1.0, head: str = "independent") -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -85,6 +92,7 @@ class QueryRouter(Router):
         self.folds = folds
         self.refit = refit
         self.guard_z = guard_z
+        self.head = head
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -104,6 +112,8 @@ class QueryRouter(Router):
             raise ValueError(f"defer_to must be 'subject' or 'best', not {self.defer_to!r}")
         if self.tuning not in ("validation", "cv"):
             raise ValueError(f"tuning must be 'validation' or 'cv', not {self.tuning!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         correct = check_training_inputs(documents, correct, experts)
         subject_names = document_subjects(documents, subjects)
         documents = list(documents)
@@ -163,6 +173,11 @@ class QueryRouter(Router):
         labels = np.array([subject_index[s] for s in subject_names])
         self.subject_head_ = LinearHead.fit_multinomial(features, labels, len(self.subjects_), self.subject_C)
         self.expert_head_ = LinearHead.fit_binary_columns(features, correct, self.C)
+        if self.head == "pairwise":
+            anchor = correct[:, self.experts_.index(self.best_expert_)]
+            disagree = correct != anchor[:, None]
+            self.disagree_head_ = LinearHead.fit_binary_columns(features, disagree, self.C)
+            self.win_head_ = LinearHead.fit_binary_columns(features, correct, self.C, rows=disagree)
 
     def _tune_cv(self, documents: list[RoutingDocument], correct: np.ndarray, subject_names: list[str]) -> dict[str, Any]:
         """Out-of-fold scores of ``folds`` models, each fitted without its fold, choose the setting."""
@@ -231,11 +246,21 @@ class QueryRouter(Router):
     def _parts(self, documents: Sequence[RoutingDocument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         features = self.features_.transform(document_texts(documents, self.text))
         proba = sigmoid(self.expert_head_.logits(features))
+        if self.head == "pairwise":
+            proba = self._relative_to_anchor(features, proba)
         subject_proba = softmax(self.subject_head_.logits(features))
         prior = subject_proba @ self.subject_accuracy_
         index = {e: i for i, e in enumerate(self.experts_)}
         subject_pick = np.array([index[self.table_[self.subjects_[k]]] for k in subject_proba.argmax(axis=1)], dtype=int)
         return proba, prior, subject_pick
+
+    def _relative_to_anchor(self, features: Any, proba: np.ndarray) -> np.ndarray:
+        anchor = self.experts_.index(self.best_expert_)
+        disagree = sigmoid(self.disagree_head_.logits(features))
+        wins = sigmoid(self.win_head_.logits(features))
+        relative = proba[:, [anchor]] + disagree * (2 * wins - 1)
+        relative[:, anchor] = proba[:, anchor]
+        return np.clip(relative, 0.0, 1.0).astype(np.float32)
 
     def _deferral(self, subject_pick: np.ndarray) -> np.ndarray:
         """Where a low-margin question goes: its subject-level expert or the best single expert."""
@@ -296,6 +321,8 @@ class QueryRouter(Router):
 
         tensors = {"subject_accuracy": self.subject_accuracy_, **self.subject_head_.tensors("subject_head"),
                    **self.expert_head_.tensors("expert_head")}
+        if self.head == "pairwise":
+            tensors.update({**self.disagree_head_.tensors("disagree_head"), **self.win_head_.tensors("win_head")})
         if getattr(self, "calibration_scores_", None) is not None:
             tensors["calibration_scores"] = self.calibration_scores_
         save_file(tensors, str(folder / "query.safetensors"))
@@ -318,6 +345,9 @@ class QueryRouter(Router):
         self.calibration_scores_ = tensors.get("calibration_scores")
         self.subject_head_ = LinearHead.from_tensors(tensors, "subject_head")
         self.expert_head_ = LinearHead.from_tensors(tensors, "expert_head")
+        if self.head == "pairwise":
+            self.disagree_head_ = LinearHead.from_tensors(tensors, "disagree_head")
+            self.win_head_ = LinearHead.from_tensors(tensors, "win_head")
         if self.expert_head_.coef.shape[0] != len(self.experts_):
             raise RouterFormatError(f"{folder}: weights are for {self.expert_head_.coef.shape[0]} experts, the "
                                     f"manifest lists {len(self.experts_)}.")

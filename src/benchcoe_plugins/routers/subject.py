@@ -79,19 +79,24 @@ class LinearHead:
         return cls(coef, intercept)
 
     @classmethod
-    def fit_binary_columns(cls, features: Any, targets: np.ndarray, C: float) -> "LinearHead":
-        """One logistic regression per column of 0/1 ``targets``: P(column = 1)."""
+    def fit_binary_columns(cls, features: Any, targets: np.ndarray, C: float,
+                           rows: np.ndarray | None = None) -> "LinearHead":
+        """One logistic regression per column of 0/1 ``targets``: P(column = 1), each fitted on the
+        documents where its column of the boolean mask ``rows`` is true (default: all)."""
         from sklearn.linear_model import LogisticRegression
 
         targets = np.asarray(targets)
         coef = np.zeros((targets.shape[1], features.shape[1]), dtype=np.float32)
         intercept = np.zeros(targets.shape[1], dtype=np.float32)
         for column in range(targets.shape[1]):
-            y = targets[:, column]
+            inside = np.flatnonzero(rows[:, column]) if rows is not None else slice(None)
+            y = targets[inside, column]
+            if not len(y):  # no document to learn from: even odds
+                continue
             if y.min() == y.max():  # always right / always wrong: a constant
                 intercept[column] = 30.0 if y[0] else -30.0
                 continue
-            model = LogisticRegression(C=C, max_iter=3000).fit(features, y)
+            model = LogisticRegression(C=C, max_iter=3000).fit(features[inside], y)
             coef[column] = model.coef_[0]
             intercept[column] = model.intercept_[0]
         return cls(coef, intercept)
