@@ -18,7 +18,6 @@ Deterministic: running it twice gives identical files.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import re
@@ -26,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchcoe_plugins.core.jsonl import read_jsonl
+from benchcoe_plugins.offline.build_arguments import parse_build_arguments
 from benchcoe_plugins.demo import POOL  # the replay experts the demo runs
 
 HERE = Path(__file__).resolve().parent
@@ -85,10 +85,7 @@ def write_parquet(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=HERE)
-    args = parser.parse_args()
+    args = parse_build_arguments(__doc__.splitlines()[0], DEFAULT_DATA, HERE)
 
     questions = list(read_jsonl(args.data / "questions.jsonl.gz"))
     records = {r["question_id"]: r for r in read_jsonl(args.data / "records" / f"{FEWSHOT_MODEL}.jsonl.gz")}

@@ -17,12 +17,12 @@ Deterministic: running it twice gives identical files.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
 
 from benchcoe_plugins.core.jsonl import read_jsonl
+from benchcoe_plugins.offline.build_arguments import parse_build_arguments
 from benchcoe_plugins.offline.mmmu_pro import COLUMNS, VLM_POOL
 
 HERE = Path(__file__).resolve().parent
@@ -47,10 +47,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=HERE)
-    args = parser.parse_args()
+    args = parse_build_arguments(__doc__.splitlines()[0], DEFAULT_DATA, HERE)
 
     questions = list(read_jsonl(args.data / "questions.jsonl.gz"))
     rows = [dataset_row(q) for q in questions]  # the records' order, which the harness's doc_ids follow
