@@ -38,8 +38,8 @@ def add_pool_arguments(parser: Any, records: Any, plot: str) -> None:
     parser.add_argument("--plot", type=Path, default=Path(plot), help="PNG; the results go beside it as JSON")
 
 
-def run_pool_jobs(run_one: Callable[[tuple], dict], all_pools: list[list[str]], args: Any) -> list[dict]:
-    """``run_one((pool, seed, records))`` for the chosen pools x seeds, in ``args.workers`` processes."""
+def run_pool_jobs(run_one: Callable[[tuple], dict], all_pools: list[list[str]], args: Any, *extra: Any) -> list[dict]:
+    """``run_one((pool, seed, records, *extra))`` for the chosen pools x seeds, in ``args.workers`` processes."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
@@ -47,6 +47,6 @@ def run_pool_jobs(run_one: Callable[[tuple], dict], all_pools: list[list[str]], 
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     pools = [all_pools[i] for i in args.pools] if args.pools else all_pools
-    jobs = [(pool, seed, str(args.records)) for pool in pools for seed in args.seeds]
+    jobs = [(pool, seed, str(args.records), *extra) for pool in pools for seed in args.seeds]
     with ProcessPoolExecutor(args.workers) as executor:
         return list(tqdm(executor.map(run_one, jobs), total=len(jobs), desc="pools x seeds"))

@@ -16,6 +16,7 @@ then says whether it would route at each ``--guard-z``: a guarded router that do
 scores exactly the best single expert.
 
     python benchmarks/mmmu_pro_routers.py [--seeds 0 1 2] [--workers 2] [--plot mmmu_pro_routers.png]
+        [--query-head pairwise|independent] [--defer-to best|subject]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ GUARD_ZS = (0.0, 0.5, 1.0)
 SUBJECT_PRIOR = "cv"
 NAMES = ("subject", "subject_raw", "query")
 PLOT_LABELS = {"subject": "subject-level, shrunk table (CV prior)", "subject_raw": "subject-level, raw table",
-               "query": "query-level (pairwise head)"}
+               "query": "query-level"}
 
 
 def paired(hits: np.ndarray, best: np.ndarray) -> tuple[float, float]:
@@ -60,10 +61,10 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmmu_pro
 
-    experts, seed, records = job
+    experts, seed, records, query_head, defer_to = job
     # guard_z=0 records the guard's evidence; whether it routes at a stronger z is decided below
     parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0, subject_prior=SUBJECT_PRIOR,
-                               query_head="pairwise", defer_to="best")
+                               query_head=query_head, defer_to=defer_to)
     fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out: dict = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router, evidence, routing_mode in (("subject", subject, subject.metadata_["guard"], "subject"),
@@ -104,10 +105,14 @@ def guarded(result: dict, name: str, z: float) -> tuple[float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pool_arguments(parser, RECORDS, "mmmu_pro_routers.png")
+    parser.add_argument("--query-head", choices=("independent", "pairwise"), default="pairwise",
+                        help="query router's head (default: the shipped recipe's)")
+    parser.add_argument("--defer-to", choices=("subject", "best"), default="best",
+                        help="where the query router sends low-margin questions (default: the shipped recipe's)")
     args = parser.parse_args()
     from benchcoe_plugins.training.plots import grouped_bars
 
-    results = run_pool_jobs(run_one, POOLS, args)
+    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to)
 
     def label(r: dict) -> str:
         return " / ".join(SHORT.get(e, e) for e in r["pool"])
@@ -148,11 +153,12 @@ def main() -> None:
     for z in GUARD_ZS:
         print(f"guard z={z:g}: below the best single expert: " + ("; ".join(below[z]) if below[z] else "none"))
     labels = [f"{label(r)} s{r['seed']}" for r in results]
+    plot_labels = {**PLOT_LABELS, "query": f"query-level ({args.query_head} head, low margin -> {args.defer_to})"}
     grouped_bars(args.plot, labels,
-                 {PLOT_LABELS[name]: [r[name]["gain"] for r in results] for name in NAMES},
+                 {plot_labels[name]: [r[name]["gain"] for r in results] for name in NAMES},
                  "MMMU-Pro held-out gain over the best single expert (30 % test, no guard), +- paired standard error",
                  ylabel="accuracy gain", ylim=None, legend_below=False,
-                 errors={PLOT_LABELS[name]: [r[name]["gain_se"] for r in results] for name in NAMES})
+                 errors={plot_labels[name]: [r[name]["gain_se"] for r in results] for name in NAMES})
     args.plot.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"plot: {args.plot}; results: {args.plot.with_suffix('.json')}")
 

@@ -137,6 +137,10 @@ def test_inspect_a_folder_a_shipped_name_and_a_pinned_hub_id(workspace, hub_cach
     text = run_cli(["benchcoe", "inspect", "mmlu_pro_subject"], cwd=workspace, env=env).stdout
     assert "held-out 3610 documents" in text and "router_expert: NAME" in text and "split    seed 0" in text
     assert "  biology              -> " in text
+    query = run_cli(["benchcoe", "inspect", "mmmu_pro_query"], cwd=workspace, env=env).stdout
+    assert "query    head pairwise, low margin -> best, blend " in query
+    assert "guard    cross-fitted choice of blend / margin, 5-fold cross-validation" in query
+    assert inspect_json("mmmu_pro_query", workspace, env)["guard"]["routes"] is True
 
 
 def test_a_hub_router_missing_offline_is_one_clear_line(workspace, hub_cache) -> None:

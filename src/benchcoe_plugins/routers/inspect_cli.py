@@ -39,6 +39,7 @@ def describe_router(value: str) -> dict[str, Any]:
     folder = resolve_router_path(value, Path.cwd())
     manifest = read_manifest(folder)
     evaluation = manifest.get("evaluation") if isinstance(manifest.get("evaluation"), dict) else {}
+    tuning = manifest.get("tuning") if isinstance(manifest.get("tuning"), dict) else {}
     return {
         "router": value,
         "path": str(folder),
@@ -50,10 +51,20 @@ def describe_router(value: str) -> dict[str, Any]:
         "params": manifest.get("params", {}),
         "data": manifest.get("data", {}),
         "split": split_summary(folder),
-        "guard": manifest.get("guard", {}),
+        # a subject router keeps its guard at the top level, a query router under its tuning
+        "guard": manifest.get("guard") or query_guard(tuning),
+        "tuning": {key: tuning[key] for key in ("blend", "margin", "mode") if key in tuning},
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
     }
+
+
+def query_guard(tuning: dict[str, Any]) -> dict[str, Any]:
+    """A query router's guard evidence, named after how its setting was chosen."""
+    guard = tuning.get("guard")
+    if not isinstance(guard, dict):
+        return {}
+    return {"method": f"cross-fitted choice of blend / margin, {tuning.get('method', '?')}", **guard}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
     split = {k: v for k, v in info["split"].items() if k in ("train", "validation", "test", "seed")}
     if split:
         print("split    " + ", ".join(f"{k} {v}" for k, v in split.items()))
+    params = info["params"]
+    if info["kind"] == "query":
+        tuning = {k: v for k, v in info["tuning"].items() if k in ("blend", "margin")}
+        print(f"query    head {params.get('head', 'independent')}, low margin -> {params.get('defer_to', 'subject')}"
+              + "".join(f", {k} {v}" for k, v in tuning.items()))
     guard = info["guard"]
     if guard:
         print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"
