@@ -50,13 +50,24 @@ def guard_verdict(routed_hits: np.ndarray, best_single_hits: np.ndarray, guard_z
             "gain_over_best_single": round(mean, 6), "gain_standard_error": round(stderr, 6), "guard_z": guard_z}
 
 
+def guard_evidence(record: dict[str, Any]) -> dict[str, Any]:
+    """The guard's verdict in a router's metadata or manifest: at the top level for a subject
+    router, under ``tuning`` for a query router (named after how its setting was chosen); {}
+    when there is none."""
+    if isinstance(record.get("guard"), dict):
+        return record["guard"]
+    tuning = record.get("tuning") if isinstance(record.get("tuning"), dict) else {}
+    if not isinstance(tuning.get("guard"), dict):
+        return {}
+    return {"method": f"cross-fitted choice of blend / margin, {tuning.get('method', '?')}", **tuning["guard"]}
+
+
 def guard_note(router: Any) -> str | None:
     """In plain words, why a guarded router sends every question to the best single expert
     (None when it routes, or has no guard)."""
     if getattr(router, "mode_", None) != "best":
         return None
-    metadata = getattr(router, "metadata_", {}) or {}
-    verdict = metadata.get("guard") or (metadata.get("tuning") or {}).get("guard") or {}
+    verdict = guard_evidence(getattr(router, "metadata_", {}) or {})
     expert = getattr(router, "best_expert_", "the best single expert")
     if "gain_over_best_single" not in verdict:
         return f"The guard sent every question to {expert}: routing showed no clear gain over it on held-out data."

@@ -34,6 +34,7 @@ def split_summary(folder: Path) -> dict[str, Any]:
 def describe_router(value: str) -> dict[str, Any]:
     from benchcoe_plugins.core.config import resolve_router_path
     from benchcoe_plugins.routers.base import folder_checksum
+    from benchcoe_plugins.routers.guard import guard_evidence
     from benchcoe_plugins.routers.registry import read_manifest
 
     folder = resolve_router_path(value, Path.cwd())
@@ -51,20 +52,11 @@ def describe_router(value: str) -> dict[str, Any]:
         "params": manifest.get("params", {}),
         "data": manifest.get("data", {}),
         "split": split_summary(folder),
-        # a subject router keeps its guard at the top level, a query router under its tuning
-        "guard": manifest.get("guard") or query_guard(tuning),
+        "guard": guard_evidence(manifest),
         "tuning": {key: tuning[key] for key in ("blend", "margin", "mode") if key in tuning},
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
     }
-
-
-def query_guard(tuning: dict[str, Any]) -> dict[str, Any]:
-    """A query router's guard evidence, named after how its setting was chosen."""
-    guard = tuning.get("guard")
-    if not isinstance(guard, dict):
-        return {}
-    return {"method": f"cross-fitted choice of blend / margin, {tuning.get('method', '?')}", **guard}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         print("split    " + ", ".join(f"{k} {v}" for k, v in split.items()))
     params = info["params"]
     if info["kind"] == "query":
-        tuning = {k: v for k, v in info["tuning"].items() if k in ("blend", "margin")}
+        settings = "".join(f", {k} {info['tuning'][k]}" for k in ("blend", "margin") if k in info["tuning"])
         print(f"query    head {params.get('head', 'independent')}, low margin -> {params.get('defer_to', 'subject')}"
-              + "".join(f", {k} {v}" for k, v in tuning.items()))
+              + settings)
     guard = info["guard"]
     if guard:
         print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"

@@ -225,7 +225,7 @@ class QueryRouter(Router):
         chosen = int(np.argmax(candidate_hits.mean(axis=1)))  # first best: smallest blend / margin
         self.blend_, self.margin_ = settings[chosen]
         # held-out expected accuracies: what a cost budget is calibrated on (routers/cost.py)
-        self.calibration_scores_ = (self.blend_ * proba + (1 - self.blend_) * prior).astype(np.float32)
+        self.calibration_scores_ = self._blended(proba, prior).astype(np.float32)
         best_hits = correct[:, best_index]
         tuning: dict[str, Any] = {
             "validation_documents": len(correct), "validation_accuracy": round(float(candidate_hits[chosen].mean()), 6),
