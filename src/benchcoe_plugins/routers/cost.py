@@ -159,18 +159,15 @@ class CostAwareRouter:
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
         if self.budget is None and self.cost_weight_ == 0:
             return self.router.decide(documents)
-        from benchcoe_plugins.routers.subject import blank_text
+        from benchcoe_plugins.routers.subject import route_readable
 
-        blank = blank_text(documents)
-        readable = [d for d, empty in zip(documents, blank) if not empty]
-        if not readable:
-            return [RouteDecision(None, None, None, "no question text to read") for _ in documents]
-        scores = self.router.expected_accuracy(readable)
+        return route_readable(documents, self._decide_readable)
+
+    def _decide_readable(self, documents: list[RoutingDocument]) -> list[RouteDecision]:
+        scores = self.router.expected_accuracy(documents)
         reason = f"cost-aware (cost_weight {self.cost_weight_:.6g})"
-        placed = iter(RouteDecision(self.experts_[i], float(row[i]), None, reason)
-                      for row, i in zip(scores, choose(scores, self.costs_, self.cost_weight_).tolist()))
-        # like the router itself: a document without question text goes to the CoE's fallback
-        return [RouteDecision(None, None, None, "no question text to read") if empty else next(placed) for empty in blank]
+        return [RouteDecision(self.experts_[i], float(row[i]), None, reason)
+                for row, i in zip(scores, choose(scores, self.costs_, self.cost_weight_).tolist())]
 
     def predict(self, documents: Sequence[RoutingDocument]) -> list[str | None]:
         return [decision.expert for decision in self.decide(documents)]

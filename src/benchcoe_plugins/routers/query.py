@@ -40,10 +40,10 @@ from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.subject import (
     LinearHead,
-    blank_text,
     check_training_inputs,
     document_subjects,
     document_texts,
+    route_readable,
     sigmoid,
     softmax,
 )
@@ -295,25 +295,17 @@ class QueryRouter(Router):
         return scores
 
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
-        if not len(documents):
-            return []
-        blank = blank_text(documents)
-        readable = [d for d, empty in zip(documents, blank) if not empty]
+        return route_readable(documents, self._decide_readable)
+
+    def _decide_readable(self, documents: list[RoutingDocument]) -> list[RouteDecision]:
         if self.mode_ == "best":
-            decisions = [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in readable]
-        elif readable:
-            proba, prior, subject_pick = self._parts(readable)
-            score = self._blended(proba, prior)
-            chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
-            deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
-            decisions = [RouteDecision(self.experts_[index], float(row[index]), None,
-                                       deferred_reason if low else "query level")
-                         for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]
-        else:
-            decisions = []
-        # a document without question text gets no expert: the CoE's fallback answers it
-        placed = iter(decisions)
-        return [RouteDecision(None, None, None, "no question text to read") if empty else next(placed) for empty in blank]
+            return [RouteDecision(self.best_expert_, None, None, "best single expert (guard)") for _ in documents]
+        proba, prior, subject_pick = self._parts(documents)
+        score = self._blended(proba, prior)
+        chosen, deferred = route_with_margin(score, self._deferral(subject_pick), self.margin_ or 0.0)
+        deferred_reason = f"low margin; deferred to {'subject level' if self.defer_to == 'subject' else 'best single'}"
+        return [RouteDecision(self.experts_[index], float(row[index]), None, deferred_reason if low else "query level")
+                for row, index, low in zip(score, chosen.tolist(), deferred.tolist())]
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:

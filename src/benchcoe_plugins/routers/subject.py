@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -155,6 +155,19 @@ def blank_text(documents: Sequence[RoutingDocument]) -> list[bool]:
     """Documents without question text (image-only questions, as in MMMU-Pro's vision setting):
     a text router cannot place them."""
     return [not (d.text or "").strip() for d in documents]
+
+
+UNREADABLE = RouteDecision(None, None, None, "no question text to read")
+
+
+def route_readable(documents: Sequence[RoutingDocument],
+                   decide: Callable[[list[RoutingDocument]], list[RouteDecision]]) -> list[RouteDecision]:
+    """``decide`` over the documents with question text, in order; the others get no expert, so
+    the CoE's fallback answers them."""
+    blank = blank_text(documents)
+    readable = [d for d, empty in zip(documents, blank) if not empty]
+    placed = iter(decide(readable) if readable else [])
+    return [UNREADABLE if empty else next(placed) for empty in blank]
 
 
 def document_subjects(documents: Sequence[RoutingDocument], subjects: Sequence[str | None] | None) -> list[str]:
@@ -393,7 +406,7 @@ class SubjectRouter(Router):
                 row = predicted[i]
                 subject, score, reason = self.subjects_[int(np.argmax(row))], float(row.max()), "predicted subject"
             else:
-                decisions.append(RouteDecision(None, None, None, "no question text to read"))
+                decisions.append(UNREADABLE)
                 continue
             if self.mode_ == "best":
                 decisions.append(RouteDecision(self.best_expert_, None, subject, "best single expert (guard)"))
