@@ -36,7 +36,6 @@ from pool_sizes import POOL_ORDER, RECORDS, REPO  # noqa: E402
 
 TWO = ["Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B"]
 PARAMETER_COUNTS = REPO / "tasks" / "mmlu_pro" / "parameter_counts.json"
-SHRINK = 20.0
 DEFAULT_RECIPE = "tfidf indep C1"
 
 
@@ -68,10 +67,9 @@ def pairwise_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.nd
 
 
 def knn_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
-    prior = correct[fit].mean(axis=0)
-    similarity = embeddings[score] @ embeddings[fit].T
-    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]
-    return (correct[fit][nearest].sum(axis=1) + SHRINK * prior) / (k + SHRINK)
+    from benchcoe_plugins.routers.neighbours import neighbour_accuracy
+
+    return neighbour_accuracy(embeddings[score], embeddings[fit], correct[fit], k)
 
 
 def mlp_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, seed: int) -> np.ndarray:

@@ -221,27 +221,40 @@ def _switch_world(n: int, seed: int):
     return documents, np.array(rows, dtype=np.float32), subjects
 
 
+SWITCH_EXPERTS = ["anchor", "switch", "weak"]
+
+
+def _fit_switch_world(n: int, **params) -> QueryRouter:
+    documents, correct, subjects = _switch_world(n, 0)
+    return QueryRouter(progress=False, blend=1.0, margin=0.0, guard_z=None, validation_fraction=0.2,
+                       **params).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
+
+
+def _routes_the_switch_world_and_reloads(router: QueryRouter, folder, n_test: int) -> None:
+    """The switch expert on tides, the anchor elsewhere; the reloaded router decides the same."""
+    test_documents, test_correct, _ = _switch_world(n_test, 1)
+    tides = np.array(["tides" in d.text for d in test_documents])
+    chosen = np.array(router.predict(test_documents))
+    assert (chosen[tides] == "switch").mean() > 0.9 and (chosen[~tides] == "anchor").mean() > 0.9
+    hits = test_correct[np.arange(len(test_documents)), [SWITCH_EXPERTS.index(e) for e in chosen]]
+    assert hits.mean() > test_correct[:, 0].mean() + 0.05
+    router.save(folder)
+    again = Router.load(folder)
+    assert again.get_params() == router.get_params()
+    np.testing.assert_allclose(again.expected_accuracy(test_documents), router.expected_accuracy(test_documents),
+                               rtol=1e-5)
+    assert again.predict(test_documents) == router.predict(test_documents)
+
+
 def test_pairwise_head_switches_where_the_other_expert_wins_the_disagreements(tmp_path):
-    experts = ["anchor", "switch", "weak"]
-    documents, correct, subjects = _switch_world(1000, 0)
-    test_documents, test_correct, _ = _switch_world(500, 1)
-    router = QueryRouter(progress=False, head="pairwise", blend=1.0, margin=0.0, guard_z=None,
-                         validation_fraction=0.2).fit(documents, correct, experts, subjects=subjects)
+    router = _fit_switch_world(1000, head="pairwise")
     assert router.best_expert_ == "anchor"
+    test_documents = _switch_world(500, 1)[0]
     scores = router.expected_accuracy(test_documents)
     np.testing.assert_allclose(scores[:, 0], router.expert_proba(test_documents)[:, 0])  # the anchor's own P(right)
     assert ((scores >= 0) & (scores <= 1)).all()
-    tides = np.array(["tides" in d.text for d in test_documents])
-    chosen = np.array(router.predict(test_documents))
     # on tides the switch expert wins most disagreements (0.56 of 0.62), elsewhere it loses most
-    assert (chosen[tides] == "switch").mean() > 0.9 and (chosen[~tides] == "anchor").mean() > 0.9
-    hits = test_correct[np.arange(len(test_documents)), [experts.index(e) for e in chosen]]
-    assert hits.mean() > test_correct[:, 0].mean() + 0.05
-    router.save(tmp_path / "pairwise")
-    again = Router.load(tmp_path / "pairwise")
-    assert again.get_params()["head"] == "pairwise"
-    np.testing.assert_allclose(again.expected_accuracy(test_documents), scores, rtol=1e-5)
-    assert again.predict(test_documents) == router.predict(test_documents)
+    _routes_the_switch_world_and_reloads(router, tmp_path / "pairwise", 500)
 
 
 def test_pairwise_heads_fit_only_on_their_rows():
@@ -264,3 +277,28 @@ def test_unknown_query_head_is_refused(data):
     train, _ = halves(data)
     with pytest.raises(ValueError, match="head must be one of"):
         QueryRouter(progress=False, head="ranking").fit(train.documents, train.correct, train.experts)
+
+
+def test_neighbour_accuracy_is_the_nearest_questions_hit_rate_shrunk_to_the_prior():
+    from benchcoe_plugins.routers.neighbours import neighbour_accuracy
+
+    vectors = np.eye(4, dtype=np.float32)
+    hits = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(neighbour_accuracy(vectors, vectors, hits, k=1, shrink=0.0), hits)
+    # more neighbours than fit questions: every question's score is the experts' overall accuracy
+    np.testing.assert_allclose(neighbour_accuracy(vectors, vectors, hits, k=10, shrink=0.0), np.full((4, 2), 0.5))
+    # one neighbour and the weight of one question on the prior: halfway between
+    np.testing.assert_allclose(neighbour_accuracy(vectors[:1], vectors, hits, k=1, shrink=1.0), [[0.75, 0.25]])
+    # batches give the same answer as one pass
+    many = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    np.testing.assert_array_equal(neighbour_accuracy(many, vectors, hits, k=2, batch=7),
+                                  neighbour_accuracy(many, vectors, hits, k=2))
+
+
+def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path):
+    router = _fit_switch_world(600, head="knn", neighbours=40)
+    assert router.get_params()["neighbours"] == 40
+    _routes_the_switch_world_and_reloads(router, tmp_path / "knn", 300)
+    documents, correct, subjects = _switch_world(100, 0)
+    with pytest.raises(ValueError, match="neighbours must be"):
+        QueryRouter(progress=False, head="knn", neighbours=0).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,7 +119,8 @@ def text_key(text: str) -> str:
 class SentenceEncoder:
     """Mean-pooled, L2-normalised embeddings of a frozen local encoder.
 
-    ``cache_dir`` (optional) keeps vectors on disk between runs (one ``.npz`` per encoder);
+    ``cache_dir`` (default: the environment variable ``BENCHCOE_EMBEDDING_CACHE``, else none)
+    keeps vectors on disk between runs (one ``.npz`` per encoder);
     the in-memory cache, shared by every encoder of the same model and ``max_length`` in the
     process (cross-validation folds included), avoids encoding a text twice.
     """
@@ -131,7 +133,7 @@ class SentenceEncoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir if cache_dir is not None else os.environ.get("BENCHCOE_EMBEDDING_CACHE") or None
         self.progress = progress
         self._loaded: tuple[Any, Any] | None = None
         self._disk_loaded = False

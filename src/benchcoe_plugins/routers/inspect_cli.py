@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     params = info["params"]
     if info["kind"] == "query":
         settings = "".join(f", {k} {info['tuning'][k]}" for k in ("blend", "margin") if k in info["tuning"])
-        print(f"query    head {params.get('head', 'independent')}, low margin -> {params.get('defer_to', 'subject')}"
+        head = params.get("head", "independent")
+        if head == "knn":
+            head = f"knn ({params.get('neighbours')} nearest, {params.get('encoder')})"
+        print(f"query    head {head}, low margin -> {params.get('defer_to', 'subject')}"
               + settings)
     guard = info["guard"]
     if guard:

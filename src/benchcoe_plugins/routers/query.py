@@ -24,6 +24,11 @@ anchor) instead of on its own: P(right) of an expert is P(anchor right) + P(the 
 (2 P(expert right | they disagree) - 1). The difference of two independently fitted heads is
 noisy where it matters (which expert to switch to, and when a cheaper one is as good), while
 the disagreement head is fitted on exactly the documents where switching changes the answer.
+
+``head="knn"`` estimates P(right) of each expert as its hit rate among the ``neighbours`` most
+similar training questions in sentence-embedding space (``encoder``), shrunk toward its overall
+accuracy (:mod:`benchcoe_plugins.routers.neighbours`); the subject prior and the tuning are as for
+the other heads.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import numpy as np
 from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router
-from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, TextFeatures
+from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, SentenceEncoder, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
+from benchcoe_plugins.routers.neighbours import neighbour_accuracy
 from benchcoe_plugins.routers.subject import (
     LinearHead,
     check_training_inputs,
@@ -63,7 +69,7 @@ def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float,
     return np.where(deferred, fallback, score.argmax(axis=1)), deferred
 
 
-HEADS = ("independent", "pairwise")
+HEADS = ("independent", "pairwise", "knn")
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -75,7 +81,8 @@ class QueryRouter(Router):
                  subject_C: float = 10.0, max_features: int = 30000, blend: float | None = None,
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
                  seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
-                 folds: int = 5, refit: bool = False, guard_z: float | None = 1.0, head: str = "independent") -> None:
+                 folds: int = 5, refit: bool = False, guard_z: float | None = 1.0, head: str = "independent",
+                 neighbours: int = 400) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -93,6 +100,7 @@ class QueryRouter(Router):
         self.refit = refit
         self.guard_z = guard_z
         self.head = head
+        self.neighbours = neighbours
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -114,6 +122,8 @@ class QueryRouter(Router):
             raise ValueError(f"tuning must be 'validation' or 'cv', not {self.tuning!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.head == "knn" and not (isinstance(self.neighbours, int) and self.neighbours >= 1):
+            raise ValueError(f"neighbours must be a whole number >= 1, not {self.neighbours!r}")
         correct = check_training_inputs(documents, correct, experts)
         subject_names = document_subjects(documents, subjects)
         documents = list(documents)
@@ -172,6 +182,10 @@ class QueryRouter(Router):
         features = self.features_.transform(texts)
         labels = np.array([subject_index[s] for s in subject_names])
         self.subject_head_ = LinearHead.fit_multinomial(features, labels, len(self.subjects_), self.subject_C)
+        if self.head == "knn":
+            self.neighbour_vectors_ = self._sentences().transform(texts)
+            self.neighbour_hits_ = np.asarray(correct, dtype=np.float32)
+            return
         self.expert_head_ = LinearHead.fit_binary_columns(features, correct, self.C)
         if self.head == "pairwise":
             anchor = correct[:, self.experts_.index(self.best_expert_)]
@@ -244,8 +258,13 @@ class QueryRouter(Router):
 
     # -- inference ---------------------------------------------------------------------------
     def _parts(self, documents: Sequence[RoutingDocument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        features = self.features_.transform(document_texts(documents, self.text))
-        proba = sigmoid(self.expert_head_.logits(features))
+        texts = document_texts(documents, self.text)
+        features = self.features_.transform(texts)
+        if self.head == "knn":
+            proba = neighbour_accuracy(self._sentences().transform(texts), self.neighbour_vectors_,
+                                       self.neighbour_hits_, self.neighbours)
+        else:
+            proba = sigmoid(self.expert_head_.logits(features))
         if self.head == "pairwise":
             proba = self._relative_to_anchor(features, proba)
         subject_proba = softmax(self.subject_head_.logits(features))
@@ -253,6 +272,12 @@ class QueryRouter(Router):
         index = {e: i for i, e in enumerate(self.experts_)}
         subject_pick = np.array([index[self.table_[self.subjects_[k]]] for k in subject_proba.argmax(axis=1)], dtype=int)
         return proba, prior, subject_pick
+
+    def _sentences(self) -> SentenceEncoder:
+        """The knn head's encoder (one per router; its vectors are shared by every encoder of the model)."""
+        if getattr(self, "sentences_", None) is None:
+            self.sentences_ = SentenceEncoder(self.encoder, progress=self.progress)
+        return self.sentences_
 
     def _relative_to_anchor(self, features: Any, proba: np.ndarray) -> np.ndarray:
         anchor = self.experts_.index(self.best_expert_)
@@ -311,8 +336,12 @@ class QueryRouter(Router):
     def _save_state(self, folder: Path) -> dict[str, Any]:
         from safetensors.numpy import save_file
 
-        tensors = {"subject_accuracy": self.subject_accuracy_, **self.subject_head_.tensors("subject_head"),
-                   **self.expert_head_.tensors("expert_head")}
+        tensors = {"subject_accuracy": self.subject_accuracy_, **self.subject_head_.tensors("subject_head")}
+        if self.head == "knn":
+            tensors.update({"neighbour_vectors": self.neighbour_vectors_,
+                            "neighbour_hits": self.neighbour_hits_.astype(np.uint8)})
+        else:
+            tensors.update(self.expert_head_.tensors("expert_head"))
         if self.head == "pairwise":
             tensors.update({**self.disagree_head_.tensors("disagree_head"), **self.win_head_.tensors("win_head")})
         if getattr(self, "calibration_scores_", None) is not None:
@@ -336,10 +365,19 @@ class QueryRouter(Router):
         self.subject_accuracy_ = tensors["subject_accuracy"]
         self.calibration_scores_ = tensors.get("calibration_scores")
         self.subject_head_ = LinearHead.from_tensors(tensors, "subject_head")
-        self.expert_head_ = LinearHead.from_tensors(tensors, "expert_head")
-        if self.head == "pairwise":
-            self.disagree_head_ = LinearHead.from_tensors(tensors, "disagree_head")
-            self.win_head_ = LinearHead.from_tensors(tensors, "win_head")
-        if self.expert_head_.coef.shape[0] != len(self.experts_):
-            raise RouterFormatError(f"{folder}: weights are for {self.expert_head_.coef.shape[0]} experts, the "
-                                    f"manifest lists {len(self.experts_)}.")
+        try:
+            if self.head == "knn":
+                self.neighbour_vectors_ = tensors["neighbour_vectors"].astype(np.float32)
+                self.neighbour_hits_ = tensors["neighbour_hits"].astype(np.float32)
+                n_experts = self.neighbour_hits_.shape[1]
+            else:
+                self.expert_head_ = LinearHead.from_tensors(tensors, "expert_head")
+                n_experts = self.expert_head_.coef.shape[0]
+            if self.head == "pairwise":
+                self.disagree_head_ = LinearHead.from_tensors(tensors, "disagree_head")
+                self.win_head_ = LinearHead.from_tensors(tensors, "win_head")
+        except KeyError as error:
+            raise RouterFormatError(f"{folder}: the {self.head} head's weights are missing ({error}); re-train it.") from None
+        if n_experts != len(self.experts_):
+            raise RouterFormatError(f"{folder}: weights are for {n_experts} experts, the manifest lists "
+                                    f"{len(self.experts_)}.")

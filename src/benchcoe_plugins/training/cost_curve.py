@@ -134,25 +134,28 @@ def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, corre
 
 
 def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
-    from benchcoe_plugins.training.plots import _pyplot, _save
+    from benchcoe_plugins.training.plots import EXPERT_COLORS, ROLE_COLORS, _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     sweep = sorted(curve["sweep"], key=lambda p: p["cost"])
-    ax.plot([p["cost"] for p in sweep], [p["accuracy"] for p in sweep], "-", color="tab:blue",
+    ax.plot([p["cost"] for p in sweep], [p["accuracy"] for p in sweep], "-", color=ROLE_COLORS["router"],
             label="router swept over cost weight", zorder=2)
     mix = curve["random_mix"]
-    ax.plot([p["cost"] for p in mix], [p["accuracy"] for p in mix], "--", color="gray",
+    ax.plot([p["cost"] for p in mix], [p["accuracy"] for p in mix], "--", color="black", alpha=0.6,
             label=f"random mix {curve['weak']} / {curve['strong']}")
+    best = max(curve["singles"], key=lambda name: curve["singles"][name]["accuracy"])
     for name, point in curve["singles"].items():
-        ax.scatter(point["cost"], point["accuracy"], color="tab:orange", zorder=3)
+        ax.scatter(point["cost"], point["accuracy"], zorder=3,
+                   color=ROLE_COLORS["best single"] if name == best else EXPERT_COLORS[0])
         ax.annotate(name, (point["cost"], point["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.scatter([], [], color="tab:orange", label="single experts")
+    ax.scatter([], [], color=ROLE_COLORS["best single"], label=f"best single expert ({best})")
+    ax.scatter([], [], color=EXPERT_COLORS[0], label="other single experts")
     router = curve["accuracy_router"]
-    ax.scatter(router["cost"], router["accuracy"], marker="s", color="tab:green", zorder=4,
-               label="accuracy router (cost weight 0)")
-    ax.scatter(curve["oracle"]["cost"], curve["oracle"]["accuracy"], marker="*", s=140, color="tab:red", zorder=4,
-               label="oracle (cheapest correct expert)")
+    ax.scatter(router["cost"], router["accuracy"], marker="s", color=ROLE_COLORS["router"], edgecolor="black",
+               zorder=4, label="accuracy router (cost weight 0)")
+    ax.scatter(curve["oracle"]["cost"], curve["oracle"]["accuracy"], marker="*", s=140, color=ROLE_COLORS["oracle"],
+               zorder=4, label="oracle (cheapest correct expert)")
     front = sorted(curve["pareto_front"], key=lambda p: p["cost"])
     ax.plot([p["cost"] for p in front], [p["accuracy"] for p in front], "o", mfc="none", mec="black", ms=7,
             zorder=5, label="Pareto front")

@@ -46,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="query router: choose blend/margin on the validation split, or by k-fold "
                             "cross-validation over training + validation documents (never the test split)")
     model.add_argument("--folds", type=int, default=5, help="query router: folds of --tuning cv")
-    model.add_argument("--head", choices=("independent", "pairwise"), default="independent",
-                       help="query router: score each expert on its own, or relative to the best single expert "
-                            "(P(the two disagree) x P(expert right | they disagree))")
+    model.add_argument("--head", choices=("independent", "pairwise", "knn"), default="independent",
+                       help="query router: score each expert on its own, relative to the best single expert "
+                            "(P(the two disagree) x P(expert right | they disagree)), or by its hits among the "
+                            "most similar training questions in --encoder's embedding space (knn)")
+    model.add_argument("--neighbours", type=int, default=400, help="query router, --head knn: how many")
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
@@ -92,7 +94,7 @@ def build_router(args: argparse.Namespace) -> Any:
                        max_features=args.max_features, blend=args.blend, margin=args.margin,
                        defer_to=args.defer_to, seed=args.seed, progress=not args.quiet, text=args.text,
                        tuning=args.tuning, folds=args.folds, refit=args.refit, guard_z=guard_z(args),
-                       head=args.head)
+                       head=args.head, neighbours=args.neighbours)
 
 
 def subject_prior(value: str) -> float | str:

@@ -1,0 +1,23 @@
+"""Nearest-neighbour expert accuracy: for each question, every expert's hits among the ``k`` most
+similar fit questions (dot product of L2-normalised sentence embeddings, i.e. cosine), shrunk
+toward the expert's accuracy over all fit questions with the weight of ``shrink`` questions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHRINK = 20.0
+
+
+def neighbour_accuracy(vectors: np.ndarray, fit_vectors: np.ndarray, fit_hits: np.ndarray, k: int,
+                       shrink: float = SHRINK, batch: int = 1024) -> np.ndarray:
+    """(len(vectors), n_experts) float32: (hits among the k nearest + shrink x accuracy) / (k + shrink)."""
+    fit_hits = np.asarray(fit_hits, dtype=np.float32)
+    k = max(1, min(int(k), len(fit_vectors)))
+    prior = fit_hits.mean(axis=0)
+    out = np.empty((len(vectors), fit_hits.shape[1]), dtype=np.float32)
+    for start in range(0, len(vectors), batch):
+        similarity = vectors[start:start + batch] @ fit_vectors.T
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        out[start:start + batch] = (fit_hits[nearest].sum(axis=1) + shrink * prior) / (k + shrink)
+    return out
