@@ -367,7 +367,7 @@ class QueryRouter(Router):
         self.subject_head_ = LinearHead.from_tensors(tensors, "subject_head")
         try:
             if self.head == "knn":
-                self.neighbour_vectors_ = tensors["neighbour_vectors"].astype(np.float32)
+                self.neighbour_vectors_ = np.asarray(tensors["neighbour_vectors"], dtype=np.float32)  # stored as float32: no copy
                 self.neighbour_hits_ = tensors["neighbour_hits"].astype(np.float32)
                 n_experts = self.neighbour_hits_.shape[1]
             else:
