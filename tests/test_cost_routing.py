@@ -130,7 +130,10 @@ def test_evaluate_draws_the_accuracy_cost_curve(records: Path, tmp_path: Path, c
     common = ["--records", str(records), "--experts", WEAK, STRONG]
     (tmp_path / "costs.json").write_text(json.dumps({"models": {WEAK: {"parameters": 1}, STRONG: {"parameters": 10}}}))
     assert main(["train", *common, "--router", "query", "--tuning", "cv", "--folds", "3", "--no-guard", "--quiet",
-                 "--no-plots", "--costs", str(tmp_path / "costs.json"), "--output", str(tmp_path / "router")]) == 0
+                 "--no-plots", "--costs", str(tmp_path / "costs.json"), "--prior-field", "src",
+                 "--output", str(tmp_path / "router")]) == 0
+    trained = Router.load(tmp_path / "router")
+    assert trained.prior_field == "src" and len(trained.cell_values_) > 10, "the prior is read from the src field"
     assert main(["evaluate", "--router", str(tmp_path / "router"), *common, "--no-plots",
                  "--output", str(tmp_path / "stored")]) == 0
     stored = json.loads((tmp_path / "stored" / "cost_curve.json").read_text())

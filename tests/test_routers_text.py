@@ -309,3 +309,64 @@ def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path, capsys):
     documents, correct, subjects = _switch_world(100, 0)
     with pytest.raises(ValueError, match="neighbours must be"):
         QueryRouter(progress=False, head="knn", neighbours=0).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
+
+
+def _source_world(n: int, seed: int):
+    """The switch world's experts, but what decides who is right is the document's 'source' field,
+    which the question text does not show."""
+    from benchcoe_plugins.core.documents import RoutingDocument
+
+    rng = np.random.default_rng(seed)
+    documents, rows = [], []
+    for i in range(n):
+        source = "tides" if i % 5 == 0 else f"textbook {i % 5}"
+        tides = source == "tides"
+        rows.append([rng.random() < (0.3 if tides else 0.6), rng.random() < (0.8 if tides else 0.2), rng.random() < 0.2])
+        documents.append(RoutingDocument("synthetic", i, f"question {i} number {rng.integers(1000)}", {"source": source}))
+    return documents, np.array(rows, dtype=np.float32), ["general"] * n
+
+
+def test_field_prior_is_the_cell_hit_rate_shrunk_toward_the_base():
+    from benchcoe_plugins.routers.query import field_prior
+
+    base = np.array([[0.5, 0.5]] * 3, dtype=np.float32)
+    cells = ["a", "b"]
+    hits, counts = np.array([[2, 0], [0, 1]], dtype=np.float32), np.array([2, 1], dtype=np.float32)
+    prior = field_prior(["a", "b", None], cells, hits, counts, base, shrink=2.0)
+    np.testing.assert_allclose(prior[0], [0.75, 0.25])  # (2 + 2 x 0.5) / (2 + 2), (0 + 1) / 4
+    np.testing.assert_allclose(prior[1], [1 / 3, 2 / 3])
+    np.testing.assert_allclose(prior[2], [0.5, 0.5])  # no value: the base row
+    np.testing.assert_allclose(field_prior(["unseen"], cells, hits, counts, base[:1]), base[:1])
+
+
+def test_prior_field_routes_by_a_document_field_the_text_does_not_show(tmp_path, capsys):
+    import argparse
+
+    from benchcoe_plugins.core.documents import RoutingDocument
+    from benchcoe_plugins.routers import inspect_cli
+
+    documents, correct, subjects = _source_world(1000, 0)
+    params = dict(progress=False, blend=0.0, margin=0.0, guard_z=None)
+    router = QueryRouter(prior_field="source", **params).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
+    blind = QueryRouter(**params).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
+    test_documents, test_correct, _ = _source_world(500, 1)
+    tides = np.array([d.doc["source"] == "tides" for d in test_documents])
+    chosen = np.array(router.predict(test_documents))
+    assert (chosen[tides] == "switch").all() and (chosen[~tides] == "anchor").all()
+    assert set(blind.predict(test_documents)) == {"anchor"}  # one subject: the text alone cannot tell
+    hits = test_correct[np.arange(len(chosen)), [SWITCH_EXPERTS.index(e) for e in chosen]]
+    assert hits.mean() > test_correct[:, 0].mean() + 0.05
+    # a value never seen in training, or no such field: the subject prior, so the best single expert
+    strangers = [RoutingDocument("synthetic", "x", "question x", {"source": "a new book"}),
+                 RoutingDocument("synthetic", "y", "question y", {})]
+    assert router.predict(strangers) == ["anchor", "anchor"]
+    router.save(tmp_path / "by_source")
+    again = Router.load(tmp_path / "by_source")
+    np.testing.assert_allclose(again.expected_accuracy(test_documents), router.expected_accuracy(test_documents),
+                               rtol=1e-6)
+    assert again.predict(test_documents) == router.predict(test_documents)
+    capsys.readouterr()
+    assert inspect_cli.run(argparse.Namespace(router=str(tmp_path / "by_source"), json=False)) == 0
+    assert "head independent, prior by source, low margin" in capsys.readouterr().out
+    with pytest.raises(RecordsError, match="prior_field='origin': no training document has that field"):
+        QueryRouter(prior_field="origin", **params).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         head = params.get("head", "independent")
         if head == "knn":
             head = f"knn ({params.get('neighbours')} nearest, {params.get('encoder')})"
-        print(f"query    head {head}, low margin -> {params.get('defer_to', 'subject')}"
+        prior = f", prior by {params['prior_field']}" if params.get("prior_field") else ""
+        print(f"query    head {head}{prior}, low margin -> {params.get('defer_to', 'subject')}"
               + settings)
     guard = info["guard"]
     if guard:

@@ -29,6 +29,11 @@ the disagreement head is fitted on exactly the documents where switching changes
 similar training questions in sentence-embedding space (``encoder``), shrunk toward its overall
 accuracy (:mod:`benchcoe_plugins.routers.neighbours`); the subject prior and the tuning are as for
 the other heads.
+
+``prior_field`` (e.g. ``"src"`` for MMLU-Pro, the question's original source) makes the prior
+more specific: the experts' training accuracy on the documents sharing the document's value of
+that field, shrunk toward the subject prior with the weight of ``FIELD_SHRINK`` documents. A value
+not seen in training, or a document without the field, keeps the subject prior.
 """
 
 from __future__ import annotations
@@ -72,6 +77,25 @@ def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float,
 HEADS = ("independent", "pairwise", "knn")
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FIELD_SHRINK = 20.0
+
+
+def field_value(document: RoutingDocument, field: str) -> str | None:
+    value = document.doc.get(field) if hasattr(document.doc, "get") else None
+    return None if value in (None, "") else str(value)
+
+
+def field_prior(values: Sequence[str | None], cell_values: Sequence[str], cell_hits: np.ndarray,
+                cell_counts: np.ndarray, base: np.ndarray, shrink: float = FIELD_SHRINK) -> np.ndarray:
+    """Per document: (hits of its field cell + shrink x ``base`` row) / (cell size + shrink); an unknown
+    or missing value has an empty cell, so its row is ``base``."""
+    index = {value: i for i, value in enumerate(cell_values)}
+    rows = np.array([index.get(v, -1) if v is not None else -1 for v in values], dtype=int)
+    known = rows >= 0
+    hits = np.zeros_like(base)
+    counts = np.zeros(len(values), dtype=np.float32)
+    hits[known], counts[known] = cell_hits[rows[known]], cell_counts[rows[known]]
+    return ((hits + shrink * base) / (counts + shrink)[:, None]).astype(np.float32)
 
 
 class QueryRouter(Router):
@@ -82,7 +106,7 @@ class QueryRouter(Router):
                  margin: float | None = None, defer_to: str = "subject", validation_fraction: float = 0.15,
                  seed: int = 0, progress: bool = True, text: str = "question", tuning: str = "validation",
                  folds: int = 5, refit: bool = False, guard_z: float | None = 1.0, head: str = "independent",
-                 neighbours: int = 400) -> None:
+                 neighbours: int = 400, prior_field: str | None = None) -> None:
         self.backbone = backbone
         self.encoder = encoder
         self.C = C
@@ -101,6 +125,7 @@ class QueryRouter(Router):
         self.guard_z = guard_z
         self.head = head
         self.neighbours = neighbours
+        self.prior_field = prior_field
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
@@ -125,6 +150,9 @@ class QueryRouter(Router):
         if self.head == "knn" and not (isinstance(self.neighbours, int) and self.neighbours >= 1):
             raise ValueError(f"neighbours must be a whole number >= 1, not {self.neighbours!r}")
         correct = check_training_inputs(documents, correct, experts)
+        if self.prior_field is not None and all(field_value(d, self.prior_field) is None for d in documents):
+            raise RecordsError(f"prior_field={self.prior_field!r}: no training document has that field; name a "
+                               f"field the documents carry (MMLU-Pro: src) or leave it unset.")
         subject_names = document_subjects(documents, subjects)
         documents = list(documents)
         self.experts_ = list(experts)
@@ -181,6 +209,8 @@ class QueryRouter(Router):
         self.features_ = TextFeatures(self.backbone, self.encoder, self.max_features, progress=self.progress).fit(texts)
         features = self.features_.transform(texts)
         labels = np.array([subject_index[s] for s in subject_names])
+        if self.prior_field is not None:
+            self._fit_field_cells(documents, correct)
         self.subject_head_ = LinearHead.fit_multinomial(features, labels, len(self.subjects_), self.subject_C)
         if self.head == "knn":
             self.neighbour_vectors_ = self._sentences().transform(texts)
@@ -192,6 +222,12 @@ class QueryRouter(Router):
             disagree = correct != anchor[:, None]
             self.disagree_head_ = LinearHead.fit_binary_columns(features, disagree, self.C)
             self.win_head_ = LinearHead.fit_binary_columns(features, correct, self.C, rows=disagree)
+
+    def _fit_field_cells(self, documents: Sequence[RoutingDocument], correct: np.ndarray) -> None:
+        values = np.array([field_value(d, self.prior_field) or "" for d in documents])
+        self.cell_values_ = sorted(set(values.tolist()) - {""})
+        self.cell_hits_ = np.array([correct[values == v].sum(axis=0) for v in self.cell_values_], dtype=np.float32)
+        self.cell_counts_ = np.array([(values == v).sum() for v in self.cell_values_], dtype=np.float32)
 
     def _tune_cv(self, documents: list[RoutingDocument], correct: np.ndarray, subject_names: list[str]) -> dict[str, Any]:
         """Out-of-fold scores of ``folds`` models, each fitted without its fold, choose the setting."""
@@ -269,6 +305,9 @@ class QueryRouter(Router):
             proba = self._relative_to_anchor(features, proba)
         subject_proba = softmax(self.subject_head_.logits(features))
         prior = subject_proba @ self.subject_accuracy_
+        if self.prior_field is not None:
+            prior = field_prior([field_value(d, self.prior_field) for d in documents], self.cell_values_,
+                                self.cell_hits_, self.cell_counts_, prior)
         index = {e: i for i, e in enumerate(self.experts_)}
         subject_pick = np.array([index[self.table_[self.subjects_[k]]] for k in subject_proba.argmax(axis=1)], dtype=int)
         return proba, prior, subject_pick
@@ -346,10 +385,13 @@ class QueryRouter(Router):
             tensors.update({**self.disagree_head_.tensors("disagree_head"), **self.win_head_.tensors("win_head")})
         if getattr(self, "calibration_scores_", None) is not None:
             tensors["calibration_scores"] = self.calibration_scores_
+        state = {"weights": "query.safetensors", "features": self.features_.save(folder), "blend": self.blend_,
+                 "margin": self.margin_, "mode": self.mode_, "best_expert": self.best_expert_}
+        if self.prior_field is not None:
+            tensors.update({"cell_hits": self.cell_hits_, "cell_counts": self.cell_counts_})
+            state["cell_values"] = list(self.cell_values_)
         save_file(tensors, str(folder / "query.safetensors"))
-        return {"state": {"weights": "query.safetensors", "features": self.features_.save(folder),
-                          "blend": self.blend_, "margin": self.margin_, "mode": self.mode_,
-                          "best_expert": self.best_expert_}}
+        return {"state": state}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
         from safetensors.numpy import load_file
@@ -376,6 +418,12 @@ class QueryRouter(Router):
             if self.head == "pairwise":
                 self.disagree_head_ = LinearHead.from_tensors(tensors, "disagree_head")
                 self.win_head_ = LinearHead.from_tensors(tensors, "win_head")
+            if self.prior_field is not None:
+                self.cell_values_ = [str(v) for v in state["cell_values"]]
+                self.cell_hits_, self.cell_counts_ = tensors["cell_hits"], tensors["cell_counts"]
+                if self.cell_hits_.shape != (len(self.cell_values_), len(self.experts_)):
+                    raise RouterFormatError(f"{folder}: {self.prior_field} cells have shape {self.cell_hits_.shape}, "
+                                            f"not ({len(self.cell_values_)}, {len(self.experts_)}); re-train it.")
         except KeyError as error:
             raise RouterFormatError(f"{folder}: the {self.head} head's weights are missing ({error}); re-train it.") from None
         if n_experts != len(self.experts_):

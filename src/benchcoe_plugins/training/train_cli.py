@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(P(the two disagree) x P(expert right | they disagree)), or by its hits among the "
                             "most similar training questions in --encoder's embedding space (knn)")
     model.add_argument("--neighbours", type=int, default=400, help="query router, --head knn: how many")
+    model.add_argument("--prior-field", metavar="FIELD",
+                       help="query router: the prior blended with the head is the experts' accuracy on training "
+                            "documents with the same value of this document field (MMLU-Pro: src), shrunk toward "
+                            "the subject prior; unseen values keep the subject prior")
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
@@ -94,7 +98,7 @@ def build_router(args: argparse.Namespace) -> Any:
                        max_features=args.max_features, blend=args.blend, margin=args.margin,
                        defer_to=args.defer_to, seed=args.seed, progress=not args.quiet, text=args.text,
                        tuning=args.tuning, folds=args.folds, refit=args.refit, guard_z=guard_z(args),
-                       head=args.head, neighbours=args.neighbours)
+                       head=args.head, neighbours=args.neighbours, prior_field=args.prior_field)
 
 
 def subject_prior(value: str) -> float | str:
