@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0,
                        subject_prior: float | str = 0.0, query_head: str = "independent",
-                       defer_to: str = "subject", neighbours: int = 400) -> dict[str, Any]:
+                       defer_to: str = "subject", neighbours: int = 400,
+                       prior_field: str | None = None) -> dict[str, Any]:
     """Random split 60 % train / 10 % validation / 30 % test by ``seed``; subject router (TF-IDF on
     question + options, table shrunk by ``subject_prior``) fitted on train + validation; query router tuned by 5-fold cross-validation
     over train + validation, then fitted on all of it. Returns the parts and both routers."""
@@ -22,7 +23,7 @@ def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0,
                             subject_prior=subject_prior)
     subject.fit(fit.documents, fit.correct, fit.experts, subjects=fit.subjects)
     query = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False, guard_z=guard_z,
-                        head=query_head, defer_to=defer_to, neighbours=neighbours)
+                        head=query_head, defer_to=defer_to, neighbours=neighbours, prior_field=prior_field)
     query.fit(train.documents, train.correct, train.experts, subjects=train.subjects,
               validation=(validation.documents, validation.correct, validation.subjects))
     return {"fit": fit, "test": test, "subject": subject, "query": query}

@@ -8,7 +8,10 @@ Each recipe turns question + options into one expected-accuracy score per expert
   (relative to the best single expert, as ``--head pairwise``), at C = 0.3 / 1 / 3 unless ``--C``;
 - on the embeddings only: ``knnK`` (the K most similar fit documents' hits, shrunk towards each
   expert's accuracy with weight 20, as ``--head knn``; K = 25 / 100 / 400 unless ``--neighbours``) and
-  ``mlp`` (one hidden layer of 64, multi-label).
+  ``mlp`` (one hidden layer of 64, multi-label);
+- ``router knnK src bB``: the product's own ``QueryRouter(head="knn", neighbours=K, prior_field="src",
+  blend=B)`` (``benchcoe train --head knn --prior-field src --blend B``): the kNN scores blended with
+  the experts' accuracy on the fit questions from the same MMLU-Pro source (``src``), B = 0.3 / 0.5 / 0.7.
 
 Scored by 5-fold out-of-fold predictions over train + validation ("cv", the only figure a choice
 may use) and by a fit on train + validation scored on the held-out 30 % ("test"), split 60 / 10 /
@@ -20,6 +23,8 @@ recipe with the best cv APGR (two experts) or cv accuracy (more) is marked.
     python benchmarks/embedding_recipes.py --seeds 0 1 2 --plot embedding_recipes_two.png   # 8B-Instruct vs 70B
     python benchmarks/embedding_recipes.py --pool all --seeds 0 --C 0.3 1     # the 11 models
     python benchmarks/embedding_recipes.py --pool all --recipes 'emb knn*' --neighbours 400 800 1600
+    python benchmarks/embedding_recipes.py --seeds 0 1 2 --recipes 'router*' --neighbours 100 400 \
+        --add-to benchmarks/results/embedding_recipes_two.json --json benchmarks/results/embedding_recipes_two.json
 """
 
 from __future__ import annotations
@@ -84,8 +89,18 @@ def mlp_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, sco
     return proba if proba.ndim == 2 and proba.shape[1] == correct.shape[1] else np.column_stack(proba)
 
 
-def recipes(texts: list[str], embeddings: np.ndarray, correct: np.ndarray, Cs: list[float],
-            neighbours: list[int], seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+def router_scores(documents: list, correct: np.ndarray, experts: list[str], fit: np.ndarray, score: np.ndarray,
+                  **params) -> np.ndarray:
+    """The product's query router fitted on ``fit`` (fixed blend, no margin, no guard): its routing scores."""
+    from benchcoe_plugins.routers.query import QueryRouter
+
+    router = QueryRouter(text="question+options", margin=0.0, guard_z=None, progress=False, **params)
+    router.fit([documents[i] for i in fit], correct[fit], experts)
+    return router.expected_accuracy([documents[i] for i in score])
+
+
+def recipes(documents: list, experts: list[str], texts: list[str], embeddings: np.ndarray, correct: np.ndarray,
+            Cs: list[float], neighbours: list[int], seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """name -> scorer(fit indices, score indices); TF-IDF is fitted on each scorer's fit documents."""
     import scipy.sparse as sp
 
@@ -106,6 +121,10 @@ def recipes(texts: list[str], embeddings: np.ndarray, correct: np.ndarray, Cs: l
     for k in neighbours:
         out[f"emb knn{k}"] = lambda fit, score, k=k: knn_scores(embeddings, correct, fit, score, k)
     out["emb mlp64"] = lambda fit, score: mlp_scores(embeddings, correct, fit, score, seed)
+    for k in neighbours:
+        for blend in (0.3, 0.5, 0.7):
+            out[f"router knn{k} src b{blend:g}"] = (lambda fit, score, k=k, blend=blend: router_scores(
+                documents, correct, experts, fit, score, head="knn", neighbours=k, prior_field="src", blend=blend))
     return out
 
 
@@ -134,7 +153,8 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
     costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in data.experts], float)
     indices = split_indices(len(texts), seed, 0.3, 0.1)
     fit, test = np.concatenate([indices["train"], indices["validation"]]), indices["test"]
-    table = {name: scorer for name, scorer in recipes(texts, embeddings, correct, Cs, neighbours, seed).items()
+    table = {name: scorer for name, scorer in recipes(list(data.documents), list(data.experts), texts, embeddings, correct, Cs,
+                                                 neighbours, seed).items()
              if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
     started, rows = time.perf_counter(), {}
     for name, scorer in table.items():
@@ -145,10 +165,27 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
                       "test": summary(scorer(fit, test), correct[test], list(data.experts), costs)}
         print(f"  seed {seed} {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     key = "APGR" if len(experts) == 2 else "accuracy"
-    chosen = max(rows, key=lambda n: rows[n]["cv"][key])
+    chosen = choose_on_cv(rows, key)
     singles = {e: float(correct[test, i].mean()) for i, e in enumerate(data.experts)}
     return {"seed": seed, "experts": list(data.experts), "test_documents": int(len(test)), "singles_test": singles,
             "oracle_test": float(correct[test].max(axis=1).mean()), "chosen_on_cv": chosen, "by": key, "recipes": rows}
+
+
+def choose_on_cv(rows: dict, key: str) -> str:
+    return max(rows, key=lambda n: rows[n]["cv"][key])
+
+
+def merged(results: list[dict], previous: list[dict]) -> list[dict]:
+    """``previous`` (an earlier --json) with these results' recipes added per seed, the cv choice redone."""
+    by_seed = {r["seed"]: r for r in results}
+    out = []
+    for old in previous:
+        new = by_seed.pop(old["seed"], None)
+        if new is not None:
+            old = {**old, "recipes": {**old["recipes"], **new["recipes"]}}
+            old["chosen_on_cv"] = choose_on_cv(old["recipes"], old["by"])
+        out.append(old)
+    return out + list(by_seed.values())
 
 
 def show(result: dict) -> None:
@@ -205,11 +242,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--plot", type=Path, help="two experts: PNG of held-out CPT(50 %%) per recipe and seed")
     parser.add_argument("--replot", type=Path, help="read the results from this --json file instead of computing them")
+    parser.add_argument("--add-to", type=Path, help="add these recipes to an earlier --json file's (same seeds, same "
+                        "splits) and choose on cv among all of them")
     args = parser.parse_args()
     experts = TWO if args.pool == "two" else POOL_ORDER
     results = (json.loads(args.replot.read_text()) if args.replot else
                [run_seed(experts, seed, args.Cs, args.neighbours, args.recipes, args.embedding_cache)
                 for seed in args.seeds])
+    if args.add_to:
+        results = merged(results, json.loads(args.add_to.read_text()))
     for result in results:
         show(result)
     if args.json:

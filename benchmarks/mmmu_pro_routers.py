@@ -17,6 +17,7 @@ scores exactly the best single expert.
 
     python benchmarks/mmmu_pro_routers.py [--seeds 0 1 2] [--workers 2] [--plot mmmu_pro_routers.png]
         [--query-head pairwise|independent|knn [--neighbours K]] [--defer-to best|subject]
+        [--prior-field topic_difficulty|img_type]
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
     from benchcoe_plugins.training.evaluate_cli import evaluate_router
     from benchcoe_plugins.training.records import load_mmmu_pro
 
-    experts, seed, records, query_head, defer_to, neighbours = job
+    experts, seed, records, query_head, defer_to, neighbours, prior_field = job
     # guard_z=0 records the guard's evidence; whether it routes at a stronger z is decided below
     parts = fit_shipped_recipe(load_mmmu_pro(records, experts), seed, guard_z=0.0, subject_prior=SUBJECT_PRIOR,
-                               query_head=query_head, defer_to=defer_to, neighbours=neighbours)
+                               query_head=query_head, defer_to=defer_to, neighbours=neighbours,
+                               prior_field=prior_field)
     fit, test, subject, query = (parts[k] for k in ("fit", "test", "subject", "query"))
     out: dict = {"pool": experts, "seed": seed, "test_documents": len(test)}
     for name, router, evidence, routing_mode in (("subject", subject, subject.metadata_["guard"], "subject"),
@@ -110,10 +112,13 @@ def main() -> None:
     parser.add_argument("--defer-to", choices=("subject", "best"), default="best",
                         help="where the query router sends low-margin questions (default: the shipped recipe's)")
     parser.add_argument("--neighbours", type=int, default=400, help="--query-head knn: how many")
+    parser.add_argument("--prior-field", help="query router's prior from this document field (benchcoe train "
+                        "--prior-field), e.g. topic_difficulty or img_type")
     args = parser.parse_args()
     from benchcoe_plugins.training.plots import grouped_bars
 
-    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to, args.neighbours)
+    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to, args.neighbours,
+                            args.prior_field)
 
     def label(r: dict) -> str:
         return " / ".join(SHORT.get(e, e) for e in r["pool"])
