@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchcoe_plugins.routers.table import shrunk_rate
+
 SHRINK = 20.0
 
 
@@ -19,5 +21,5 @@ def neighbour_accuracy(vectors: np.ndarray, fit_vectors: np.ndarray, fit_hits: n
     for start in range(0, len(vectors), batch):
         similarity = vectors[start:start + batch] @ fit_vectors.T
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        out[start:start + batch] = (fit_hits[nearest].sum(axis=1) + shrink * prior) / (k + shrink)
+        out[start:start + batch] = shrunk_rate(fit_hits[nearest].sum(axis=1), k, prior, shrink)
     return out

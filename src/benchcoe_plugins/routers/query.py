@@ -39,7 +39,7 @@ not seen in training, or a document without the field, keeps the subject prior.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ from benchcoe_plugins.routers.subject import (
     sigmoid,
     softmax,
 )
-from benchcoe_plugins.routers.table import best_expert_table, best_single_index
+from benchcoe_plugins.routers.table import best_expert_table, best_single_index, shrunk_rate
 
 
 def top_two_margin(score: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ FIELD_SHRINK = 20.0
 
 
 def field_value(document: RoutingDocument, field: str) -> str | None:
-    value = document.doc.get(field) if hasattr(document.doc, "get") else None
+    value = document.doc.get(field) if isinstance(document.doc, Mapping) else None
     return None if value in (None, "") else str(value)
 
 
@@ -95,7 +95,7 @@ def field_prior(values: Sequence[str | None], cell_values: Sequence[str], cell_h
     hits = np.zeros_like(base)
     counts = np.zeros(len(values), dtype=np.float32)
     hits[known], counts[known] = cell_hits[rows[known]], cell_counts[rows[known]]
-    return ((hits + shrink * base) / (counts + shrink)[:, None]).astype(np.float32)
+    return shrunk_rate(hits, counts[:, None], base, shrink).astype(np.float32)
 
 
 class QueryRouter(Router):

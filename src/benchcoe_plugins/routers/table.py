@@ -49,12 +49,19 @@ def best_expert_table(subjects: Sequence[str], correct: np.ndarray, experts: Seq
     return table, accuracy
 
 
+def shrunk_rate(hits: np.ndarray, count: np.ndarray | float, prior_rate: np.ndarray, weight: float) -> np.ndarray:
+    """Empirical-Bayes hit rate: ``count`` observations with ``hits`` plus ``weight`` pseudo-observations
+    at ``prior_rate``, i.e. (hits + weight * prior_rate) / (count + weight); arrays broadcast."""
+    return (hits + weight * prior_rate) / (count + weight)
+
+
 def shrunk_accuracy(rows: np.ndarray, global_accuracy: np.ndarray, prior: float) -> np.ndarray:
     """Empirical-Bayes estimate of each expert's accuracy on one subject from its ``rows``
     (documents x experts, 0/1): (hits + prior * global accuracy) / (documents + prior)."""
     if np.isinf(prior):
         return np.asarray(global_accuracy, dtype=float)
-    return (np.asarray(rows, dtype=float).sum(axis=0) + prior * np.asarray(global_accuracy, dtype=float)) / (len(rows) + prior)
+    return shrunk_rate(np.asarray(rows, dtype=float).sum(axis=0), len(rows), np.asarray(global_accuracy, dtype=float),
+                       prior)
 
 
 class TableRouter(Router):
