@@ -202,6 +202,11 @@ def test_subject_router_chooses_the_prior_by_cross_validation(data, tmp_path):
         SubjectRouter(progress=False, subject_prior=-1).fit(train.documents, noise, train.experts)
 
 
+def _switch_hits(rng: np.random.Generator, tides: bool) -> list[bool]:
+    """Who is right on one document: anchor, switch, weak (see :func:`_switch_world`)."""
+    return [rng.random() < (0.3 if tides else 0.6), rng.random() < (0.8 if tides else 0.2), rng.random() < 0.2]
+
+
 def _switch_world(n: int, seed: int):
     """Three experts: 'anchor' right 60 % (30 % on documents about tides), the best single;
     'switch' right 80 % on tides and 20 % elsewhere; 'weak' right 20 %, unrelated to text."""
@@ -213,9 +218,7 @@ def _switch_world(n: int, seed: int):
     for i in range(n):
         topic = topics[i % len(topics)]
         tides = topic.startswith("tides")
-        anchor = rng.random() < (0.3 if tides else 0.6)
-        switch = rng.random() < (0.8 if tides else 0.2)
-        rows.append([anchor, switch, rng.random() < 0.2])
+        rows.append(_switch_hits(rng, tides))
         documents.append(RoutingDocument("synthetic", i, f"question {i} about {topic} {rng.integers(1000)}"))
         subjects.append(topic)
     return documents, np.array(rows, dtype=np.float32), subjects
@@ -321,7 +324,7 @@ def _source_world(n: int, seed: int):
     for i in range(n):
         source = "tides" if i % 5 == 0 else f"textbook {i % 5}"
         tides = source == "tides"
-        rows.append([rng.random() < (0.3 if tides else 0.6), rng.random() < (0.8 if tides else 0.2), rng.random() < 0.2])
+        rows.append(_switch_hits(rng, tides))
         documents.append(RoutingDocument("synthetic", i, f"question {i} number {rng.integers(1000)}", {"source": source}))
     return documents, np.array(rows, dtype=np.float32), ["general"] * n
 
