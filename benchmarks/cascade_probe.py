@@ -1,0 +1,112 @@
+"""What a cascade would add to cost-aware routing: the weak expert's own output as a signal.
+
+A router decides before any expert runs. A cascade (FrugalGPT, AutoMix) runs the weak expert
+first and escalates to the strong one when the weak answer looks wrong; it pays the weak
+expert on every document. This probe measures one such signal on the real MMLU-Pro records:
+the weak expert's output never states "the answer is" (a run-away or truncated chain of
+thought, whose letter the MMLU-Pro authors' extraction then guessed).
+
+Two experts (Meta-Llama-3_1-8B-Instruct -> Meta-Llama-3_1-70B), split 60 / 10 / 30 by seed as in
+``benchcoe train``; both rows fit on the 70 % and score the 30 % test part:
+
+- ``router``: the product's ``QueryRouter(head="knn", neighbours=100, prior_field="src",
+  blend=0.5, margin=0)``, i.e. ``benchcoe train --head knn --neighbours 100 --prior-field src
+  --blend 0.5 --margin 0 --no-guard --refit``;
+- ``router + no-answer escalation``: the same scores, with the strong expert's score raised,
+  where the weak output has no answer, by the strong-minus-weak accuracy gap measured on the
+  fit documents that have none.
+
+Both are swept over the cost weight exactly as ``benchcoe evaluate`` does (cost = parameter
+count): APGR, CPT(50 %), CPT(80 %), and the cost per document at CPT(50 %), where the
+cascade also pays the weak expert on every document.
+
+    python benchmarks/cascade_probe.py --seeds 0 1 2 --json benchmarks/results/cascade_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedding_recipes import PARAMETER_COUNTS, TWO  # noqa: E402
+from pool_sizes import RECORDS, REPO  # noqa: E402
+
+NO_ANSWER_MARK = "answer is"
+
+
+def weak_reached_no_answer(records_dir: Path, expert: str, ids: list) -> np.ndarray:
+    """1.0 where ``expert``'s recorded output never states its answer."""
+    path = records_dir / "records" / f"{expert}.jsonl.gz"
+    with gzip.open(path, "rt") as lines:
+        text = {row["question_id"]: row["generated_text"] for row in map(json.loads, lines)}
+    return np.array([NO_ANSWER_MARK not in text[i] for i in ids], dtype=float)
+
+
+def run_seed(seed: int, documents: list, correct: np.ndarray, no_answer: np.ndarray, costs: np.ndarray) -> dict:
+    from benchcoe_plugins.routers.query import QueryRouter
+    from benchcoe_plugins.training.cost_curve import cost_curve
+    from benchcoe_plugins.training.dataset import split_indices
+
+    split = split_indices(len(documents), seed, 0.3, 0.1)
+    fit, test = np.concatenate([split["train"], split["validation"]]), split["test"]
+    router = QueryRouter(text="question+options", head="knn", neighbours=100, prior_field="src", blend=0.5,
+                         margin=0.0, guard_z=None, progress=False)
+    router.fit([documents[i] for i in fit], correct[fit], TWO)
+    scores = router.expected_accuracy([documents[i] for i in test]).astype(float)
+    weak, strong = 0, 1
+    flagged = fit[no_answer[fit] == 1]
+    lift = float(correct[flagged, strong].mean() - correct[flagged, weak].mean())
+    escalated = scores.copy()
+    escalated[:, strong] += lift * no_answer[test]
+    rows = {}
+    for name, table, weak_always_paid in (("router", scores, False),
+                                          ("router + no-answer escalation", escalated, True)):
+        curve = cost_curve(table, correct[test], TWO, costs, table.argmax(axis=1))
+        share = curve["CPT_50"]
+        cost = None if share is None else (
+            (costs[weak] if weak_always_paid else (1 - share) * costs[weak]) + share * costs[strong])
+        rows[name] = {"APGR": curve["APGR"], "CPT_50": share, "CPT_80": curve["CPT_80"], "cost_at_CPT_50": cost}
+    return {"seed": seed, "test_documents": int(len(test)), "no_answer_share_test": float(no_answer[test].mean()),
+            "lift_on_fit": lift, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
+                        help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+    os.environ.setdefault("BENCHCOE_EMBEDDING_CACHE", str(args.embedding_cache))
+    from benchcoe_plugins.training.records import load_mmlu_pro
+
+    data = load_mmlu_pro(RECORDS, TWO)
+    if list(data.experts) != TWO:
+        raise SystemExit(f"expected experts {TWO}, the records give {list(data.experts)}")
+    documents = list(data.documents)
+    no_answer = weak_reached_no_answer(RECORDS, TWO[0], [d.doc["question_id"] for d in documents])
+    counts = json.loads(PARAMETER_COUNTS.read_text())["models"]
+    costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in TWO], float)
+    results = [run_seed(seed, documents, data.correct.astype(int), no_answer, costs) for seed in args.seeds]
+    print(f"{TWO[0]} output states no answer on {no_answer.mean():.1%} of all {len(documents)} questions")
+    print(f"{'seed':>4}  {'recipe':<31} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9} {'cost/doc at CPT(50%)':>21}")
+    for result in results:
+        for name, row in result["rows"].items():
+            pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+            cost = "-" if row["cost_at_CPT_50"] is None else f"{row['cost_at_CPT_50']:.1f}B"
+            print(f"{result['seed']:>4}  {name:<31} {row['APGR']:>6.3f} {pct(row['CPT_50']):>9} "
+                  f"{pct(row['CPT_80']):>9} {cost:>21}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
