@@ -5,7 +5,9 @@ Nested pools in the order of POOL_ORDER (the shipped five first, then the other 
 (pool size, seed, recipe) repeats ``benchcoe train`` on a random split 60 % train / 10 %
 validation / 30 % test by seed: the query router with 5-fold cross-validated tuning over train
 + validation (``--tuning cv``), on question + options; recipe ``query`` tunes blend and margin,
-``query-m0`` tunes the blend only and never defers (``--margin 0``). The best single expert is
+``query-m0`` tunes the blend only and never defers (``--margin 0``); ``knn-src-m0`` is ``query-m0``
+with ``--head knn --prior-field src`` (set ``BENCHCOE_EMBEDDING_CACHE`` to reuse the MiniLM vectors
+between fits; without it each fit encodes its questions again). The best single expert is
 chosen on train + validation; every figure is on the test part, with the paired bootstrap 95 %
 interval of router - best single. Training time = the router's ``fit`` (wall clock, in the
 worker; load the records and evaluation not counted).
@@ -28,7 +30,8 @@ RECORDS = REPO.parent / "shared" / "data" / "mmlu_pro"
 POOL_ORDER = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", "gemma-7b", "Qwen1.5-7B-Chat",
               "Mixtral-8x7B-Instruct-v0.1", "Meta-Llama-3-8B", "Mistral-7B-Instruct-v0.2", "Yi-6b-Chat",
               "Llama-2-13b-hf", "Meta-Llama-3_1-70B"]
-RECIPES = {"query": {}, "query-m0": {"margin": 0.0}}
+RECIPES = {"query": {}, "query-m0": {"margin": 0.0},
+           "knn-src-m0": {"margin": 0.0, "head": "knn", "prior_field": "src"}}
 
 
 def run_one(job: tuple[int, int, str, str]) -> dict:
