@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from _pools import add_pool_arguments, fit_shipped_recipe, run_pool_jobs
 
+from benchcoe_plugins.routers import QUERY_HEADS
+
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "mmmu_pro"
 SHORT = {"InternVL2-8B": "IVL-8B", "InternVL2-40B": "IVL-40B", "InternVL2-Llama3-76B": "IVL-76B",
@@ -107,7 +109,7 @@ def guarded(result: dict, name: str, z: float) -> tuple[float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pool_arguments(parser, RECORDS, "mmmu_pro_routers.png")
-    parser.add_argument("--query-head", choices=("independent", "pairwise", "knn"), default="pairwise",
+    parser.add_argument("--query-head", choices=QUERY_HEADS, default="pairwise",
                         help="query router's head (default: the shipped recipe's)")
     parser.add_argument("--defer-to", choices=("subject", "best"), default="best",
                         help="where the query router sends low-margin questions (default: the shipped recipe's)")

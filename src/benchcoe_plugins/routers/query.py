@@ -45,6 +45,7 @@ import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.routers import QUERY_HEADS
 from benchcoe_plugins.routers.base import RouteDecision, Router
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, SentenceEncoder, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
@@ -74,7 +75,6 @@ def route_with_margin(score: np.ndarray, fallback: np.ndarray, threshold: float,
     return np.where(deferred, fallback, score.argmax(axis=1)), deferred
 
 
-HEADS = ("independent", "pairwise", "knn")
 BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
 MARGIN_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FIELD_SHRINK = 20.0
@@ -170,8 +170,8 @@ class QueryRouter(Router):
             raise ValueError(f"defer_to must be 'subject' or 'best', not {self.defer_to!r}")
         if self.tuning not in ("validation", "cv"):
             raise ValueError(f"tuning must be 'validation' or 'cv', not {self.tuning!r}")
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.head not in QUERY_HEADS:
+            raise ValueError(f"head must be one of {QUERY_HEADS}, not {self.head!r}")
         if self.head == "knn" and not (isinstance(self.neighbours, int) and self.neighbours >= 1):
             raise ValueError(f"neighbours must be a whole number >= 1, not {self.neighbours!r}")
         correct = check_training_inputs(documents, correct, experts)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.routers import QUERY_HEADS
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="query router: choose blend/margin on the validation split, or by k-fold "
                             "cross-validation over training + validation documents (never the test split)")
     model.add_argument("--folds", type=int, default=5, help="query router: folds of --tuning cv")
-    model.add_argument("--head", choices=("independent", "pairwise", "knn"), default="independent",
+    model.add_argument("--head", choices=QUERY_HEADS, default="independent",
                        help="query router: score each expert on its own, relative to the best single expert "
                             "(P(the two disagree) x P(expert right | they disagree)), or by its hits among the "
                             "most similar training questions in --encoder's embedding space (knn)")
