@@ -276,6 +276,44 @@ def test_pairwise_heads_fit_only_on_their_rows():
     assert not head.coef[0, 3:].any()
 
 
+def test_linear_heads_proba_is_relative_to_the_anchor_by_hand():
+    from benchcoe_plugins.routers.query import linear_heads_proba
+    from benchcoe_plugins.routers.subject import LinearHead
+
+    def constant(*logits):  # a head whose logits ignore the (empty) features
+        return LinearHead(np.zeros((len(logits), 0)), np.array(logits))
+
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    heads = {"expert_head": constant(logit(0.6), logit(0.3), logit(0.9)),
+             "disagree_head": constant(logit(0.5), logit(0.4), logit(0.8)),
+             "win_head": constant(logit(0.5), logit(0.75), logit(0.4))}
+    features = np.zeros((2, 0), dtype=np.float32)
+    np.testing.assert_allclose(linear_heads_proba(heads, features), [[0.6, 0.3, 0.9]] * 2, rtol=1e-6)
+    # anchor 0: its own P(right); the others 0.6 + P(disagree) x (2 P(win) - 1)
+    expected = [0.6, 0.6 + 0.4 * 0.5, 0.6 + 0.8 * (-0.2)]
+    np.testing.assert_allclose(linear_heads_proba(heads, features, anchor=0), [expected] * 2, rtol=1e-5)
+    # below zero is clipped
+    heads["win_head"] = constant(0.0, 0.0, logit(0.01))
+    assert linear_heads_proba(heads, features, anchor=0)[0, 2] == 0.0
+
+
+def test_fit_linear_heads_fits_the_win_head_on_disagreements_only():
+    from benchcoe_plugins.routers.query import fit_linear_heads
+    from benchcoe_plugins.routers.subject import LinearHead
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(60, 4)).astype(np.float32)
+    correct = (rng.random((60, 3)) < 0.5).astype(np.float32)
+    assert set(fit_linear_heads(features, correct, C=1.0)) == {"expert_head"}
+    heads = fit_linear_heads(features, correct, C=1.0, anchor=1)
+    disagree = correct != correct[:, [1]]
+    assert not disagree[:, 1].any()
+    for column in (0, 2):
+        alone = LinearHead.fit_binary_columns(features[disagree[:, column]], correct[disagree[:, column]][:, [column]], C=1.0)
+        np.testing.assert_allclose(heads["win_head"].coef[column], alone.coef[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(heads["disagree_head"].coef, LinearHead.fit_binary_columns(features, disagree, C=1.0).coef)
+
+
 def test_unknown_query_head_is_refused(data):
     train, _ = halves(data)
     with pytest.raises(ValueError, match="head must be one of"):
