@@ -309,9 +309,11 @@ def test_fit_linear_heads_fits_the_win_head_on_disagreements_only():
     disagree = correct != correct[:, [1]]
     assert not disagree[:, 1].any()
     for column in (0, 2):
-        alone = LinearHead.fit_binary_columns(features[disagree[:, column]], correct[disagree[:, column]][:, [column]], C=1.0)
+        rows = disagree[:, column]
+        alone = LinearHead.fit_binary_columns(features[rows], correct[rows][:, [column]], C=1.0)
         np.testing.assert_allclose(heads["win_head"].coef[column], alone.coef[0], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(heads["disagree_head"].coef, LinearHead.fit_binary_columns(features, disagree, C=1.0).coef)
+    on_all = LinearHead.fit_binary_columns(features, disagree, C=1.0)
+    np.testing.assert_allclose(heads["disagree_head"].coef, on_all.coef)
 
 
 def test_unknown_query_head_is_refused(data):
