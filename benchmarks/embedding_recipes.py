@@ -13,6 +13,7 @@ Each recipe turns question + options into one expected-accuracy score per expert
 - ``router knnK src bB``: the product's own ``QueryRouter(head="knn", neighbours=K, prior_field="src",
   blend=B)`` (``benchcoe train --head knn --prior-field src --blend B``): the kNN scores blended with
   the experts' accuracy on the fit questions from the same MMLU-Pro source (``src``), B = 0.3 / 0.5 / 0.7.
+- ``router pairwise src bB``: the same with ``head="pairwise"`` (TF-IDF, C = 1; ``--head pairwise``).
 
 Scored by 5-fold out-of-fold predictions over train + validation ("cv", the only figure a choice
 may use) and by a fit on train + validation scored on the held-out 30 % ("test"), split 60 / 10 /
@@ -110,6 +111,9 @@ def recipes(documents: list, experts: list[str], texts: list[str], embeddings: n
         for blend in (0.3, 0.5, 0.7):
             out[f"router knn{k} src b{blend:g}"] = (lambda fit, score, k=k, blend=blend: router_scores(
                 documents, correct, experts, fit, score, head="knn", neighbours=k, prior_field="src", blend=blend))
+    for blend in (0.3, 0.5, 0.7):
+        out[f"router pairwise src b{blend:g}"] = (lambda fit, score, blend=blend: router_scores(
+            documents, correct, experts, fit, score, head="pairwise", prior_field="src", blend=blend))
     return out
 
 
