@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_recipes import PARAMETER_COUNTS, TWO  # noqa: E402
-from pool_sizes import RECORDS, REPO  # noqa: E402
+from embedding_recipes import PARAMETER_COUNTS, TWO, add_embedding_cache_argument  # noqa: E402
+from pool_sizes import RECORDS  # noqa: E402
 
 NO_ANSWER_MARK = "answer is"
 
@@ -80,11 +80,11 @@ def run_seed(seed: int, documents: list, correct: np.ndarray, no_answer: np.ndar
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
-                        help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
+    add_embedding_cache_argument(parser)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     os.environ.setdefault("BENCHCOE_EMBEDDING_CACHE", str(args.embedding_cache))
+    from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
     from benchcoe_plugins.training.records import load_mmlu_pro
 
     data = load_mmlu_pro(RECORDS, TWO)
@@ -92,8 +92,7 @@ def main() -> None:
         raise SystemExit(f"expected experts {TWO}, the records give {list(data.experts)}")
     documents = list(data.documents)
     no_answer = weak_reached_no_answer(RECORDS, TWO[0], [d.doc["question_id"] for d in documents])
-    counts = json.loads(PARAMETER_COUNTS.read_text())["models"]
-    costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in TWO], float)
+    costs = cost_vector(TWO, parameter_counts(PARAMETER_COUNTS))
     results = [run_seed(seed, documents, data.correct.astype(int), no_answer, costs) for seed in args.seeds]
     print(f"{TWO[0]} output states no answer on {no_answer.mean():.1%} of all {len(documents)} questions")
     print(f"{'seed':>4}  {'recipe':<31} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9} {'cost/doc at CPT(50%)':>21}")

@@ -128,6 +128,7 @@ def summary(scores: np.ndarray, correct: np.ndarray, experts: list[str], costs: 
 
 def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[int], patterns: list[str],
              cache: Path) -> dict:
+    from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
     from benchcoe_plugins.routers.encoders import SentenceEncoder
     from benchcoe_plugins.routers.guard import cross_validation_splits
     from benchcoe_plugins.routers.subject import document_texts
@@ -138,8 +139,7 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
     texts = document_texts(data.documents, "question+options")
     embeddings = SentenceEncoder(cache_dir=cache).transform(texts)
     correct = data.correct.astype(int)
-    counts = json.loads(PARAMETER_COUNTS.read_text())["models"]
-    costs = np.array([counts[e].get("active_parameters", counts[e]["parameters"]) for e in data.experts], float)
+    costs = cost_vector(data.experts, parameter_counts(PARAMETER_COUNTS))
     indices = split_indices(len(texts), seed, 0.3, 0.1)
     fit, test = np.concatenate([indices["train"], indices["validation"]]), indices["test"]
     table = {name: scorer for name, scorer in recipes(list(data.documents), list(data.experts), texts, embeddings, correct, Cs,
@@ -158,6 +158,11 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
     singles = {e: float(correct[test, i].mean()) for i, e in enumerate(data.experts)}
     return {"seed": seed, "experts": list(data.experts), "test_documents": int(len(test)), "singles_test": singles,
             "oracle_test": float(correct[test].max(axis=1).mean()), "chosen_on_cv": chosen, "by": key, "recipes": rows}
+
+
+def add_embedding_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
+                        help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
 
 
 def choose_on_cv(rows: dict, key: str) -> str:
@@ -226,8 +231,7 @@ def main() -> None:
     parser.add_argument("--C", type=float, nargs="+", default=[0.3, 1.0, 3.0], dest="Cs")
     parser.add_argument("--neighbours", type=int, nargs="+", default=[25, 100, 400], help="k of the kNN recipes")
     parser.add_argument("--recipes", nargs="+", default=["*"], help="only recipes whose name matches one of these globs")
-    parser.add_argument("--embedding-cache", type=Path, default=REPO / "tmp" / "embeddings",
-                        help="where the MiniLM vectors are kept between runs (about 7 min to encode all 12,032)")
+    add_embedding_cache_argument(parser)
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--plot", type=Path, help="two experts: PNG of held-out CPT(50 %%) per recipe and seed")
     parser.add_argument("--replot", type=Path, help="read the results from this --json file instead of computing them")
