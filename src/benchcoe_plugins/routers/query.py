@@ -115,7 +115,7 @@ def field_prior(values: Sequence[str | None], cell_values: Sequence[str], cell_h
     """Per document: (hits of its field cell + shrink x ``base`` row) / (cell size + shrink); an unknown
     or missing value has an empty cell, so its row is ``base``."""
     index = {value: i for i, value in enumerate(cell_values)}
-    rows = np.array([index.get(v, -1) if v is not None else -1 for v in values], dtype=int)
+    rows = np.array([index.get(v, -1) for v in values], dtype=int)
     known = rows >= 0
     hits = np.zeros_like(base)
     counts = np.zeros(len(values), dtype=np.float32)
@@ -245,9 +245,12 @@ class QueryRouter(Router):
 
     def _fit_field_cells(self, documents: Sequence[RoutingDocument], correct: np.ndarray) -> None:
         values = np.array([field_value(d, self.prior_field) or "" for d in documents])
-        self.cell_values_ = sorted(set(values.tolist()) - {""})
-        self.cell_hits_ = np.array([correct[values == v].sum(axis=0) for v in self.cell_values_], dtype=np.float32)
-        self.cell_counts_ = np.array([(values == v).sum() for v in self.cell_values_], dtype=np.float32)
+        known = values != ""
+        cells, cell_of = np.unique(values[known], return_inverse=True)  # sorted, as the stored value list
+        self.cell_values_ = cells.tolist()
+        self.cell_hits_ = np.zeros((len(cells), correct.shape[1]), dtype=np.float32)
+        np.add.at(self.cell_hits_, cell_of, np.asarray(correct, dtype=np.float32)[known])
+        self.cell_counts_ = np.bincount(cell_of, minlength=len(cells)).astype(np.float32)
 
     def _tune_cv(self, documents: list[RoutingDocument], correct: np.ndarray, subject_names: list[str]) -> dict[str, Any]:
         """Out-of-fold scores of ``folds`` models, each fitted without its fold, choose the setting."""
