@@ -7,16 +7,22 @@ the weak expert's output never states "the answer is" (a run-away or truncated c
 thought, whose letter the MMLU-Pro authors' extraction then guessed).
 
 Two experts (Meta-Llama-3_1-8B-Instruct -> Meta-Llama-3_1-70B), split 60 / 10 / 30 by seed as in
-``benchcoe train``; both rows fit on the 70 % and score the 30 % test part:
+``benchcoe train``; every row fits on the 70 % and scores the 30 % test part:
 
 - ``router``: the product's ``QueryRouter(head="knn", neighbours=100, prior_field="src",
   blend=0.5, margin=0)``, i.e. ``benchcoe train --head knn --neighbours 100 --prior-field src
   --blend 0.5 --margin 0 --no-guard --refit``;
 - ``router + no-answer escalation``: the same scores, with the strong expert's score raised,
   where the weak output has no answer, by the strong-minus-weak accuracy gap measured on the
-  fit documents that have none.
+  fit documents that have none;
+- ``router + learned escalation``: two logistic regressions (C = 1) fitted on the fit part,
+  P(strong right, weak wrong) and P(weak right, strong wrong), over the router's strong-minus-weak
+  score (out of fold, 5 folds, so the fit part sees scores like the test part's) and four
+  features of the weak expert's output (no stated answer, log length, distinct option letters
+  it names, a hedge word such as "approximately" or "closest"); the strong expert's score is
+  their difference. One fixed recipe: nothing is chosen on the test part.
 
-Both are swept over the cost weight exactly as ``benchcoe evaluate`` does (cost = parameter
+All are swept over the cost weight exactly as ``benchcoe evaluate`` does (cost = parameter
 count): APGR, CPT(50 %), CPT(80 %), and the cost per document at CPT(50 %), where the
 cascade also pays the weak expert on every document.
 
@@ -29,6 +35,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -39,35 +46,72 @@ from embedding_recipes import PARAMETER_COUNTS, TWO, add_embedding_cache_argumen
 from pool_sizes import RECORDS  # noqa: E402
 
 NO_ANSWER_MARK = "answer is"
+HEDGES = ("approximately", "closest", "none of the", "not listed", "not among")
+OPTION_LETTER = re.compile(r"\(([A-J])\)")
+ROUTER_SETTINGS = dict(text="question+options", head="knn", neighbours=100, prior_field="src", blend=0.5,
+                       margin=0.0, guard_z=None, progress=False)
 
 
-def weak_reached_no_answer(records_dir: Path, expert: str, ids: list) -> np.ndarray:
-    """1.0 where ``expert``'s recorded output never states its answer."""
+def weak_outputs(records_dir: Path, expert: str, ids: list) -> list[str]:
     path = records_dir / "records" / f"{expert}.jsonl.gz"
     with gzip.open(path, "rt") as lines:
-        text = {row["question_id"]: row["generated_text"] for row in map(json.loads, lines)}
-    return np.array([NO_ANSWER_MARK not in text[i] for i in ids], dtype=float)
+        text = {row["question_id"]: row["generated_text"] or "" for row in map(json.loads, lines)}
+    return [text[i] for i in ids]
 
 
-def run_seed(seed: int, documents: list, correct: np.ndarray, no_answer: np.ndarray, costs: np.ndarray) -> dict:
+def output_features(outputs: list[str]) -> np.ndarray:
+    """Per output: no stated answer, log length, distinct option letters named, a hedge word."""
+    return np.array([[NO_ANSWER_MARK not in text, np.log1p(len(text)), len(set(OPTION_LETTER.findall(text))),
+                      any(h in text.lower() for h in HEDGES)] for text in outputs], dtype=float)
+
+
+def out_of_fold_scores(documents: list, correct: np.ndarray, fit: np.ndarray, seed: int) -> np.ndarray:
+    from benchcoe_plugins.routers.guard import cross_validation_splits
+    from benchcoe_plugins.routers.query import QueryRouter
+
+    scores = np.zeros((len(fit), len(TWO)))
+    for inner, held in cross_validation_splits(len(fit), 5, seed):
+        router = QueryRouter(**ROUTER_SETTINGS).fit([documents[i] for i in fit[inner]], correct[fit[inner]], TWO)
+        scores[held] = router.expected_accuracy([documents[i] for i in fit[held]])
+    return scores
+
+
+def learned_escalation(fit_features: np.ndarray, fit_correct: np.ndarray, test_features: np.ndarray) -> np.ndarray:
+    """P(strong right, weak wrong) - P(weak right, strong wrong) on the test documents."""
+    from sklearn.linear_model import LogisticRegression
+
+    weak, strong = fit_correct[:, 0], fit_correct[:, 1]
+    gain = np.zeros(len(test_features))
+    for sign, target in ((1, (strong > weak)), (-1, (weak > strong))):
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(fit_features, target.astype(int))
+        gain += sign * model.predict_proba(test_features)[:, 1]
+    return gain
+
+
+def run_seed(seed: int, documents: list, correct: np.ndarray, outputs: np.ndarray, costs: np.ndarray) -> dict:
     from benchcoe_plugins.routers.query import QueryRouter
     from benchcoe_plugins.training.cost_curve import cost_curve
     from benchcoe_plugins.training.dataset import split_indices
 
     split = split_indices(len(documents), seed, 0.3, 0.1)
     fit, test = np.concatenate([split["train"], split["validation"]]), split["test"]
-    router = QueryRouter(text="question+options", head="knn", neighbours=100, prior_field="src", blend=0.5,
-                         margin=0.0, guard_z=None, progress=False)
-    router.fit([documents[i] for i in fit], correct[fit], TWO)
+    router = QueryRouter(**ROUTER_SETTINGS).fit([documents[i] for i in fit], correct[fit], TWO)
     scores = router.expected_accuracy([documents[i] for i in test]).astype(float)
     weak, strong = 0, 1
+    no_answer = outputs[:, 0]
     flagged = fit[no_answer[fit] == 1]
     lift = float(correct[flagged, strong].mean() - correct[flagged, weak].mean())
     escalated = scores.copy()
     escalated[:, strong] += lift * no_answer[test]
+    fit_scores = out_of_fold_scores(documents, correct, fit, seed)
+    learned = np.zeros_like(scores)
+    learned[:, strong] = learned_escalation(
+        np.column_stack([fit_scores[:, strong] - fit_scores[:, weak], outputs[fit]]), correct[fit],
+        np.column_stack([scores[:, strong] - scores[:, weak], outputs[test]]))
     rows = {}
     for name, table, weak_always_paid in (("router", scores, False),
-                                          ("router + no-answer escalation", escalated, True)):
+                                          ("router + no-answer escalation", escalated, True),
+                                          ("router + learned escalation", learned, True)):
         curve = cost_curve(table, correct[test], TWO, costs, table.argmax(axis=1))
         share = curve["CPT_50"]
         cost = None if share is None else (
@@ -91,10 +135,10 @@ def main() -> None:
     if list(data.experts) != TWO:
         raise SystemExit(f"expected experts {TWO}, the records give {list(data.experts)}")
     documents = list(data.documents)
-    no_answer = weak_reached_no_answer(RECORDS, TWO[0], [d.doc["question_id"] for d in documents])
+    outputs = output_features(weak_outputs(RECORDS, TWO[0], [d.doc["question_id"] for d in documents]))
     costs = cost_vector(TWO, parameter_counts(PARAMETER_COUNTS))
-    results = [run_seed(seed, documents, data.correct.astype(int), no_answer, costs) for seed in args.seeds]
-    print(f"{TWO[0]} output states no answer on {no_answer.mean():.1%} of all {len(documents)} questions")
+    results = [run_seed(seed, documents, data.correct.astype(int), outputs, costs) for seed in args.seeds]
+    print(f"{TWO[0]} output states no answer on {outputs[:, 0].mean():.1%} of all {len(documents)} questions")
     print(f"{'seed':>4}  {'recipe':<31} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9} {'cost/doc at CPT(50%)':>21}")
     for result in results:
         for name, row in result["rows"].items():
