@@ -210,3 +210,77 @@ def test_session_routes_under_a_budget_given_as_a_model_args_override(fitted, tm
     assert share <= 0.3 + budget_tolerance(router.calibration_scores(), np.array([8.0, 70.6]), Budget(share=0.3),
                                            router.experts_, session.router.cost_weight_, len(test))
     assert record["spend"][STRONG]["documents"] == int(round(share * len(test)))
+
+
+def test_cost_curve_edge_pools_and_budgets_it_cannot_meet() -> None:
+    """Regression cases: equal costs, one expert, and a made-up mean-cost budget below the cheapest expert."""
+    from benchcoe_plugins.training.cost_curve import cost_curve
+
+    rng = np.random.default_rng(1)
+    scores, correct = rng.uniform(size=(200, 2)), (rng.uniform(size=(200, 2)) < 0.5).astype(float)
+    equal = cost_curve(scores, correct, ["a", "b"], np.array([8.0, 8.0]), scores.argmax(axis=1))
+    assert equal["APGR"] is None or np.isfinite(equal["APGR"])
+    assert len(equal["sweep"]) == 1, "with equal costs every weight routes the same"
+    single = cost_curve(scores[:, :1], correct[:, :1], ["a"], np.array([8.0]), np.zeros(200, dtype=int))
+    assert single["weak"] == single["strong"] == "a" and single["APGR"] is None
+    curve = cost_curve(scores, correct, ["small", "big"], np.array([8.0, 13.0]), scores.argmax(axis=1),
+                       calibration_scores=scores)
+    unreachable = [row for row in curve["calibrated_budgets"] if "unreachable" in row]
+    assert [row["budget"] for row in unreachable] == [{"mean_cost": 3.9}, {"mean_cost": 6.5}], \
+        "30 % and 50 % of 13 are below the cheapest cost, 8"
+
+
+def test_calibrated_share_budgets_limit_the_chosen_strong_expert() -> None:
+    from benchcoe_plugins.training.cost_curve import cost_curve
+
+    rng = np.random.default_rng(2)
+    scores, correct = rng.uniform(size=(600, 3)), (rng.uniform(size=(600, 3)) < 0.5).astype(float)
+    costs = np.array([1.0, 5.0, 10.0])
+    curve = cost_curve(scores, correct, ["a", "b", "c"], costs, scores.argmax(axis=1), strong="b",
+                       calibration_scores=scores)
+    shares = [row for row in curve["calibrated_budgets"] if "share" in row["budget"]]
+    assert all(row["budget"]["expert"] == "b" for row in shares)
+    for row in shares:
+        chosen = choose(scores, costs, row["cost_weight"])
+        assert (chosen == 1).mean() <= row["budget"]["share"] + 1e-12, "the same scores: the budget holds exactly"
+
+
+def test_a_share_budget_counts_every_router_expert_a_config_expert_plays(fitted, tmp_path: Path) -> None:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.core.session import CoESession
+
+    router, test = fitted["router"], fitted["test"]
+    router.save(tmp_path / "router")
+    raw = {"router": str(tmp_path / "router"), "result_cache": False, "budget": {"share": 0.0, "expert": "both"},
+           "experts": {"both": {"model": "hf", "cost": 70.6, "router_expert": [WEAK, STRONG]},
+                       "cheap": {"model": "hf", "cost": 1.0}}}
+    with pytest.raises(ConfigError, match="cannot be met"):
+        CoESession(load_config(raw, known_models=lambda: ["hf"]), lambda spec: None)
+    both = CostAwareRouter(router, COSTS, budget=Budget(share=1.0, expert=(WEAK, STRONG)))
+    assert both.describe()["budget"] == {"share": 1.0, "expert": [WEAK, STRONG]} and both.cost_weight_ == 0.0
+
+
+@pytest.mark.parametrize("raw", [{"cost_weight": float("nan")}, {"cost_weight": float("inf")},
+                                 {"budget": {"mean_cost": float("nan")}}])
+def test_non_finite_cost_settings_are_rejected(raw: dict) -> None:
+    from benchcoe_plugins.core.config import _cost_policy
+
+    with pytest.raises(ConfigError, match="finite number"):
+        _cost_policy(raw)
+
+
+def test_parameter_counts_read_active_parameters_alone_and_reject_bad_counts(tmp_path: Path) -> None:
+    from benchcoe_plugins.routers.cost import parameter_counts
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"models": {"moe": {"active_parameters": 12.9}, "dense": {"parameters": 8}}}))
+    assert parameter_counts(good) == {"moe": 12.9, "dense": 8.0}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": {"a": {"parameters": -8.0}}}))
+    with pytest.raises(ConfigError, match="finite number >= 0"):
+        parameter_counts(bad)
+    scores = np.array([[0.2, np.nan], [0.5, 0.1]])
+    from benchcoe_plugins.core.errors import RouterFormatError
+
+    with pytest.raises(RouterFormatError, match="NaN"):
+        calibrate_cost_weight(scores, np.array([1.0, 2.0]), Budget(share=0.5), ["a", "b"])

@@ -390,9 +390,9 @@ def load_config(
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{where}: {value!r} must be a number >= 0.")
-    return float(value)
+    from benchcoe_plugins.routers.cost import finite_non_negative
+
+    return finite_non_negative(value, where)
 
 
 def _expert_cost(entry: dict[str, Any], where: str) -> float | None:

@@ -59,8 +59,8 @@ class CoESession:
 
             budget = config.budget
             if budget is not None and budget.expert in config.router_expert.values():
-                played = {mine: theirs for theirs, mine in config.router_expert.items()}
-                budget = replace(budget, expert=played[budget.expert])
+                played = tuple(theirs for theirs, mine in config.router_expert.items() if mine == budget.expert)
+                budget = replace(budget, expert=played[0] if len(played) == 1 else played)
             self.router = CostAwareRouter(self.router, config.router_costs(self.router.experts_), config.cost_weight,
                                           budget)
         self.router_checksum = folder_checksum(config.router)
@@ -167,10 +167,14 @@ class CoESession:
                     needed.append((kind, request, key))
         experts = self.route([document_of(r) for _, r, _ in needed]) if needed else []
         jobs = []
+        occurrence: Counter = Counter()
         for (kind, request, key), expert in zip(needed, experts):
             expert_request = prepare(expert, kind, request)
-            jobs.append(Job(expert, kind, expert_request,
-                            key if expert_request is request else request_key(kind, expert_request)))
+            store_key = key if expert_request is request else request_key(kind, expert_request)
+            # the n-th copy of one request content (repeats) gets its own result-store entry
+            n = occurrence[(expert, kind, store_key)]
+            occurrence[(expert, kind, store_key)] += 1
+            jobs.append(Job(expert, kind, expert_request, store_key if n == 0 else f"{store_key}#{n}"))
         # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
         answers = [] if answered_ahead and not jobs else self.pool.run(
             jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1, keep_last=not pending)
@@ -252,11 +256,19 @@ class CoESession:
         return path
 
     def fingerprint(self) -> str:
-        """Identity of router + expert set; guards lm-eval's --use_cache against stale answers."""
+        """Identity of the router, the expert set and every setting that changes which expert answers;
+        guards lm-eval's --use_cache against stale answers."""
         import hashlib
 
+        config = self.config
         blob = json.dumps({"router": self.router_checksum,
-                           "experts": {n: s.identity() for n, s in self.config.experts.items()},
-                           "fallback": self.config.fallback,
-                           "question_field": self.config.question_field}, sort_keys=True)
+                           "experts": {n: s.identity() for n, s in config.experts.items()},
+                           "modalities": {n: [s.modality, s.handles_text_only] for n, s in config.experts.items()},
+                           "fallback": config.fallback,
+                           "question_field": config.question_field,
+                           "router_expert": config.router_expert,
+                           "subject_source": config.subject_source,
+                           "costs": config.costs,
+                           "cost_weight": config.cost_weight,
+                           "budget": config.budget.describe() if config.budget else None}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

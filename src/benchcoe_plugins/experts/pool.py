@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from benchcoe_plugins.core.errors import ExpertError
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.memory import memory_snapshot, recording_memory
-from benchcoe_plugins.experts.result_store import ResultStore
+from benchcoe_plugins.experts.result_store import ResultStore, answer_fits
 from benchcoe_plugins.experts.spec import ExpertSpec
 from benchcoe_plugins.experts.spend import SpendMeter
 
@@ -131,10 +131,14 @@ class ExpertPool:
                 if load_all:
                     self.model(name)
                 for request_type, indices in work.items():
-                    todo = [i for i in indices if jobs[i].key not in cached]
-                    for i in indices:
-                        if jobs[i].key in cached:
-                            results[i] = cached[jobs[i].key]
+                    usable = {i for i in indices if jobs[i].key in cached
+                              and answer_fits(request_type, cached[jobs[i].key])}
+                    if len(usable) < sum(jobs[i].key in cached for i in indices):
+                        logger.warning("benchcoe: expert %r's result store holds %s answers of the wrong shape; "
+                                       "they are recomputed", name, request_type)
+                    todo = [i for i in indices if i not in usable]
+                    for i in usable:
+                        results[i] = cached[jobs[i].key]
                     self.from_store[name] += len(indices) - len(todo)
                     if not todo:
                         continue

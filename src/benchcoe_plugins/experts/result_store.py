@@ -61,7 +61,23 @@ def decode_answer(text: Any) -> Any:
             return [untag(i) for i in item]
         return item
 
-    return untag(json.loads(text))
+    try:
+        return untag(json.loads(text))
+    except RecursionError:
+        raise ValueError("a stored value nested too deeply to be an answer") from None
+
+
+def answer_fits(request_type: str, value: Any) -> bool:
+    """Whether a stored value has the shape the harness expects of an answer of ``request_type``."""
+    number = (int, float)
+    if request_type.startswith("generate_until"):
+        return isinstance(value, str)
+    if request_type == "loglikelihood":
+        return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], number)
+                and isinstance(value[1], bool))
+    if request_type == "loglikelihood_rolling":
+        return isinstance(value, number) and not isinstance(value, bool)
+    return True
 
 
 def _tables(connection: sqlite3.Connection) -> set[str]:

@@ -6,7 +6,9 @@ instead: the smallest weight whose choices on the router's calibration documents
 scores stored at training time, see ``QueryRouter.calibration_scores_``) keep the mean cost
 per document <= ``mean_cost``, or the share of documents sent to ``expert`` (default: the most
 expensive one) <= ``share``, as RouteLLM calibrates its threshold. Raising the weight never
-raises a document's chosen cost, so both measures fall monotonically and bisection finds it.
+raises a document's chosen cost, so the mean cost and the most expensive expert's share fall
+monotonically and bisection finds it; for a cheaper expert's share, which need not fall
+monotonically, bisection returns a weight that keeps the budget, not always the smallest.
 ``cost_weight = 0`` without a budget is the accuracy router unchanged.
 """
 
@@ -30,15 +32,23 @@ TOLERANCE_SIGMAS = 3.0
 
 @dataclass(frozen=True)
 class Budget:
-    """``mean_cost``: mean cost per document <= it; ``share``: documents sent to ``expert`` <= it."""
+    """``mean_cost``: mean cost per document <= it; ``share``: documents sent to ``expert`` <= it
+    (a tuple of router experts when one configured expert plays several of them)."""
 
     mean_cost: float | None = None
     share: float | None = None
-    expert: str | None = None
+    expert: str | tuple[str, ...] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in (("mean_cost", self.mean_cost), ("share", self.share), ("expert", self.expert))
+        expert = list(self.expert) if isinstance(self.expert, tuple) else self.expert
+        return {k: v for k, v in (("mean_cost", self.mean_cost), ("share", self.share), ("expert", expert))
                 if v is not None}
+
+
+def finite_non_negative(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where}: {value!r} must be a finite number >= 0.")
+    return float(value)
 
 
 def parameter_counts(path: str | Path | None = None) -> dict[str, float]:
@@ -50,10 +60,12 @@ def parameter_counts(path: str | Path | None = None) -> dict[str, float]:
         path = resource_dir("tasks") / "mmlu_pro" / "parameter_counts.json"
     try:
         models = json.loads(Path(path).read_text())["models"]
-        return {name: float(entry.get("active_parameters", entry["parameters"])) for name, entry in models.items()}
+        counts = {name: entry["active_parameters"] if "active_parameters" in entry else entry["parameters"]
+                  for name, entry in models.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(f"{path}: not a parameter-count file ({error!r}); expected "
                           f'{{"models": {{NAME: {{"parameters": 8.0}}}}}}.') from None
+    return {name: finite_non_negative(count, f"{path}: {name}") for name, count in counts.items()}
 
 
 def cost_vector(experts: Sequence[str], costs: Mapping[str, float], where: str = "costs") -> np.ndarray:
@@ -73,16 +85,20 @@ def choose(scores: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndar
 def budget_measure(choices: np.ndarray, costs: np.ndarray, budget: Budget, experts: Sequence[str]) -> np.ndarray:
     """Per-document value whose mean the budget bounds: the chosen cost, or 1 where ``expert`` is chosen."""
     if budget.share is not None:
-        return (choices == experts.index(budget_expert(budget, experts, costs))).astype(np.float64)
+        columns = [experts.index(name) for name in budget_experts(budget, experts, costs)]
+        return np.isin(choices, columns).astype(np.float64)
     return costs[choices]
 
 
-def budget_expert(budget: Budget, experts: Sequence[str], costs: np.ndarray) -> str:
+def budget_experts(budget: Budget, experts: Sequence[str], costs: np.ndarray) -> tuple[str, ...]:
+    """The router experts a share budget counts: ``budget.expert`` (one or several), default the most expensive."""
     if budget.expert is None:
-        return experts[int(np.argmax(costs))]
-    if budget.expert not in experts:
-        raise ConfigError(f"budget.expert: {budget.expert!r} is not one of the router's experts {list(experts)}.")
-    return budget.expert
+        return (experts[int(np.argmax(costs))],)
+    names = budget.expert if isinstance(budget.expert, tuple) else (budget.expert,)
+    unknown = [name for name in names if name not in experts]
+    if unknown:
+        raise ConfigError(f"budget.expert: {unknown} not among the router's experts {list(experts)}.")
+    return names
 
 
 def budget_target(budget: Budget) -> float:
@@ -91,12 +107,15 @@ def budget_target(budget: Budget) -> float:
                           "(largest share of documents for budget.expert, default the most expensive expert).")
     if budget.share is not None and not 0 <= budget.share <= 1:
         raise ConfigError(f"budget.share: {budget.share} must lie in [0, 1].")
-    return float(budget.share if budget.share is not None else budget.mean_cost)
+    return finite_non_negative(budget.share if budget.share is not None else budget.mean_cost, "budget")
 
 
 def calibrate_cost_weight(scores: np.ndarray, costs: np.ndarray, budget: Budget, experts: Sequence[str]) -> float:
     """The smallest cost weight whose choices on ``scores`` keep the budget (see module doc)."""
     target = budget_target(budget)
+    if not np.isfinite(scores).all():
+        raise RouterFormatError("the router's calibration scores hold NaN or infinite values; re-train it "
+                                "(benchcoe train --router query).")
 
     def measure(weight: float) -> float:
         return float(budget_measure(choose(scores, costs, weight), costs, budget, experts).mean())
@@ -107,6 +126,10 @@ def calibrate_cost_weight(scores: np.ndarray, costs: np.ndarray, budget: Budget,
     spread = float(np.ptp(scores)) if scores.size else 0.0
     high = (spread + 1.0) / float(gaps.min()) if len(gaps) else 0.0  # every document on the cheapest expert
     if not len(gaps) or measure(high) > target:
+        if budget.share is not None:
+            raise ConfigError(f"budget {budget.describe()} cannot be met: a cost weight only moves documents to "
+                              f"cheaper experts, and the budget's expert is among the cheapest the router uses. "
+                              f"Raise the share, or name a more expensive budget.expert.")
         raise ConfigError(f"budget {budget.describe()} cannot be met even by sending every document to the "
                           f"cheapest expert (cost {costs.min():g}); raise the budget.")
     low = 0.0
@@ -135,8 +158,8 @@ class CostAwareRouter:
                               f"this router is of kind {router.kind!r}.")
         if cost_weight is not None and budget is not None:
             raise ConfigError("give either cost_weight or budget, not both.")
-        if cost_weight is not None and (not isinstance(cost_weight, (int, float)) or cost_weight < 0):
-            raise ConfigError(f"cost_weight: {cost_weight!r} must be a number >= 0.")
+        if cost_weight is not None:
+            finite_non_negative(cost_weight, "cost_weight")
         self.router = router
         self.experts_ = list(router.experts_)
         self.costs_ = cost_vector(self.experts_, costs)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.routers.cost import Budget, budget_tolerance, calibrate_cost_weight, choose
 
 SWEEP_POINTS = 240
@@ -36,6 +37,8 @@ def pareto_front(points: Sequence[dict[str, Any]]) -> list[int]:
 def weak_expert(singles: dict[str, dict[str, Any]], strong: str) -> str:
     """The cheapest useful expert: the cheapest single expert on the single-expert Pareto front."""
     names = [n for n in singles if n != strong]
+    if not names:
+        return strong
     front = [names[i] for i in pareto_front([singles[n] for n in names])]
     return min(front, key=lambda n: singles[n]["cost"])
 
@@ -52,6 +55,8 @@ def trapezoid_mean(values: np.ndarray, grid: np.ndarray) -> float:
 
 def weight_grid(scores: np.ndarray, costs: np.ndarray, points: int = SWEEP_POINTS) -> np.ndarray:
     gaps = np.diff(np.unique(costs))
+    if not len(gaps):
+        return np.array([0.0])  # equal costs: every weight routes the same
     high = (float(np.ptp(scores)) + 1.0) / float(gaps.min())
     return np.concatenate([[0.0], np.geomspace(high * 1e-5, high, points - 1)])
 
@@ -59,6 +64,8 @@ def weight_grid(scores: np.ndarray, costs: np.ndarray, points: int = SWEEP_POINT
 def operating_point(sweep: Sequence[dict[str, Any]], share: float) -> dict[str, Any]:
     """The swept setting with the largest strong share <= ``share`` (ties: the lower cost weight)."""
     allowed = [p for p in sweep if p["strong_share"] <= share + 1e-12]
+    if not allowed:
+        allowed = [min(sweep, key=lambda p: p["strong_share"])]
     return max(allowed, key=lambda p: (p["strong_share"], -p["cost_weight"]))
 
 
@@ -119,11 +126,15 @@ def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, corre
     """Strong-share and mean-cost budgets calibrated on the router's calibration documents, applied
     to the held-out ones: what a deployed budget gives, with the stated tolerance."""
     strong_index = list(experts).index(strong)
-    budgets = [Budget(share=p) for p in (0.2, 0.3, 0.5, 0.8)]
+    budgets = [Budget(share=p, expert=strong) for p in (0.2, 0.3, 0.5, 0.8)]
     budgets += [Budget(mean_cost=round(f * float(costs[strong_index]), 6)) for f in (0.3, 0.5)]
     rows = []
     for budget in budgets:
-        weight = calibrate_cost_weight(calibration_scores, costs, budget, list(experts))
+        try:
+            weight = calibrate_cost_weight(calibration_scores, costs, budget, list(experts))
+        except ConfigError as error:  # e.g. 30 % of the strong cost is below the cheapest expert's cost
+            rows.append({"budget": budget.describe(), "unreachable": str(error)})
+            continue
         point = _point(choose(scores, costs, weight), correct, costs, strong_index)
         target = budget.share if budget.share is not None else budget.mean_cost
         held = point["strong_share"] if budget.share is not None else point["cost"]

@@ -58,7 +58,10 @@ def render_chat(model: Any, context: str) -> str:
 
 
 def request_key(request_type: str, request: Instance) -> str:
-    payload = [request_type, list(request.args), seed_if_sampling(request.args)]
+    """Identity of a request inside one expert's result store; the document is part of it because an
+    expert may answer by document (replay experts) and two tasks may share a prompt."""
+    payload = [request_type, request.task_name, str(request.doc_id), request.idx, list(request.args),
+               seed_if_sampling(request.args)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
 
 
