@@ -42,14 +42,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_recipes import PARAMETER_COUNTS, TWO, add_embedding_cache_argument  # noqa: E402
+from embedding_recipes import (  # noqa: E402
+    PARAMETER_COUNTS, TWO, add_embedding_cache_argument, out_of_fold, router_scores)
 from pool_sizes import RECORDS  # noqa: E402
 
 NO_ANSWER_MARK = "answer is"
 HEDGES = ("approximately", "closest", "none of the", "not listed", "not among")
 OPTION_LETTER = re.compile(r"\(([A-J])\)")
-ROUTER_SETTINGS = dict(text="question+options", head="knn", neighbours=100, prior_field="src", blend=0.5,
-                       margin=0.0, guard_z=None, progress=False)
+ROUTER_SETTINGS = dict(head="knn", neighbours=100, prior_field="src", blend=0.5)  # router_scores: margin 0, no guard
 
 
 def weak_outputs(records_dir: Path, expert: str, ids: list) -> list[str]:
@@ -65,17 +65,6 @@ def output_features(outputs: list[str]) -> np.ndarray:
                       any(h in text.lower() for h in HEDGES)] for text in outputs], dtype=float)
 
 
-def out_of_fold_scores(documents: list, correct: np.ndarray, fit: np.ndarray, seed: int) -> np.ndarray:
-    from benchcoe_plugins.routers.guard import cross_validation_splits
-    from benchcoe_plugins.routers.query import QueryRouter
-
-    scores = np.zeros((len(fit), len(TWO)))
-    for inner, held in cross_validation_splits(len(fit), 5, seed):
-        router = QueryRouter(**ROUTER_SETTINGS).fit([documents[i] for i in fit[inner]], correct[fit[inner]], TWO)
-        scores[held] = router.expected_accuracy([documents[i] for i in fit[held]])
-    return scores
-
-
 def learned_escalation(fit_features: np.ndarray, fit_correct: np.ndarray, test_features: np.ndarray) -> np.ndarray:
     """P(strong right, weak wrong) - P(weak right, strong wrong) on the test documents."""
     from sklearn.linear_model import LogisticRegression
@@ -89,21 +78,23 @@ def learned_escalation(fit_features: np.ndarray, fit_correct: np.ndarray, test_f
 
 
 def run_seed(seed: int, documents: list, correct: np.ndarray, outputs: np.ndarray, costs: np.ndarray) -> dict:
-    from benchcoe_plugins.routers.query import QueryRouter
     from benchcoe_plugins.training.cost_curve import cost_curve
     from benchcoe_plugins.training.dataset import split_indices
 
     split = split_indices(len(documents), seed, 0.3, 0.1)
     fit, test = np.concatenate([split["train"], split["validation"]]), split["test"]
-    router = QueryRouter(**ROUTER_SETTINGS).fit([documents[i] for i in fit], correct[fit], TWO)
-    scores = router.expected_accuracy([documents[i] for i in test]).astype(float)
+
+    def router(fit_part: np.ndarray, score_part: np.ndarray) -> np.ndarray:
+        return router_scores(documents, correct, TWO, fit_part, score_part, **ROUTER_SETTINGS).astype(float)
+
+    scores = router(fit, test)
     weak, strong = 0, 1
     no_answer = outputs[:, 0]
     flagged = fit[no_answer[fit] == 1]
     lift = float(correct[flagged, strong].mean() - correct[flagged, weak].mean())
     escalated = scores.copy()
     escalated[:, strong] += lift * no_answer[test]
-    fit_scores = out_of_fold_scores(documents, correct, fit, seed)
+    fit_scores = out_of_fold(router, fit, len(TWO), seed)
     learned = np.zeros_like(scores)
     learned[:, strong] = learned_escalation(
         np.column_stack([fit_scores[:, strong] - fit_scores[:, weak], outputs[fit]]), correct[fit],

@@ -85,6 +85,17 @@ def router_scores(documents: list, correct: np.ndarray, experts: list[str], fit:
     return router.expected_accuracy([documents[i] for i in score])
 
 
+def out_of_fold(scorer: Callable[[np.ndarray, np.ndarray], np.ndarray], fit: np.ndarray, n_experts: int,
+                seed: int) -> np.ndarray:
+    """Scores of the ``fit`` documents, each from a scorer fitted without its fold (5 folds by ``seed``)."""
+    from benchcoe_plugins.routers.guard import cross_validation_splits
+
+    scores = np.zeros((len(fit), n_experts))
+    for inside, held in cross_validation_splits(len(fit), 5, seed):
+        scores[held] = scorer(fit[inside], fit[held])
+    return scores
+
+
 def recipes(documents: list, experts: list[str], texts: list[str], embeddings: np.ndarray, correct: np.ndarray,
             Cs: list[float], neighbours: list[int], seed: int) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """name -> scorer(fit indices, score indices); TF-IDF is fitted on each scorer's fit documents."""
@@ -130,7 +141,6 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
              cache: Path) -> dict:
     from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
     from benchcoe_plugins.routers.encoders import SentenceEncoder
-    from benchcoe_plugins.routers.guard import cross_validation_splits
     from benchcoe_plugins.routers.subject import document_texts
     from benchcoe_plugins.training.dataset import split_indices
     from benchcoe_plugins.training.records import load_mmlu_pro
@@ -147,10 +157,8 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
              if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
     started, rows = time.perf_counter(), {}
     for name, scorer in table.items():
-        out_of_fold = np.zeros((len(fit), len(data.experts)))
-        for inside, held in cross_validation_splits(len(fit), 5, seed):
-            out_of_fold[held] = scorer(fit[inside], fit[held])
-        rows[name] = {"cv": summary(out_of_fold, correct[fit], list(data.experts), costs),
+        rows[name] = {"cv": summary(out_of_fold(scorer, fit, len(data.experts), seed), correct[fit],
+                                    list(data.experts), costs),
                       "test": summary(scorer(fit, test), correct[test], list(data.experts), costs)}
         print(f"  seed {seed} {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     key = "APGR" if len(experts) == 2 else "accuracy"

@@ -27,7 +27,7 @@ import yaml
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.model_args import parse_model_args, parse_value
 from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_local_path
-from benchcoe_plugins.routers.cost import Budget
+from benchcoe_plugins.routers.cost import Budget, budget_target, cost_vector, finite_non_negative
 
 TOP_LEVEL_KEYS = {
     "name": "a label for this CoE (optional)",
@@ -389,19 +389,13 @@ def load_config(
     return config
 
 
-def _number(value: Any, where: str) -> float:
-    from benchcoe_plugins.routers.cost import finite_non_negative
-
-    return finite_non_negative(value, where)
-
-
 def _expert_cost(entry: dict[str, Any], where: str) -> float | None:
     for key in ("cost", "active_parameters", "parameters"):
         if entry.get(key) is not None:
-            value = _number(entry[key], f"{where}.{key}")
+            value = finite_non_negative(entry[key], f"{where}.{key}")
             for other in ("active_parameters", "parameters"):  # validated even where cost wins
                 if entry.get(other) is not None:
-                    _number(entry[other], f"{where}.{other}")
+                    finite_non_negative(entry[other], f"{where}.{other}")
             return value
     return None
 
@@ -421,13 +415,11 @@ def _cost_policy(raw: dict[str, Any]) -> dict[str, Any]:
         _unknown_keys(budget_raw, {"mean_cost": "mean cost per document", "share": "largest share of documents "
                                    "for budget.expert", "expert": "the expert share counts (default: the most "
                                    "expensive)"}, "budget")
-        budget = Budget(*(None if budget_raw.get(k) is None else _number(budget_raw[k], f"budget.{k}")
+        budget = Budget(*(None if budget_raw.get(k) is None else finite_non_negative(budget_raw[k], f"budget.{k}")
                           for k in ("mean_cost", "share")), budget_raw.get("expert"))
-        from benchcoe_plugins.routers.cost import budget_target
-
         budget_target(budget)
     return {"cost_unit": cost_unit, "budget": budget,
-            "cost_weight": None if cost_weight is None else _number(cost_weight, "cost_weight")}
+            "cost_weight": None if cost_weight is None else finite_non_negative(cost_weight, "cost_weight")}
 
 
 def _check_router_matches(config: CoEConfig) -> None:
@@ -459,8 +451,6 @@ def _check_router_matches(config: CoEConfig) -> None:
         if name in config.experts and name not in config.costs and isinstance(stored.get(router_name), (int, float)):
             config.costs[name] = float(stored[router_name])
     if config.cost_weight is not None or config.budget is not None:
-        from benchcoe_plugins.routers.cost import cost_vector
-
         cost_vector(router_experts, config.router_costs(router_experts), "cost_weight/budget")
 
 
