@@ -16,7 +16,7 @@ def fit_shipped_recipe(data: Any, seed: int, guard_z: float | None = 1.0,
     from benchcoe_plugins.routers.subject import SubjectRouter
     from benchcoe_plugins.training.dataset import parts_subset, split_indices
 
-    indices = split_indices(len(data), seed, 0.3, 0.1)
+    indices = split_indices(len(data), seed)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
     fit = parts_subset(data, indices, ["train", "validation"])
     subject = SubjectRouter(text="question+options", seed=seed, progress=False, guard_z=guard_z,

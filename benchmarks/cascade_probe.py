@@ -79,10 +79,9 @@ def learned_escalation(fit_features: np.ndarray, fit_correct: np.ndarray, test_f
 
 def run_seed(seed: int, documents: list, correct: np.ndarray, outputs: np.ndarray, costs: np.ndarray) -> dict:
     from benchcoe_plugins.training.cost_curve import cost_curve
-    from benchcoe_plugins.training.dataset import split_indices
+    from benchcoe_plugins.training.dataset import fit_and_test_indices
 
-    split = split_indices(len(documents), seed, 0.3, 0.1)
-    fit, test = np.concatenate([split["train"], split["validation"]]), split["test"]
+    fit, test = fit_and_test_indices(len(documents), seed)
 
     def router(fit_part: np.ndarray, score_part: np.ndarray) -> np.ndarray:
         return router_scores(documents, correct, TWO, fit_part, score_part, **ROUTER_SETTINGS).astype(float)

@@ -142,7 +142,7 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
     from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
     from benchcoe_plugins.routers.encoders import SentenceEncoder
     from benchcoe_plugins.routers.subject import document_texts
-    from benchcoe_plugins.training.dataset import split_indices
+    from benchcoe_plugins.training.dataset import fit_and_test_indices
     from benchcoe_plugins.training.records import load_mmlu_pro
 
     data = load_mmlu_pro(RECORDS, experts)
@@ -150,8 +150,7 @@ def run_seed(experts: list[str], seed: int, Cs: list[float], neighbours: list[in
     embeddings = SentenceEncoder(cache_dir=cache).transform(texts)
     correct = data.correct.astype(int)
     costs = cost_vector(data.experts, parameter_counts(PARAMETER_COUNTS))
-    indices = split_indices(len(texts), seed, 0.3, 0.1)
-    fit, test = np.concatenate([indices["train"], indices["validation"]]), indices["test"]
+    fit, test = fit_and_test_indices(len(texts), seed)
     table = {name: scorer for name, scorer in recipes(list(data.documents), list(data.experts), texts, embeddings, correct, Cs,
                                                  neighbours, seed).items()
              if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}

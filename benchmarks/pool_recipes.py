@@ -4,54 +4,86 @@ use) and accuracy on the held-out 30 % ("test"), for a nested pool of benchmarks
 
     python benchmarks/pool_recipes.py SIZE SEED      # e.g. 11 0 (about 22 min on 2 loaded cores)
 """
+
+from __future__ import annotations
+
+import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pool_sizes import POOL_ORDER, RECORDS  # noqa: E402
-from benchcoe_plugins.routers.query import QueryRouter
-from benchcoe_plugins.routers.guard import cross_validation_splits
-from benchcoe_plugins.routers.subject import document_texts
-from benchcoe_plugins.training.dataset import parts_subset, split_indices
-from benchcoe_plugins.training.records import load_mmlu_pro
-size, seed = int(sys.argv[1]), int(sys.argv[2])
-data = load_mmlu_pro(RECORDS, POOL_ORDER[:size])
-idx = split_indices(len(data), seed, 0.3, 0.1)
-fit = parts_subset(data, idx, ["train", "validation"]); test = data.subset(idx["test"])
-def parts(train_docs, train_correct, train_subj, docs):
-    r = QueryRouter(text="question+options", seed=seed, progress=False, blend=1.0, margin=0.0)
-    r.experts_ = list(data.experts); r._fit_models(train_docs, train_correct, train_subj)
-    proba, prior, pick = r._parts(docs)
-    Xtr = r.features_.transform(document_texts(train_docs, r.text)); Xte = r.features_.transform(document_texts(docs, r.text))
-    sim = (Xte @ Xtr.T).toarray() if hasattr(Xte, "toarray") else Xte @ Xtr.T
-    if hasattr(sim, "toarray"): sim = sim.toarray()
-    out = {}
-    top = np.argsort(-sim, axis=1)[:, :50]
-    knn = train_correct[top].sum(axis=1)
-    for b in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-        out[f"blend{b}"] = b * proba + (1 - b) * prior
-    for a in (5.0, 20.0):
-        out[f"knn50_a{a}"] = (knn + a * prior) / (50 + a)
-        out[f"knn50_a{a}+proba"] = 0.5 * out[f"knn50_a{a}"] + 0.5 * proba
-    best = np.argmax(train_correct.mean(0))
-    gap = proba - proba[:, [best]]   # pairwise: switch from the best single only when clearly better
-    for t in (0.0, 0.05, 0.1):
-        s = np.zeros_like(proba); s[:, best] = t; out[f"pairwise_t{t}"] = gap + s
-    return out
-t0 = time.time()
-n = len(fit); oof = {}
-for inside, fold in cross_validation_splits(n, 5, seed):
-    sc = parts([fit.documents[i] for i in inside], fit.correct[inside], [fit.subjects[i] for i in inside], [fit.documents[i] for i in fold])
-    for k, v in sc.items():
-        oof.setdefault(k, np.zeros((n, size)))[fold] = v
-rows = np.arange(n)
-val = {k: fit.correct[rows, v.argmax(1)].mean() for k, v in oof.items()}
-sc = parts(fit.documents, fit.correct, fit.subjects, test.documents)
-rt = np.arange(len(test)); bestc = np.argmax(fit.correct.mean(0))
-print(f"size {size} seed {seed} best single test {test.correct[:, bestc].mean():.4f} cv {fit.correct[:, bestc].mean():.4f} oracle {test.correct.max(1).mean():.4f} ({time.time()-t0:.0f}s)")
-for k in oof:
-    print(f"  {k:22s} cv {val[k]:.4f}  test {test.correct[rt, sc[k].argmax(1)].mean():.4f}")
-print("  chosen on cv:", max(val, key=val.get))
+
+NEIGHBOURS = 50
+BLENDS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+NEIGHBOUR_PRIOR_WEIGHTS = (5.0, 20.0)
+SWITCH_MARGINS = (0.0, 0.05, 0.1)
+
+
+def recipe_scores(experts: Sequence[str], seed: int, train_documents: list, train_correct: np.ndarray,
+                  train_subjects: list[str], documents: list) -> dict[str, np.ndarray]:
+    """Per recipe, a score per (document, expert) from models fitted on the training documents."""
+    from benchcoe_plugins.routers.query import QueryRouter
+    from benchcoe_plugins.routers.subject import document_texts
+
+    router = QueryRouter(text="question+options", seed=seed, progress=False, blend=1.0, margin=0.0)
+    router.experts_ = list(experts)
+    router._fit_models(train_documents, train_correct, train_subjects)
+    proba, prior, _ = router._parts(documents)
+    train_features = router.features_.transform(document_texts(train_documents, router.text))
+    features = router.features_.transform(document_texts(documents, router.text))
+    similarity = features @ train_features.T
+    similarity = similarity.toarray() if hasattr(similarity, "toarray") else similarity
+    nearest = np.argsort(-similarity, axis=1)[:, :NEIGHBOURS]
+    neighbour_hits = train_correct[nearest].sum(axis=1)
+    scores = {f"blend{b}": b * proba + (1 - b) * prior for b in BLENDS}
+    for weight in NEIGHBOUR_PRIOR_WEIGHTS:
+        smoothed = (neighbour_hits + weight * prior) / (NEIGHBOURS + weight)
+        scores[f"knn{NEIGHBOURS}_a{weight}"] = smoothed
+        scores[f"knn{NEIGHBOURS}_a{weight}+proba"] = 0.5 * smoothed + 0.5 * proba
+    best = int(np.argmax(train_correct.mean(axis=0)))
+    gap = proba - proba[:, [best]]  # switch from the best single only when clearly better
+    for margin in SWITCH_MARGINS:
+        bonus = np.zeros_like(proba)
+        bonus[:, best] = margin
+        scores[f"pairwise_t{margin}"] = gap + bonus
+    return scores
+
+
+def main() -> None:
+    from benchcoe_plugins.routers.guard import cross_validation_splits
+    from benchcoe_plugins.training.dataset import parts_subset, split_indices
+    from benchcoe_plugins.training.records import load_mmlu_pro
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", type=int, help="the first SIZE models of pool_sizes.POOL_ORDER")
+    parser.add_argument("seed", type=int)
+    args = parser.parse_args()
+    data = load_mmlu_pro(RECORDS, POOL_ORDER[:args.size])
+    indices = split_indices(len(data), args.seed)
+    fit, test = parts_subset(data, indices, ["train", "validation"]), data.subset(indices["test"])
+    started = time.time()
+    out_of_fold: dict[str, np.ndarray] = {}
+    for inside, fold in cross_validation_splits(len(fit), 5, args.seed):
+        fold_scores = recipe_scores(data.experts, args.seed, [fit.documents[i] for i in inside], fit.correct[inside],
+                                    [fit.subjects[i] for i in inside], [fit.documents[i] for i in fold])
+        for name, score in fold_scores.items():
+            out_of_fold.setdefault(name, np.zeros((len(fit), args.size)))[fold] = score
+    cv = {name: fit.correct[np.arange(len(fit)), score.argmax(axis=1)].mean() for name, score in out_of_fold.items()}
+    test_scores = recipe_scores(data.experts, args.seed, fit.documents, fit.correct, fit.subjects, test.documents)
+    best = np.argmax(fit.correct.mean(axis=0))
+    print(f"size {args.size} seed {args.seed} best single test {test.correct[:, best].mean():.4f} "
+          f"cv {fit.correct[:, best].mean():.4f} oracle {test.correct.max(axis=1).mean():.4f} "
+          f"({time.time() - started:.0f}s)")
+    for name in out_of_fold:
+        accuracy = test.correct[np.arange(len(test)), test_scores[name].argmax(axis=1)].mean()
+        print(f"  {name:22s} cv {cv[name]:.4f}  test {accuracy:.4f}")
+    print("  chosen on cv:", max(cv, key=cv.get))
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ def run_one(job: tuple[int, int, str, str]) -> dict:
 
     size, seed, recipe, records = job
     data = load_mmlu_pro(records, POOL_ORDER[:size])
-    indices = split_indices(len(data), seed, 0.3, 0.1)
+    indices = split_indices(len(data), seed)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
     router = QueryRouter(text="question+options", tuning="cv", seed=seed, progress=False, **RECIPES[recipe])
     started = time.perf_counter()

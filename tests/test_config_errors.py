@@ -54,6 +54,7 @@ def test_good_config_resolves_paths_and_parses_string_args(workspace: Path) -> N
         (lambda c: c["experts"]["a"].update(modle="hf"), ["experts.a", "modle"]),
         (lambda c: c["experts"]["a"].update(model="hff"), ["experts.a.model", "hff", "Known models"]),
         (lambda c: c["experts"]["a"].update(model_args={"pretrained": "./missing"}), ["experts.a.model_args.pretrained", "does not exist"]),
+        (lambda c: c["experts"]["a"]["model_args"].update(peft="./no_adapter"), ["experts.a.model_args.peft", "does not exist"]),
         (lambda c: c.update(router="no_such_router"), ["router", "no_such_router"]),
         (lambda c: c.update(fallback="zeta"), ["fallback", "zeta"]),
         (lambda c: c["experts"].pop("b"), ["['b']", "does not define"]),
@@ -74,6 +75,42 @@ def test_bad_config_names_the_key(workspace: Path, mutate, words: list[str]) -> 
         load_config(write_config(workspace, config), known_models=lambda: KNOWN)
     for word in words:
         assert word in str(error.value)
+
+
+def replay_config(workspace: Path, model_args: dict) -> dict:
+    (workspace / "recs").mkdir(exist_ok=True)
+    for name in ("a", "b"):
+        (workspace / "recs" / f"{name}.jsonl").write_text('{"question_id": 1, "pred": "A"}\n')
+    config = good_config()
+    config["experts"]["b"] = {"model": "coe_replay", "model_args": model_args}
+    return config
+
+
+@pytest.mark.parametrize("model_args, words", [
+    ({"records": "recs/b.jsonl", "replai": "answer"}, ["experts.b.model_args", "unknown model_args", "replai"]),
+    ({"records": "recs/b.jsonl", "replay": "letters"}, ["experts.b.model_args", "replay='letters'"]),
+    ({"records": "recs/b.jsonl", "template": "X"}, ["experts.b.model_args", "{answer}"]),
+    ({"records": "recs/b.jsonl", "no_answer": "guess"}, ["experts.b.model_args", "no_answer='guess'"]),
+    ({"records": "recs/b.jsonl", "log": "recs"}, ["experts.b.model_args", "exactly one of log"]),
+    ({"records": "./recs/*.json"}, ["experts.b.model_args", "records=", "no such file"]),
+    ({"log": "recs"}, ["experts.b.model_args", "log=", "no such file"]),  # no file named like a samples file
+])
+def test_bad_replay_expert_is_a_config_error(workspace: Path, model_args: dict, words: list[str]) -> None:
+    """Replay experts' arguments are checked when the config is read, before any expert is built."""
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config(workspace, replay_config(workspace, model_args)), known_models=lambda: KNOWN)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize("records", ["recs/b.jsonl", "./recs/*.jsonl", ["recs/a.jsonl", "recs/b.jsonl"]])
+def test_replay_paths_and_globs_resolve_from_the_config_folder(workspace: Path, records, monkeypatch) -> None:
+    monkeypatch.chdir(workspace.parent)
+    config = load_config(write_config(workspace, replay_config(workspace, {"records": records})),
+                         known_models=lambda: KNOWN)
+    resolved = config.experts["b"].model_args["records"]
+    for path in [resolved] if isinstance(resolved, str) else resolved:
+        assert Path(path).is_absolute() and str(path).startswith(str(workspace.resolve()))
 
 
 def test_malformed_yaml(workspace: Path) -> None:

@@ -284,3 +284,22 @@ def test_parameter_counts_read_active_parameters_alone_and_reject_bad_counts(tmp
 
     with pytest.raises(RouterFormatError, match="NaN"):
         calibrate_cost_weight(scores, np.array([1.0, 2.0]), Budget(share=0.5), ["a", "b"])
+
+
+@pytest.mark.parametrize("rows, experts, seed", [(300, 2, 0), (300, 5, 1), (200, 11, 2)])
+def test_the_sweep_has_every_setting_a_cost_weight_can_give(rows: int, experts: int, seed: int) -> None:
+    """Any cost weight routes exactly as one of the swept settings does (same mean cost and strong share)."""
+    from benchcoe_plugins.training.cost_curve import sweep_points, weight_grid
+
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(size=(rows, experts)).astype(np.float32)
+    correct = (rng.uniform(size=(rows, experts)) < 0.5).astype(float)
+    costs = rng.uniform(1, 70, size=experts)
+    strong = int(np.argmax(costs))
+    weights = weight_grid(scores, costs)
+    swept = {(round(p["cost"], 9), round(p["strong_share"], 9))
+             for p in sweep_points(scores, correct, costs, strong, weights)}
+    assert len(swept) == len(weights), "each swept setting routes differently"
+    for weight in rng.uniform(0, weights[-1] * 1.5, size=500):
+        choices = choose(scores, costs, weight)
+        assert (round(float(costs[choices].mean()), 9), round(float((choices == strong).mean()), 9)) in swept

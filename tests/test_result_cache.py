@@ -162,6 +162,24 @@ def test_weights_rewritten_same_size_same_mtime_change_the_identity(tmp_path: Pa
     assert spec.identity() != second
 
 
+def test_a_rewritten_peft_adapter_changes_the_identity(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BENCHCOE_CACHE", str(tmp_path / "benchcoe"))
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"\x01" * 64)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x01" * 64)
+    spec = ExpertSpec("a", "hf", {"pretrained": str(tmp_path / "weights"), "peft": str(adapter)})
+    first = spec.identity()
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x02" * 64)  # new adapter, same path and size
+    assert spec.identity() != first
+    assert ExpertSpec("a", "hf", {"pretrained": str(tmp_path / "weights")}).identity() != spec.identity()
+    from benchcoe_plugins.core.provenance import expert_revision
+    from benchcoe_plugins.experts.weights_identity import local_weights_hash
+
+    assert expert_revision(spec)["adapters"] == {"peft": "sha256:" + local_weights_hash(adapter)}
+
+
 def test_seed_is_part_of_the_key_only_when_sampling() -> None:
     import torch
 

@@ -26,6 +26,7 @@ import yaml
 
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.model_args import parse_model_args, parse_value
+from benchcoe_plugins.experts.replay import REPLAY_MODEL, resolve_replay_paths
 from benchcoe_plugins.experts.spec import MODALITIES, ExpertSpec, looks_like_local_path
 from benchcoe_plugins.routers.cost import Budget, budget_target, cost_vector, finite_non_negative
 
@@ -203,23 +204,22 @@ def _as_mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec:
-    weights = spec.weights_reference()
-    if weights is None:
-        return spec
-    key = next(k for k in spec.model_args if spec.model_args[k] == weights)
-    candidate = Path(weights).expanduser()
-    if not candidate.is_absolute() and (base / candidate).exists():
-        candidate = base / candidate
-    if candidate.exists():
-        return replace(spec, model_args={**spec.model_args, key: str(candidate.resolve())})
+    """Local weight and adapter paths resolved against the config's folder; a missing one is an error."""
+    resolved = dict(spec.model_args)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    if looks_like_local_path(weights) or offline:
-        reason = "HF_HUB_OFFLINE is set, so it must be a local folder" if offline else "it looks like a local path"
-        raise ConfigError(
-            f"{where}.model_args.{key}: {weights!r} does not exist ({reason}). "
-            f"Fix the path (relative paths are read from {base}) or give a hub id."
-        )
-    return spec
+    for key, weights in spec.weight_arguments().items():
+        candidate = Path(weights).expanduser()
+        if not candidate.is_absolute() and (base / candidate).exists():
+            candidate = base / candidate
+        if candidate.exists():
+            resolved[key] = str(candidate.resolve())
+        elif looks_like_local_path(weights) or offline:
+            reason = "HF_HUB_OFFLINE is set, so it must be a local folder" if offline else "it looks like a local path"
+            raise ConfigError(
+                f"{where}.model_args.{key}: {weights!r} does not exist ({reason}). "
+                f"Fix the path (relative paths are read from {base}) or give a hub id."
+            )
+    return replace(spec, model_args=resolved)
 
 
 def resolve_router_path(value: str, base: Path) -> Path:
@@ -319,7 +319,14 @@ def load_config(
             raise ConfigError(f"{where}.model_args: key(s) {bad_keys} are not argument names; use names such as "
                               f"'pretrained' or 'dtype'.")
         spec = ExpertSpec(str(name), model, model_args, modality, handles_text_only, isolated)
-        experts[str(name)] = _check_weights_exist(spec, base, where)
+        if model == REPLAY_MODEL:
+            try:
+                spec = replace(spec, model_args=resolve_replay_paths(model_args, base))
+            except ConfigError as error:
+                raise ConfigError(f"{where}.model_args: {error}") from None
+            experts[str(name)] = spec
+        else:
+            experts[str(name)] = _check_weights_exist(spec, base, where)
         cost = _expert_cost(entry, where)
         if cost is not None:
             costs[str(name)] = cost

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchcoe_plugins.core.config import CoEConfig
-from benchcoe_plugins.experts.spec import ExpertSpec, looks_like_local_path
+from benchcoe_plugins.experts.spec import ADAPTER_KEYS, ExpertSpec, looks_like_local_path
 from benchcoe_plugins.experts.weights_identity import hub_commit, local_weights_hash
 from benchcoe_plugins.routers.registry import read_manifest
 
@@ -60,6 +60,16 @@ def chat_template_hash(folder: Path | None) -> str | None:
 
 
 def expert_revision(spec: ExpertSpec) -> dict[str, Any]:
+    adapters = {key: value for key, value in spec.weight_arguments().items() if key in ADAPTER_KEYS}
+    revision = _main_weights_revision(spec)
+    if adapters:
+        revision["adapters"] = {key: ("sha256:" + local_weights_hash(Path(value).expanduser())
+                                      if Path(value).expanduser().exists() else value)
+                                for key, value in sorted(adapters.items())}
+    return revision
+
+
+def _main_weights_revision(spec: ExpertSpec) -> dict[str, Any]:
     weights = spec.weights_reference()
     if weights is None:
         return {"weights": None, "revision": None, "chat_template_sha256": None}

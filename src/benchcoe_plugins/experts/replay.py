@@ -172,15 +172,7 @@ class ReplayBook:
 
     def __init__(self, log: Any = None, records: Any = None, key: str | None = None, task: str | None = None,
                  replay: str | None = None, template: str = DEFAULT_TEMPLATE, no_answer: str = "text") -> None:
-        if (log is None) == (records is None):
-            raise ConfigError("a replay expert needs exactly one of log=<samples JSONL file or folder> "
-                              "or records=<record JSONL file>, e.g. model_args: {records: path/model.jsonl.gz}.")
-        if replay is not None and replay not in REPLAY_MODES:
-            raise ConfigError(f"replay={replay!r} must be one of {REPLAY_MODES}.")
-        if no_answer not in NO_ANSWER_MODES:
-            raise ConfigError(f"no_answer={no_answer!r} must be one of {NO_ANSWER_MODES}.")
-        if "{answer}" not in template:
-            raise ConfigError(f"template={template!r} must contain '{{answer}}', e.g. {DEFAULT_TEMPLATE!r}.")
+        check_replay_options(log, records, replay, template, no_answer)
         self.key = key
         self.template = template
         self.replay = replay
@@ -417,10 +409,23 @@ REPLAY_ARGS = {
                  "'wrong_letter' (the first option letter that is not the document's answer)",
 }
 HARNESS_ARGS = ("batch_size", "max_batch_size", "device")
+REPLAY_MODEL = "coe_replay"  # the replay model's name in both harnesses
 
 
-def answerer_from_model_args(**model_args: Any) -> ReplayAnswerer:
-    """A ``ReplayAnswerer`` from a replay model's model_args (harness extras are ignored)."""
+def check_replay_options(log: Any, records: Any, replay: str | None, template: str, no_answer: str) -> None:
+    if (log is None) == (records is None):
+        raise ConfigError("a replay expert needs exactly one of log=<samples JSONL file or folder> "
+                          "or records=<record JSONL file>, e.g. model_args: {records: path/model.jsonl.gz}.")
+    if replay is not None and replay not in REPLAY_MODES:
+        raise ConfigError(f"replay={replay!r} must be one of {REPLAY_MODES}.")
+    if no_answer not in NO_ANSWER_MODES:
+        raise ConfigError(f"no_answer={no_answer!r} must be one of {NO_ANSWER_MODES}.")
+    if "{answer}" not in template:
+        raise ConfigError(f"template={template!r} must contain '{{answer}}', e.g. {DEFAULT_TEMPLATE!r}.")
+
+
+def replay_args(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """A replay model's own model_args (harness extras dropped), checked without reading any file."""
     args = {k: v for k, v in model_args.items() if k not in HARNESS_ARGS}
     unknown = sorted(set(args) - set(REPLAY_ARGS))
     if unknown:
@@ -428,6 +433,31 @@ def answerer_from_model_args(**model_args: Any) -> ReplayAnswerer:
         raise ConfigError(f"replay model: unknown model_args {unknown}. Allowed: {allowed}.")
     if args.get("key") and args.get("task_key") and args["key"] != args["task_key"]:
         raise ConfigError("replay model: give key or task_key, not both with different values.")
+    check_replay_options(args.get("log"), args.get("records"), args.get("replay"),
+                         str(args.get("template", DEFAULT_TEMPLATE)), str(args.get("no_answer", "text")))
+    return args
+
+
+def resolve_replay_paths(model_args: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``model_args`` with its ``log``/``records`` paths (files, folders or globs) read relative to
+    ``base`` where they match there, and checked to name JSONL files; a ConfigError otherwise."""
+    args = replay_args(model_args)
+    key = "log" if args.get("log") is not None else "records"
+    value = args[key]
+    items = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    resolved = []
+    for item in items:
+        path = Path(item).expanduser()
+        if not path.is_absolute() and ((base / path).exists() or glob.glob(str(base / path))):
+            path = base / path
+        expand_paths(path, key, samples_only=key == "log")
+        resolved.append(str(path.resolve()) if path.exists() else str(path))
+    return {**model_args, key: resolved[0] if isinstance(value, (str, os.PathLike)) else resolved}
+
+
+def answerer_from_model_args(**model_args: Any) -> ReplayAnswerer:
+    """A ``ReplayAnswerer`` from a replay model's model_args (harness extras are ignored)."""
+    args = replay_args(model_args)
     book = ReplayBook(log=args.get("log"), records=args.get("records"), key=args.get("key") or args.get("task_key"),
                       task=args.get("task"), replay=args.get("replay"),
                       template=str(args.get("template", DEFAULT_TEMPLATE)), no_answer=str(args.get("no_answer", "text")))

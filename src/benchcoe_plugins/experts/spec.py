@@ -12,6 +12,8 @@ from benchcoe_plugins.experts.weights_identity import weights_identity
 
 # model_args keys whose value names the expert's weights (a hub id or a local folder).
 WEIGHT_KEYS = ("pretrained", "model", "path", "model_path", "model_name_or_path", "log", "records")
+# model_args keys naming weights applied on top of them (lm-eval hf: peft, delta; vllm: lora_local_path).
+ADAPTER_KEYS = ("peft", "delta", "lora_local_path")
 MODALITIES = ("text", "vision")
 
 
@@ -55,13 +57,22 @@ class ExpertSpec:
                 return value
         return None
 
+    def weight_arguments(self) -> dict[str, str]:
+        """The model_args that name weights: the main weights (``weights_reference``) and any adapters."""
+        found = {key: self.model_args[key] for key in ADAPTER_KEYS if isinstance(self.model_args.get(key), str)}
+        main = self.weights_reference()
+        if main is not None:
+            found[next(k for k in WEIGHT_KEYS if self.model_args.get(k) == main)] = main
+        return found
+
     def identity(self) -> str:
-        """Hash of harness model, arguments, weights content and library versions; keys the result cache."""
-        weights = self.weights_reference()
+        """Hash of harness model, arguments, weights content (adapters too) and library versions; keys the
+        result cache."""
         payload = {
             "model": self.model,
             "model_args": self.model_args,
-            "weights": weights_identity(weights, self.model_args) if weights else None,
+            "weights": {key: weights_identity(value, self.model_args)
+                        for key, value in sorted(self.weight_arguments().items())} or None,
             "libraries": library_versions(),
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()

@@ -1,7 +1,8 @@
 """Accuracy-cost curve of a cost-aware router on held-out documents, with RouteLLM's summary numbers.
 
-The router is swept over its cost weight (each weight a fixed setting, chosen without labels);
-every single expert is a point; the random mix of the weak and the strong expert is a line;
+The router is swept over its cost weight: one setting (a fixed weight, chosen without labels) in
+each interval between the weights at which some document's choice changes, so every share of
+strong-expert calls the router can reach is on the curve. Every single expert is a point; the random mix of the weak and the strong expert is a line;
 the oracle answers each document with its cheapest correct expert. PGR (performance gap
 recovered) of a point is ``(accuracy - weak) / (strong - weak)``. For a share x of documents
 sent to the strong expert the router's operating point is the swept setting with the largest
@@ -19,8 +20,10 @@ import numpy as np
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.routers.cost import Budget, budget_tolerance, calibrate_cost_weight, choose
 
-SWEEP_POINTS = 240
+MAX_SWEEP = 20_000  # settings evaluated; more breakpoints than this are thinned evenly by rank
+STORED_SWEEP = 400  # settings kept in the JSON and the plot (besides those the summary numbers use)
 SHARE_GRID = np.linspace(0.0, 1.0, 101)
+CHUNK = 64
 
 
 def pareto_front(points: Sequence[dict[str, Any]]) -> list[int]:
@@ -53,12 +56,65 @@ def trapezoid_mean(values: np.ndarray, grid: np.ndarray) -> float:
     return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(grid)) / (grid[-1] - grid[0]))
 
 
-def weight_grid(scores: np.ndarray, costs: np.ndarray, points: int = SWEEP_POINTS) -> np.ndarray:
-    gaps = np.diff(np.unique(costs))
-    if not len(gaps):
-        return np.array([0.0])  # equal costs: every weight routes the same
-    high = (float(np.ptp(scores)) + 1.0) / float(gaps.min())
-    return np.concatenate([[0.0], np.geomspace(high * 1e-5, high, points - 1)])
+def choice_breakpoints(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """The sorted cost weights w > 0 at which some row's ``argmax(scores - w * costs)`` changes.
+
+    As w grows each row's choice walks down the upper envelope of the lines score - w x cost
+    toward cheaper experts; each step is the earliest crossing with a cheaper expert."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(len(scores))
+    current = choose(scores, costs, 0.0)
+    weight = np.zeros(len(scores))
+    moving = np.ones(len(scores), dtype=bool)
+    found = []
+    for _ in range(scores.shape[1] - 1):
+        cheaper = costs[current][:, None] - costs[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            crossing = np.where(cheaper > 0, (scores[rows, current][:, None] - scores) / cheaper, np.inf)
+        crossing = np.maximum(crossing, weight[:, None])
+        following = np.argmin(crossing, axis=1)
+        next_weight = crossing[rows, following]
+        moving &= np.isfinite(next_weight)
+        if not moving.any():
+            break
+        found.append(next_weight[moving])
+        weight = np.where(moving, next_weight, weight)
+        current = np.where(moving, following, current)
+    breakpoints = np.unique(np.concatenate(found)) if found else np.array([])
+    return breakpoints[breakpoints > 0]
+
+
+def weight_grid(scores: np.ndarray, costs: np.ndarray, most: int = MAX_SWEEP) -> np.ndarray:
+    """0, a weight inside each interval between consecutive breakpoints, and one past the last."""
+    breakpoints = choice_breakpoints(scores, costs)
+    if len(breakpoints) > most - 1:
+        breakpoints = breakpoints[np.unique(np.linspace(0, len(breakpoints) - 1, most - 1).round().astype(int))]
+    if not len(breakpoints):
+        return np.array([0.0])  # equal costs, or no row ever changes: every weight routes the same
+    inside = (breakpoints[:-1] + breakpoints[1:]) / 2
+    return np.concatenate([[0.0], inside, [breakpoints[-1] * 2]])
+
+
+def sweep_points(scores: np.ndarray, correct: np.ndarray, costs: np.ndarray, strong: int,
+                 weights: np.ndarray) -> list[dict[str, Any]]:
+    """``_point`` of the router at each weight, computed in chunks of weights at once."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(len(scores))
+    points = []
+    for start in range(0, len(weights), CHUNK):
+        chunk = weights[start:start + CHUNK]
+        choices = np.argmax(scores[None, :, :] - chunk[:, None, None] * costs[None, None, :], axis=2)
+        accuracy = correct[rows[None, :], choices].mean(axis=1)
+        points += [{"accuracy": float(a), "cost": float(c), "strong_share": float(x), "cost_weight": float(w)}
+                   for a, c, x, w in zip(accuracy, costs[choices].mean(axis=1), (choices == strong).mean(axis=1), chunk)]
+    return points
+
+
+def stored_sweep(sweep: Sequence[dict[str, Any]], keep: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most ``STORED_SWEEP`` settings evenly by weight rank, plus those in ``keep``, in weight order."""
+    ranks = set(np.linspace(0, len(sweep) - 1, min(STORED_SWEEP, len(sweep))).round().astype(int).tolist())
+    kept = {id(p) for p in keep}
+    return [p for i, p in enumerate(sweep) if i in ranks or id(p) in kept]
 
 
 def operating_point(sweep: Sequence[dict[str, Any]], share: float) -> dict[str, Any]:
@@ -85,8 +141,7 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
     def pgr(accuracy: float) -> float | None:
         return (accuracy - low) / gap if gap > 0 else None
 
-    sweep = [_point(choose(scores, costs, w), correct, costs, strong_index, cost_weight=float(w))
-             for w in weight_grid(scores, costs)]
+    sweep = sweep_points(scores, correct, costs, strong_index, weight_grid(scores, costs))
     accuracy_router = _point(np.asarray(accuracy_choices), correct, costs, strong_index)
     on_grid = [operating_point(sweep, x) for x in SHARE_GRID]
     pgrs = [pgr(p["accuracy"]) for p in on_grid]
@@ -103,11 +158,12 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
                    "cost": float((1 - s) * singles[weak]["cost"] + s * singles[strong]["cost"])}
                   for s in np.linspace(0, 1, 11)]
     matching = [p for p in sweep if p["accuracy"] >= high]
-    candidates = sweep + [{**v, "name": k} for k, v in singles.items()]
+    shown = stored_sweep(sweep, on_grid + ([min(matching, key=lambda p: p["cost"])] if matching else []))
+    candidates = shown + [{**v, "name": k} for k, v in singles.items()]
     result: dict[str, Any] = {
         "documents": int(len(correct)), "experts": experts, "costs": dict(zip(experts, costs.tolist())),
         "strong": strong, "weak": weak, "singles": singles, "oracle": oracle, "random_mix": random_mix,
-        "accuracy_router": accuracy_router, "sweep": sweep,
+        "accuracy_router": accuracy_router, "settings_swept": len(sweep), "sweep": shown,
         "pareto_front": [candidates[i] for i in pareto_front(candidates)],
         "APGR": None if gap <= 0 else trapezoid_mean(np.array(pgrs, dtype=float), SHARE_GRID),
         "CPT_50": cpt(0.5), "CPT_80": cpt(0.8),

@@ -101,7 +101,12 @@ def join_experts(per_expert: Mapping[str, Mapping[Any, ExpertRow]], source: str 
     return BenchmarkData(documents, experts, correct, subjects, source, {e: m for e, m in missing.items() if m})
 
 
-def split_indices(n: int, seed: int, test_fraction: float = 0.3, validation_fraction: float = 0.1) -> dict[str, np.ndarray]:
+TEST_FRACTION = 0.3  # benchcoe train's default split: 60 % train / 10 % validation / 30 % test
+VALIDATION_FRACTION = 0.1
+
+
+def split_indices(n: int, seed: int, test_fraction: float = TEST_FRACTION,
+                  validation_fraction: float = VALIDATION_FRACTION) -> dict[str, np.ndarray]:
     """Random train / validation / test indices (fractions of all ``n``)."""
     if not 0 < test_fraction < 1 or not 0 <= validation_fraction < 1 or test_fraction + validation_fraction >= 1:
         raise RecordsError(f"bad split fractions: test {test_fraction}, validation {validation_fraction}.")
@@ -112,6 +117,13 @@ def split_indices(n: int, seed: int, test_fraction: float = 0.3, validation_frac
         raise RecordsError(f"{n} documents are too few for a train/validation/test split.")
     return {"test": np.sort(order[:n_test]), "validation": np.sort(order[n_test:n_test + n_val]),
             "train": np.sort(order[n_test + n_val:])}
+
+
+def fit_and_test_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The default split by ``seed`` as (train + validation, test): what a router refitted on train +
+    validation (``benchcoe train --refit``) is fitted on, and what it is scored on."""
+    indices = split_indices(n, seed)
+    return np.concatenate([indices["train"], indices["validation"]]), indices["test"]
 
 
 def parts_subset(data: BenchmarkData, indices: Mapping[str, np.ndarray], parts: Sequence[str]) -> BenchmarkData:

@@ -13,6 +13,7 @@ import numpy as np
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.routers import QUERY_HEADS
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.dataset import TEST_FRACTION, VALIDATION_FRACTION
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
 
@@ -23,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="checkpoint folder (default: router_ckpts/<name>)")
     split = parser.add_argument_group("split")
     split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--test-fraction", type=float, default=0.3)
-    split.add_argument("--validation-fraction", type=float, default=0.1)
+    split.add_argument("--test-fraction", type=float, default=TEST_FRACTION)
+    split.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     split.add_argument("--split", type=Path, help="a split file (JSON lists train/validation/test of task/doc_id)")
     split.add_argument("--in-sample", action="store_true",
                        help="also evaluate on the documents the router was fitted on (the paper's naive scenario); "
