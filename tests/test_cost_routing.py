@@ -303,3 +303,16 @@ def test_the_sweep_has_every_setting_a_cost_weight_can_give(rows: int, experts: 
     for weight in rng.uniform(0, weights[-1] * 1.5, size=500):
         choices = choose(scores, costs, weight)
         assert (round(float(costs[choices].mean()), 9), round(float((choices == strong).mean()), 9)) in swept
+
+
+def test_cpt_is_the_exact_share_not_a_grid_step() -> None:
+    """Weak always wrong, strong right on the first 790 of 1,000 documents, which the router ranks first:
+    half the gap (0.395) is recovered at exactly 395 strong calls."""
+    from benchcoe_plugins.training.cost_curve import cost_curve
+
+    documents = 1000
+    scores = np.column_stack([np.zeros(documents), 1.0 - np.arange(documents) / documents])
+    correct = np.column_stack([np.zeros(documents), np.arange(documents) < 790]).astype(float)
+    curve = cost_curve(scores, correct, ["weak", "strong"], np.array([1.0, 10.0]), scores.argmax(axis=1))
+    assert curve["CPT_50"] == pytest.approx(0.395)
+    assert curve["CPT_80"] in (pytest.approx(0.632), pytest.approx(0.633)), "0.8 x 0.79 = 0.632, up to rounding"

@@ -2,12 +2,13 @@
 
 The router is swept over its cost weight: one setting (a fixed weight, chosen without labels) in
 each interval between the weights at which some document's choice changes, so every share of
-strong-expert calls the router can reach is on the curve. Every single expert is a point; the random mix of the weak and the strong expert is a line;
-the oracle answers each document with its cheapest correct expert. PGR (performance gap
-recovered) of a point is ``(accuracy - weak) / (strong - weak)``. For a share x of documents
-sent to the strong expert the router's operating point is the swept setting with the largest
-share <= x (read from routing alone, not from labels). APGR is the mean PGR over x in [0, 1];
-CPT(p) the smallest strong share whose point recovers at least p of the gap.
+strong-expert calls the router can reach is on the curve. Every single expert is a point; the
+random mix of the weak and the strong expert is a line; the oracle answers each document with its
+cheapest correct expert. PGR (performance gap recovered) of a point is ``(accuracy - weak) /
+(strong - weak)``. For a share x of documents sent to the strong expert the router's operating
+point is the swept setting with the largest share <= x (read from routing alone, not from labels).
+APGR is the mean PGR over x in [0, 1] (101 points); CPT(p) the smallest strong share whose operating
+point recovers at least p of the gap.
 """
 
 from __future__ import annotations
@@ -146,9 +147,14 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
     on_grid = [operating_point(sweep, x) for x in SHARE_GRID]
     pgrs = [pgr(p["accuracy"]) for p in on_grid]
 
+    at_each_share: dict[float, dict[str, Any]] = {}  # the operating point at x = each share the sweep reaches
+    for point in sorted(sweep, key=lambda p: p["cost_weight"], reverse=True):
+        at_each_share[point["strong_share"]] = point
+
     def cpt(level: float) -> float | None:
-        reached = [x for x, value in zip(SHARE_GRID, pgrs) if value is not None and value >= level]
-        return None if not reached else float(min(operating_point(sweep, x)["strong_share"] for x in reached))
+        reached = [x for x, point in at_each_share.items()
+                   if (value := pgr(point["accuracy"])) is not None and value >= level]
+        return float(min(reached)) if reached else None
 
     cheapest_correct = np.where(correct > 0, costs[None, :], np.inf)
     oracle_choice = np.where(np.isfinite(cheapest_correct).any(axis=1), cheapest_correct.argmin(axis=1),
