@@ -94,6 +94,7 @@ def replay_config(workspace: Path, model_args: dict) -> dict:
     ({"records": "recs/b.jsonl", "log": "recs"}, ["experts.b.model_args", "exactly one of log"]),
     ({"records": "./recs/*.json"}, ["experts.b.model_args", "records=", "no such file"]),
     ({"log": "recs"}, ["experts.b.model_args", "log=", "no such file"]),  # no file named like a samples file
+    ({"records": 5}, ["experts.b.model_args", "records=5", "a path, a glob or a list"]),
 ])
 def test_bad_replay_expert_is_a_config_error(workspace: Path, model_args: dict, words: list[str]) -> None:
     """Replay experts' arguments are checked when the config is read, before any expert is built."""

@@ -444,7 +444,10 @@ def resolve_replay_paths(model_args: Mapping[str, Any], base: Path) -> dict[str,
     args = replay_args(model_args)
     key = "log" if args.get("log") is not None else "records"
     value = args[key]
-    items = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    if not isinstance(value, (str, os.PathLike, list)) or isinstance(value, list) and not all(
+            isinstance(item, (str, os.PathLike)) for item in value):
+        raise ConfigError(f"{key}={value!r} must be a path, a glob or a list of them.")
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
     resolved = []
     for item in items:
         path = Path(item).expanduser()

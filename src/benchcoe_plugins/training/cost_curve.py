@@ -230,8 +230,8 @@ def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
     ax.scatter(curve["oracle"]["cost"], curve["oracle"]["accuracy"], marker="*", s=140, color=ROLE_COLORS["oracle"],
                zorder=4, label="oracle (cheapest correct expert)")
     front = sorted(curve["pareto_front"], key=lambda p: p["cost"])
-    ax.plot([p["cost"] for p in front], [p["accuracy"] for p in front], "o", mfc="none", mec="black", ms=7,
-            zorder=5, label="Pareto front")
+    ax.step([p["cost"] for p in front], [p["accuracy"] for p in front], where="post", color="black", lw=1.0,
+            ls=":", zorder=5, label="Pareto front (router settings and single experts)")
     ax.set_xlabel("mean cost per document (" + curve.get("cost_label", "cost") + ")")
     ax.set_ylabel("held-out accuracy")
     summary = ", ".join(f"{k} {v:.3f}" for k, v in (("APGR", curve["APGR"]), ("CPT(50%)", curve["CPT_50"]),
