@@ -22,8 +22,9 @@ def bad_configs(folder: Path) -> dict[str, tuple[str, str]]:
     """case -> (config file, words the one line must hold)."""
     TableRouter.from_table({"biology": "a"}, experts=["a"]).save(folder / "router")
     (folder / "dup.yaml").write_text("router: router\nexperts:\n  a: {model: x}\n  a: {model: y}\n")
-    (folder / "cache5.yaml").write_text(yaml.safe_dump({"router": "router", "result_cache": 5,
-                                                        "experts": {"a": {"model": "coe_replay"}}}))
+    (folder / "a.jsonl").write_text('{"question_id": 1, "pred": "A"}\n')
+    (folder / "cache5.yaml").write_text(yaml.safe_dump({"router": "router", "result_cache": 5, "experts": {
+        "a": {"model": "coe_replay", "model_args": {"records": "a.jsonl"}}}}))
     return {
         "missing": ("nope.yaml", "not found"),
         "duplicate expert": ("dup.yaml", "appears twice"),

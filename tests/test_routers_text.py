@@ -354,6 +354,33 @@ def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path, capsys):
         QueryRouter(progress=False, head="knn", neighbours=0).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)
 
 
+def test_knn_neighbours_leave_each_fit_question_out_of_its_own():
+    from benchcoe_plugins.routers.neighbours import neighbour_accuracy
+
+    # two pairs of near twins (each closer to itself than to its twin) and a loner
+    vectors = np.array([[1, 0.2, 0, 0], [1, -0.2, 0, 0], [0, 0, 1, 0.2], [0, 0, 1, -0.2], [0, 0, 0, 0]],
+                       dtype=np.float32)
+    hits = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]], dtype=np.float32)
+    with_self = neighbour_accuracy(vectors, vectors, hits, k=1, shrink=0.0)
+    left_out = neighbour_accuracy(vectors, vectors, hits, k=1, shrink=0.0, leave_one_out=True)
+    np.testing.assert_array_equal(with_self[:4], hits[:4])  # each twin is its own nearest
+    np.testing.assert_array_equal(left_out[:4], hits[[1, 0, 3, 2]])  # ... and without itself, its twin
+
+
+def test_knn_head_calibrates_budgets_on_its_final_models_left_out_scores():
+    """With refit, a budget's calibration scores are the refitted model's leave-one-out scores of all
+    its fit documents (not the train-only model's validation scores)."""
+    documents, correct, subjects = _switch_world(300, 0)
+    train, validation = slice(0, 240), slice(240, 300)
+    router = QueryRouter(progress=False, blend=1.0, margin=0.0, guard_z=None, head="knn", neighbours=20, refit=True)
+    router.fit(documents[train], correct[train], SWITCH_EXPERTS, subjects=subjects[train],
+               validation=(documents[validation], correct[validation], subjects[validation]))
+    assert "leave-one-out" in router.metadata_["tuning"]["calibration"]
+    scores = router.calibration_scores()
+    assert scores.shape == (300, len(SWITCH_EXPERTS)), "every fit document, validation ones included"
+    assert not np.allclose(scores, router.expected_accuracy(documents)), "each fit document left out of its own"
+
+
 def _source_world(n: int, seed: int):
     """The switch world's experts, but what decides who is right is the document's 'source' field,
     which the question text does not show."""

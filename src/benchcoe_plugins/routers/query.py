@@ -201,6 +201,7 @@ class QueryRouter(Router):
                                    f"give blend= and margin= or more documents.")
             self._fit_models(documents, correct, subject_names)  # sets best_expert_ on all pooled documents
             tuning = self._tune_cv(documents, correct, subject_names)
+            self._calibrate_leave_one_out(documents, tuning)
         else:
             if validation is None and needs_tuning:
                 if len(documents) < 20:
@@ -214,12 +215,15 @@ class QueryRouter(Router):
                 correct, subject_names = correct[train_index], [subject_names[i] for i in train_index]
             self._fit_models(documents, correct, subject_names)
             self.blend_, self.margin_, self.mode_ = self.blend, self.margin, "query"
-            if validation is not None:
+            if validation is None:
+                self._calibrate_leave_one_out(documents, tuning)
+            else:
                 tuning = self._tune(validation[0], validation[1])
                 if self.refit:
                     self._fit_models(documents + validation[0], np.vstack([correct, validation[1]]),
                                      subject_names + validation[2])
                     tuning["refit_documents"] = len(documents) + len(validation[0])
+                    self._calibrate_leave_one_out(documents + validation[0], tuning)
         self.metadata_ = {"tuning": tuning, "best_expert": self.best_expert_,
                           "subject_accuracy": {s: row.tolist() for s, row in zip(self.subjects_, self.subject_accuracy_.round(6))}}
         return self
@@ -251,6 +255,19 @@ class QueryRouter(Router):
         self.cell_hits_ = np.zeros((len(cells), correct.shape[1]), dtype=np.float32)
         np.add.at(self.cell_hits_, cell_of, np.asarray(correct, dtype=np.float32)[known])
         self.cell_counts_ = np.bincount(cell_of, minlength=len(cells)).astype(np.float32)
+
+    def _calibrate_leave_one_out(self, documents: list[RoutingDocument], tuning: dict[str, Any]) -> None:
+        """kNN head: budgets calibrate on the final model's scores of its own fit documents, each scored
+        without itself among its neighbours. Scores from a model fitted on fewer documents (validation
+        scores before a refit, or out-of-fold scores) sit apart from the final model's, and a budget
+        calibrated on them misses on new documents. The linear heads keep their held-out scores."""
+        if self.head != "knn":
+            return
+        _, prior, _ = self._parts(documents)
+        proba = neighbour_accuracy(self.neighbour_vectors_, self.neighbour_vectors_, self.neighbour_hits_,
+                                   self.neighbours, leave_one_out=True)
+        self.calibration_scores_ = self._blended(proba, prior).astype(np.float32)
+        tuning["calibration"] = f"leave-one-out scores of the final model's {len(documents)} fit documents"
 
     def _tune_cv(self, documents: list[RoutingDocument], correct: np.ndarray, subject_names: list[str]) -> dict[str, Any]:
         """Out-of-fold scores of ``folds`` models, each fitted without its fold, choose the setting."""
@@ -366,7 +383,8 @@ class QueryRouter(Router):
         return blend * proba + (1 - blend) * prior
 
     def calibration_scores(self) -> np.ndarray:
-        """``expected_accuracy`` of documents the scoring model did not fit (validation or out-of-fold)."""
+        """``expected_accuracy`` of documents the scoring model did not fit (validation or out-of-fold; kNN
+        head: its fit documents, each left out of its own neighbours)."""
         scores = getattr(self, "calibration_scores_", None)
         if scores is None:
             from benchcoe_plugins.routers.cost import calibration_missing
