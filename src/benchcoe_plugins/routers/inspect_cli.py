@@ -53,7 +53,7 @@ def describe_router(value: str) -> dict[str, Any]:
         "data": manifest.get("data", {}),
         "split": split_summary(folder),
         "guard": guard_evidence(manifest),
-        "tuning": {key: tuning[key] for key in ("blend", "margin", "mode") if key in tuning},
+        "tuning": {key: tuning[key] for key in ("blend", "margin", "mode", "calibration") if key in tuning},
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
     }
@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         prior = f", prior by {params['prior_field']}" if params.get("prior_field") else ""
         print(f"query    head {head}{prior}, low margin -> {params.get('defer_to', 'subject')}"
               + settings)
+        if "calibration" in info["tuning"]:
+            print(f"budgets  calibrated on {info['tuning']['calibration']}")
     guard = info["guard"]
     if guard:
         print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"
