@@ -63,8 +63,8 @@ def expert_revision(spec: ExpertSpec) -> dict[str, Any]:
     adapters = {key: value for key, value in spec.weight_arguments().items() if key in ADAPTER_KEYS}
     revision = _main_weights_revision(spec)
     if adapters:
-        revision["adapters"] = {key: ("sha256:" + local_weights_hash(Path(value).expanduser())
-                                      if Path(value).expanduser().exists() else value)
+        local = {key: Path(value).expanduser() for key, value in adapters.items()}
+        revision["adapters"] = {key: "sha256:" + local_weights_hash(local[key]) if local[key].exists() else value
                                 for key, value in sorted(adapters.items())}
     return revision
 

@@ -131,9 +131,9 @@ class ExpertPool:
                 if load_all:
                     self.model(name)
                 for request_type, indices in work.items():
-                    usable = {i for i in indices if jobs[i].key in cached
-                              and answer_fits(request_type, cached[jobs[i].key])}
-                    if len(usable) < sum(jobs[i].key in cached for i in indices):
+                    stored = [i for i in indices if jobs[i].key in cached]
+                    usable = {i for i in stored if answer_fits(request_type, cached[jobs[i].key])}
+                    if len(usable) < len(stored):
                         logger.warning("benchcoe: expert %r's result store holds %s answers of the wrong shape; "
                                        "they are recomputed", name, request_type)
                     todo = [i for i in indices if i not in usable]

@@ -50,19 +50,24 @@ class ExpertSpec:
     handles_text_only: bool = True
     isolated: bool = False
 
-    def weights_reference(self) -> str | None:
+    def _main_weights(self) -> tuple[str, str] | None:
+        """(model_args key, value) naming the expert's main weights: the first of ``WEIGHT_KEYS`` given."""
         for key in WEIGHT_KEYS:
             value = self.model_args.get(key)
             if isinstance(value, str):
-                return value
+                return key, value
         return None
+
+    def weights_reference(self) -> str | None:
+        main = self._main_weights()
+        return main[1] if main else None
 
     def weight_arguments(self) -> dict[str, str]:
         """The model_args that name weights: the main weights (``weights_reference``) and any adapters."""
         found = {key: self.model_args[key] for key in ADAPTER_KEYS if isinstance(self.model_args.get(key), str)}
-        main = self.weights_reference()
-        if main is not None:
-            found[next(k for k in WEIGHT_KEYS if self.model_args.get(k) == main)] = main
+        main = self._main_weights()
+        if main:
+            found[main[0]] = main[1]
         return found
 
     def identity(self) -> str:

@@ -263,9 +263,7 @@ class QueryRouter(Router):
         calibrated on them misses on new documents. The linear heads keep their held-out scores."""
         if self.head != "knn":
             return
-        _, prior, _ = self._parts(documents)
-        proba = neighbour_accuracy(self.neighbour_vectors_, self.neighbour_vectors_, self.neighbour_hits_,
-                                   self.neighbours, leave_one_out=True)
+        proba, prior, _ = self._parts(documents, leave_one_out=True)
         self.calibration_scores_ = self._blended(proba, prior).astype(np.float32)
         tuning["calibration"] = f"leave-one-out scores of the final model's {len(documents)} fit documents"
 
@@ -333,12 +331,15 @@ class QueryRouter(Router):
                 "mode": self.mode_}
 
     # -- inference ---------------------------------------------------------------------------
-    def _parts(self, documents: Sequence[RoutingDocument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _parts(self, documents: Sequence[RoutingDocument],
+               leave_one_out: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(right), subject prior and subject-level pick per document. ``leave_one_out`` (kNN head):
+        ``documents`` are the fit documents, in fit order, each scored without itself as a neighbour."""
         texts = document_texts(documents, self.text)
         features = self.features_.transform(texts)
         if self.head == "knn":
             proba = neighbour_accuracy(self._sentences().transform(texts), self.neighbour_vectors_,
-                                       self.neighbour_hits_, self.neighbours)
+                                       self.neighbour_hits_, self.neighbours, leave_one_out=leave_one_out)
         else:
             proba = linear_heads_proba(self.heads_, features, self._anchor())
         subject_proba = softmax(self.subject_head_.logits(features))

@@ -13,6 +13,7 @@ point recovers at least p of the gap.
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,12 +119,20 @@ def stored_sweep(sweep: Sequence[dict[str, Any]], keep: Sequence[dict[str, Any]]
     return [p for i, p in enumerate(sweep) if i in ranks or id(p) in kept]
 
 
-def operating_point(sweep: Sequence[dict[str, Any]], share: float) -> dict[str, Any]:
-    """The swept setting with the largest strong share <= ``share`` (ties: the lower cost weight)."""
-    allowed = [p for p in sweep if p["strong_share"] <= share + 1e-12]
-    if not allowed:
-        allowed = [min(sweep, key=lambda p: p["strong_share"])]
-    return max(allowed, key=lambda p: (p["strong_share"], -p["cost_weight"]))
+def operating_points(sweep: Sequence[dict[str, Any]]) -> tuple[list[float], list[dict[str, Any]]]:
+    """Each strong share the sweep reaches, ascending, and the setting that is the router's operating
+    point there (of the settings with that share, the one with the lowest cost weight)."""
+    by_share: dict[float, dict[str, Any]] = {}
+    for point in sorted(sweep, key=lambda p: p["cost_weight"], reverse=True):
+        by_share[point["strong_share"]] = point
+    shares = sorted(by_share)
+    return shares, [by_share[x] for x in shares]
+
+
+def operating_point(points: tuple[list[float], list[dict[str, Any]]], share: float) -> dict[str, Any]:
+    """The operating point with the largest strong share <= ``share`` (the smallest share if none is)."""
+    shares, settings = points
+    return settings[max(bisect.bisect_right(shares, share + 1e-12) - 1, 0)]
 
 
 def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
@@ -144,16 +153,12 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
 
     sweep = sweep_points(scores, correct, costs, strong_index, weight_grid(scores, costs))
     accuracy_router = _point(np.asarray(accuracy_choices), correct, costs, strong_index)
-    on_grid = [operating_point(sweep, x) for x in SHARE_GRID]
+    points = operating_points(sweep)
+    on_grid = [operating_point(points, x) for x in SHARE_GRID]
     pgrs = [pgr(p["accuracy"]) for p in on_grid]
 
-    at_each_share: dict[float, dict[str, Any]] = {}  # the operating point at x = each share the sweep reaches
-    for point in sorted(sweep, key=lambda p: p["cost_weight"], reverse=True):
-        at_each_share[point["strong_share"]] = point
-
     def cpt(level: float) -> float | None:
-        reached = [x for x, point in at_each_share.items()
-                   if (value := pgr(point["accuracy"])) is not None and value >= level]
+        reached = [x for x, point in zip(*points) if (value := pgr(point["accuracy"])) is not None and value >= level]
         return float(min(reached)) if reached else None
 
     cheapest_correct = np.where(correct > 0, costs[None, :], np.inf)
@@ -173,7 +178,7 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
         "pareto_front": [candidates[i] for i in pareto_front(candidates)],
         "APGR": None if gap <= 0 else trapezoid_mean(np.array(pgrs, dtype=float), SHARE_GRID),
         "CPT_50": cpt(0.5), "CPT_80": cpt(0.8),
-        "at_share": {f"{x:.1f}": {"router": operating_point(sweep, x)["accuracy"],
+        "at_share": {f"{x:.1f}": {"router": operating_point(points, x)["accuracy"],
                                   "random_mix": float((1 - x) * low + x * high)} for x in (0.2, 0.3, 0.5, 0.8)},
         "cost_to_match_strong": (None if not matching else
                                  float(min(p["cost"] for p in matching) / singles[strong]["cost"])),
