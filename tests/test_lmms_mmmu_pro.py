@@ -116,3 +116,62 @@ def test_text_expert_in_the_pool_gets_only_what_the_router_names(workspace) -> N
     for doc_id in set(samples) - literature:  # the VLM replays are unaffected by the text expert beside them
         record = recorded[routing[doc_id]["expert"]][samples[doc_id]["mmmu_acc"]["id"]]
         assert (samples[doc_id]["mmmu_acc"]["parsed_pred"] == samples[doc_id]["mmmu_acc"]["answer"]) == record["correct"]
+
+
+def test_lmms_eval_sample_logs_train_a_router(workspace) -> None:
+    """Real lmms-eval --log_samples output (``<date>_samples_<task>.jsonl``, rows without ``doc``, one
+    doc_hash for every row) joins to one training row per document, keyed by the document's own id."""
+    from benchcoe_plugins.training.dataset import key_string
+    from benchcoe_plugins.training.sample_logs import load_sample_logs
+
+    pair = ["InternVL2-8B", FALLBACK]
+    folders = {}
+    for name in pair:
+        model_args = ",".join(f"{k}={v}" for k, v in replay_expert(name)["model_args"].items())
+        folders[name] = workspace / f"log_{name}"
+        run_cli(["python", "-m", "lmms_eval", "--model", "coe_replay", "--model_args", model_args, "--tasks", TASK,
+                 "--limit", str(LIMIT), "--output_path", str(folders[name]), "--log_samples"], cwd=workspace,
+                env=harness_env({"HF_HOME": str(workspace / "hf")}))
+    data = load_sample_logs({name: [folder] for name, folder in folders.items()})
+    recorded = records()
+    assert len(data) == LIMIT
+    ids = [d.doc["id"] for d in data.documents]
+    assert [key_string(d) for d in data.documents] == [f"{TASK}/{i}" for i in ids]
+    for row, doc_id in zip(data.correct, ids):
+        assert row.tolist() == [float(recorded[name][doc_id]["correct"]) for name in pair], doc_id
+    assert all(data.subjects)
+    trained = run_cli(["benchcoe", "train", *[f"--samples={n}={f}" for n, f in folders.items()], "--router", "subject",
+                       "--no-guard", "--no-plots", "--quiet", "--output", str(workspace / "from_logs")], cwd=workspace,
+                      env=harness_env({"HF_HOME": str(workspace / "hf")}))
+    assert f"{LIMIT} documents x 2 experts" in trained.stdout
+    report = run_cli(["benchcoe", "report", *[f"--run={n}={f}" for n, f in folders.items()], "--output",
+                      str(workspace / "report")], cwd=workspace, env=harness_env({"HF_HOME": str(workspace / "hf")}))
+    assert report.returncode == 0
+
+
+def test_use_cache_is_keyed_by_the_coe_not_by_the_config_path(workspace) -> None:
+    """lmms-eval keys --use_cache by --model_args alone; the same config path naming another router must
+    not get the first router's answers, and an all-hit rerun still logs every document's expert."""
+    from benchcoe_plugins.routers.table import TableRouter
+
+    TableRouter.from_table({}, experts=VLM_POOL).save(workspace / "router_none")  # every document to the fallback
+    recorded = records()
+    accuracies = []
+    for run, router in enumerate(("router", "router_none", "router_none")):
+        config = yaml.safe_load((workspace / "vlm.yaml").read_text())
+        (workspace / "same_path.yaml").write_text(yaml.safe_dump({**config, "router": router}))
+        folder = workspace / f"cached_{run}"
+        run_cli(["python", "-m", "lmms_eval", "--model", "coemodel", "--model_args", "config=same_path.yaml",
+                 "--tasks", TASK, "--limit", str(LIMIT), "--output_path", str(folder), "--log_samples",
+                 "--use_cache", str(workspace / "response_cache")], cwd=workspace,
+                env=harness_env({"HF_HOME": str(workspace / "hf")}))
+        results = json.loads(sorted(folder.rglob("*_results.json"))[-1].read_text())
+        samples = {row["doc_id"]: row for path in folder.rglob("*_samples_*.jsonl")
+                   for row in map(json.loads, path.read_text().splitlines())}
+        routing = {row["doc_id"]: row for path in folder.rglob("routing_*.jsonl")
+                   for row in map(json.loads, path.read_text().splitlines())}
+        assert sorted(routing) == list(range(LIMIT)), f"run {run}: the routing log misses documents"
+        recomputed = sum(recorded[routing[d]["expert"]][samples[d]["mmmu_acc"]["id"]]["correct"] for d in samples)
+        accuracies.append(results["results"][TASK]["mmmu_acc,none"])
+        assert accuracies[-1] == round(recomputed / LIMIT, 5), f"run {run}: answers of another router"
+    assert accuracies[1] == accuracies[2] != accuracies[0]

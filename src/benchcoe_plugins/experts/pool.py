@@ -159,10 +159,11 @@ class ExpertPool:
                             store.put_many((jobs[i].key, results[i]) for i in chunk)
             except Exception as error:
                 self.release()
-                saved = f"answers of finished experts {finished} are saved in {self.result_dir}; " if store else ""
+                resume = (f"answers of finished experts {finished} are saved in {self.result_dir}; fix the cause and "
+                          f"rerun the same command: finished experts are not run again." if store else
+                          "fix the cause and rerun the same command (result_cache is off, so every expert runs again).")
                 raise ExpertError(
-                    f"expert {name!r} ({self.specs[name].model}) failed: {error!r}. {saved}"
-                    f"fix the cause and rerun the same command: finished experts are not run again."
+                    f"expert {name!r} ({self.specs[name].model}) failed: {error!r}. {resume}"
                 ) from error
             finished.append(name)
             if not (keep_last and name == names[-1]):

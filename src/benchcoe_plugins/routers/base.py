@@ -168,6 +168,12 @@ class Router:
         router.experts_ = list(manifest["experts"])
         router.subjects_ = list(manifest.get("subjects", []))
         router.table_ = dict(manifest.get("table", {}))
+        uncovered = [s for s in router.subjects_ if s not in router.table_]
+        strangers = sorted({e for e in router.table_.values() if e not in router.experts_})
+        if router.table_ and (uncovered or strangers):
+            problem = (f"subjects {uncovered[:3]} have no expert in its table" if uncovered
+                       else f"its table names experts {strangers} outside its experts {router.experts_}")
+            raise RouterFormatError(f"{folder}: {problem}. Fix {MANIFEST_NAME} or re-train the router.")
         router.metadata_ = {k: v for k, v in manifest.items() if k not in STANDARD_KEYS}
         router._load_state(folder, manifest)
         return router

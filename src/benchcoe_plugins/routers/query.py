@@ -461,3 +461,12 @@ class QueryRouter(Router):
         if n_experts != len(self.experts_):
             raise RouterFormatError(f"{folder}: weights are for {n_experts} experts, the manifest lists "
                                     f"{len(self.experts_)}.")
+        shapes = {"subject_accuracy": (self.subject_accuracy_.shape, (len(self.subjects_), len(self.experts_))),
+                  "subject_head": ((self.subject_head_.coef.shape[0],), (len(self.subjects_),))}
+        for name, (found, expected) in shapes.items():
+            if found != expected:
+                raise RouterFormatError(f"{folder}: {name} has shape {found}, but the manifest's subjects and experts "
+                                        f"give {expected}; re-train the router.")
+        if self.mode_ not in ("query", "best") or self.best_expert_ not in self.experts_:
+            raise RouterFormatError(f"{folder}: router state has mode {self.mode_!r} / best expert "
+                                    f"{self.best_expert_!r}; re-train the router.")

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from benchcoe_plugins.core.documents import DEFAULT_SUBJECT_RULES, RoutingDocument, normalize_subject, subject_of
+from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.routers.base import RouteDecision, Router
 
 
@@ -79,7 +80,9 @@ class TableRouter(Router):
         subjects = [subject_of(d.task, d.doc, self._rules()) for d in documents]
         if any(s is None for s in subjects):
             missing = next(d for d, s in zip(documents, subjects) if s is None)
-            raise ValueError(f"document {missing.key} has no subject field by rules {self._rules()}")
+            raise RecordsError(f"document {missing.key} has no subject field (rules {self._rules()}), and the table "
+                               f"router looks each document's subject up at run time; use --router subject or "
+                               f"query, which learn the subject (for such tasks: the task) from the text.")
         self.experts_ = list(experts)
         self.table_, accuracy = best_expert_table(subjects, correct, experts)
         self.subjects_ = sorted(self.table_)

@@ -23,6 +23,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                             "(and per path)")
     group.add_argument("--experts", nargs="+", help="experts to use (record file stems); default: all")
     group.add_argument("--metric", help="sample-log metric giving correctness (default: exact_match, acc, mmmu_acc, ...)")
+    group.add_argument("--filter", dest="filter_name", metavar="NAME",
+                       help="sample logs of a task scored through several filters (e.g. gsm8k's strict-match / "
+                            "flexible-extract): the filter whose score is correctness")
     group.add_argument("--limit", type=int, help="only the first N questions (records)")
     group.add_argument("--strict-missing", action="store_true",
                        help="fail when some expert lacks documents (default: drop them and report it)")
@@ -52,7 +55,8 @@ def load_data(args: argparse.Namespace) -> BenchmarkData:
             paths.setdefault(name, []).append(path)
         if args.experts:
             paths = {e: paths[e] for e in args.experts if e in paths}
-        data = load_sample_logs(paths, metric=args.metric, on_missing=on_missing)
+        data = load_sample_logs(paths, metric=args.metric, on_missing=on_missing,
+                                filter_name=getattr(args, "filter_name", None))
     if data.missing:
         detail = ", ".join(f"{e}: {len(k)}" for e, k in data.missing.items())
         print(f"benchcoe: {sum(len(k) for k in data.missing.values())} documents lack some expert's result and "

@@ -15,8 +15,18 @@ from benchcoe_plugins.core.errors import RecordsError
 SPLIT_NAMES = ("train", "validation", "test")
 
 
+STABLE_ID_FIELDS = ("question_id", "id")  # a document's own id; the harness doc_id is only a position
+
+
+def stable_id(document: RoutingDocument) -> str:
+    """The document's own id (e.g. MMLU-Pro ``question_id``, MMMU ``id``), else the harness doc_id."""
+    doc = document.doc if isinstance(document.doc, Mapping) else {}
+    return next((str(doc[f]) for f in STABLE_ID_FIELDS if doc.get(f) not in (None, "")), str(document.doc_id))
+
+
 def key_string(document: RoutingDocument) -> str:
-    return f"{document.task}/{document.doc_id}"
+    """The split's key of a document: the same for records and sample logs of the same question."""
+    return f"{document.task}/{stable_id(document)}"
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,19 @@ def split_from_keys(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> 
                                f"(e.g. {absent[:2]}): the split belongs to other records.")
         out[name] = np.array(sorted(position[k] for k in keys if k in position), dtype=int)
     return out
+
+
+def outside_split_note(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> str | None:
+    """A line saying how many of the data's documents are in no part of ``split`` (neither fitted
+    on nor scored), or None when every one is."""
+    named = {k for n in SPLIT_NAMES for k in split.get(n, [])}
+    outside = [k for k in data.keys() if k not in named]
+    if not outside:
+        return None
+    tasks = sorted({k.rsplit("/", 1)[0] for k in outside})
+    return (f"note: {len(outside)} of the data's {len(data)} documents are in no part of the router's split "
+            f"(tasks {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}); they are neither fitted on nor "
+            f"scored. A split from other data, or logs of more tasks than the router saw.")
 
 
 def read_split(path: Path) -> dict[str, list[str]]:

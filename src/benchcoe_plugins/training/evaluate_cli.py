@@ -64,6 +64,15 @@ def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batc
             "guard_note": guard_note(router), **evaluation}
 
 
+def validation_scenario(split: dict[str, Any]) -> dict[str, Any]:
+    """The validation part chose the router's settings (and with a refit it was fitted on too), so
+    figures on it are in-sample, never held-out."""
+    refitted = "validation" in split.get("fitted_on", ["train"])
+    how = "chose its settings on them and was then refitted on them" if refitted else "chose its settings on them"
+    return {"name": "validation", "in_sample": True,
+            "description": f"IN-SAMPLE: the validation documents; the router {how}, so this figure is optimistic"}
+
+
 def summary_line(evaluation: dict[str, Any]) -> str:
     """The console's one-line verdict: router vs. best single with its paired 95 % interval."""
     difference = evaluation["router_minus_best_single"]
@@ -78,9 +87,10 @@ def summary_line(evaluation: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import outside_split_note, parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
-    from benchcoe_plugins.training.scenarios import load_test_source, require_experts, scenario_summary, where_mask
+    from benchcoe_plugins.training.scenarios import (load_test_source, require_disjoint, require_experts,
+                                                     scenario_summary, where_mask)
 
     router = Router.load(args.router)
     data = load_data(args)
@@ -89,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         raise RecordsError(f"no split: {split_path} is missing. Pass --split FILE naming the held-out documents "
                            f"(the router must not have trained on them).")
     split = read_split(split_path)
+    note = None if args.test_source else outside_split_note(data, split)
+    if note:
+        print(f"benchcoe evaluate: {note}")
     fitted_on = [p for p in split.get("fitted_on", ["train"]) if p != args.subset]
     fit_keys = {p: split.get(p, []) for p in fitted_on}
     indices = split_from_keys(data, fit_keys)
@@ -105,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
             held_out = held_out.subset(np.flatnonzero(where_mask(held_out, args.test_where, "--test-where")))
         scenario = split.get("scenario") or scenario_summary(args)
         if args.test_source:
+            require_disjoint(fit_data, held_out)
             scenario = scenario_summary(args)
+        elif args.subset == "validation":
+            scenario = validation_scenario(split)
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
     wants_curve = not args.no_cost_curve and callable(getattr(router, "expected_accuracy", None))

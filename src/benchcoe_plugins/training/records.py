@@ -145,23 +145,36 @@ def load_mmmu_pro(data_dir: str | Path, experts: Sequence[str] | None = None, li
     return load_question_records(data_dir, experts, limit, subjects, on_missing, fmt=MMMU_PRO)
 
 
-_LETTER = re.compile(r"^\(?([A-Z])[\).:]?(\s|$)")
+class _NoGuess:
+    """Stands in for the ``random`` module inside MMMU's parser: where no option parses, the parser
+    guesses a letter at random; here it returns None, so such a response counts as wrong."""
+
+    @staticmethod
+    def choice(options: Sequence[Any]) -> None:
+        return None
 
 
 def mmmu_is_correct(record: dict[str, Any], gold: dict[str, Any]) -> bool:
-    """A light re-implementation of MMMU's answer check (letter for multiple choice, text for open)."""
-    response = str(record.get("response", "")).strip()
+    """MMMU's own answer check (the parser and matching lmms-eval's ``mmmu`` tasks use), made
+    deterministic: a multiple-choice response in which no option parses is wrong, not guessed."""
+    import sys
+
+    from lmms_eval.tasks.mmmu import utils as mmmu
+
+    parse = getattr(mmmu, "parse_mmmu_multi_choice_response", mmmu.parse_multi_choice_response)
+    parser = sys.modules[parse.__module__]  # where the parser's random guess lives
+    response = str(record.get("response", ""))
     answer = gold.get("ground_truth", gold.get("answer", record.get("answer")))
-    answers = answer if isinstance(answer, list) else [answer]
     if record.get("question_type", gold.get("question_type")) == "multiple-choice":
-        match = _LETTER.match(response)
-        if match:
-            return match.group(1) in answers
-        options = record.get("index2ans") or {}
-        hits = [letter for letter, text in options.items() if str(text).strip() and str(text).strip().lower() in response.lower()]
-        return len(hits) == 1 and hits[0] in answers
-    normalized = response.lower().rstrip(".")
-    return any(str(a).strip().lower() == normalized or str(a).strip().lower() in normalized.split() for a in answers)
+        index2ans = {str(k): str(v) for k, v in (record.get("index2ans") or {}).items()}
+        choices = [str(c) for c in (record.get("all_choices") or sorted(index2ans))]
+        guesser, parser.random = parser.random, _NoGuess
+        try:
+            prediction = parse(response, choices, index2ans)
+        finally:
+            parser.random = guesser
+        return prediction is not None and bool(mmmu.eval_multi_choice(answer, prediction))
+    return bool(mmmu.eval_open(answer, mmmu.parse_open_response(response)))
 
 
 def load_mmmu(data_dir: str | Path, experts: Sequence[str] | None = None, on_missing: str = "drop") -> BenchmarkData:

@@ -43,20 +43,42 @@ def _pairs(items: list[str], flag: str) -> list[tuple[str, Path]]:
     return pairs
 
 
+def require_held_out(routers: list[tuple[str, Path]], test_keys: set[str]) -> None:
+    """Every router is scored on ``test_keys``: none of them may have been fitted on one of those."""
+    from benchcoe_plugins.training.dataset import read_split
+
+    for label, folder in routers:
+        if not (folder / "split.json").is_file():
+            continue
+        own = read_split(folder / "split.json")
+        fitted = {k for part in own.get("fitted_on", ["train"]) for k in own.get(part, [])}
+        overlap = len(fitted & test_keys)
+        if overlap:
+            raise RecordsError(f"router {label!r} was fitted on {overlap} of the {len(test_keys)} test documents (its "
+                               f"split.json differs from the one used), so its figures would not be held-out. Compare "
+                               f"routers trained on the same split (same --seed), or pass --split with documents "
+                               f"none of them saw.")
+
+
 def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import outside_split_note, read_split, split_from_keys
     from benchcoe_plugins.routers.table import best_single_index
     from benchcoe_plugins.training.dataset import parts_subset
     from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
 
-    routers = [(label, Router.load(path)) for label, path in _pairs(args.router, "--router")]
+    pairs = _pairs(args.router, "--router")
+    routers = [(label, Router.load(path)) for label, path in pairs]
     data = load_data(args)
-    split_path = args.split or (Path(args.router[0].partition("=")[2] or args.router[0]) / "split.json" if routers else None)
+    split_path = args.split or (pairs[0][1] / "split.json" if routers else None)
     if split_path is None or not split_path.is_file():
         raise RecordsError("records mode needs held-out documents: give --router checkpoints (their split.json) "
                            "or --split FILE.")
     split = read_split(split_path)
+    require_held_out(pairs, set(split.get("test", [])))
+    note = outside_split_note(data, split)
+    if note:
+        print(f"benchcoe report: {note}")
     indices = split_from_keys(data, split)
     test = data.subset(indices["test"])
     fitted = parts_subset(data, indices, split.get("fitted_on", ["train"]))
@@ -104,8 +126,9 @@ def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     for name, folder in _pairs(args.run, "--run"):
         if not folder.is_dir():
             raise RecordsError(f"--run {name}: {folder} is not a folder.")
-        if not list(folder.rglob("results_*.json")):
-            raise RecordsError(f"--run {name}: no results_*.json under {folder}; is it a harness --output_path?")
+        if not list(folder.rglob("*results*.json")):
+            raise RecordsError(f"--run {name}: no results JSON (results_*.json, or lmms-eval's *_results.json) under "
+                               f"{folder}; is it a harness --output_path?")
         scores: dict[str, list[float]] = defaultdict(list)
         for path in sample_files([folder]):
             task = task_of(path)

@@ -1,11 +1,13 @@
 """Readers for harness ``--log_samples`` JSONL (lm-eval and lmms-eval).
 
-lm-eval rows: doc_id, doc, target, arguments, resps, filtered_resps, doc_hash, and one
-field per metric (exact_match, acc, ...). lmms-eval rows: doc_id, target, resps,
-filtered_resps, doc_hash, input, and metric fields (e.g. mmmu_acc, a dict) -- no ``doc``.
-The task is read from the file name ``samples_<task>_<timestamp>.jsonl``. Documents are
-joined across experts on (task, a stable doc field such as question_id/id, else the
-doc_hash, else doc_id).
+lm-eval rows: doc_id, doc, target, arguments, resps, filtered_resps, doc_hash, filter, and one
+field per metric (exact_match, acc, ...), one row per document and filter. lmms-eval rows:
+doc_id, target, resps, filtered_resps, doc_hash, input, and metric fields (e.g. mmmu_acc, a
+dict often holding the document's id) -- no ``doc``. The task is read from the file name:
+lm-eval writes ``samples_<task>_<timestamp>.jsonl``, lmms-eval ``<timestamp>_samples_<task>.jsonl``.
+Documents are joined across experts on (task, the document's own id: question_id / id, from the
+doc or a metric dict, else the harness doc_id). lmms-eval's doc_hash is not a document key: it
+can be the same for every row of a task.
 """
 
 from __future__ import annotations
@@ -16,35 +18,42 @@ from typing import Any, Mapping, Sequence
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.training.dataset import BenchmarkData, ExpertRow, join_experts
+from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts
 
 DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
-KEY_FIELDS = ("question_id", "id", "doc_id")
 QUESTION_FIELDS = ("question", "problem", "query", "input", "text")
 NOT_METRICS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "doc_hash", "prompt_hash",
                "target_hash", "input", "filter", "metrics"}
 
 
+SAMPLES_MARK = "samples_"
+
+
 def task_of(path: Path) -> str:
     stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    if not stem.startswith("samples_"):
-        raise RecordsError(f"{path} is not a harness sample log (expected samples_<task>_<timestamp>.jsonl).")
-    body = stem[len("samples_"):]
-    task, _, stamp = body.rpartition("_")
-    return task if task and stamp[:1].isdigit() else body
+    if stem.startswith(SAMPLES_MARK):  # lm-eval: samples_<task>_<timestamp>
+        body = stem[len(SAMPLES_MARK):]
+        task, _, stamp = body.rpartition("_")
+        return task if task and stamp[:1].isdigit() else body
+    if f"_{SAMPLES_MARK}" in stem:  # lmms-eval: <timestamp>_samples_<task>
+        return stem.rsplit(f"_{SAMPLES_MARK}", 1)[1]
+    raise RecordsError(f"{path} is not a harness sample log (expected samples_<task>_<timestamp>.jsonl from lm-eval "
+                       f"or <timestamp>_samples_<task>.jsonl from lmms-eval).")
 
 
 def sample_files(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(path.rglob("samples_*.jsonl")))
+            files.extend(sorted(p for p in path.rglob(f"*{SAMPLES_MARK}*.jsonl")
+                                if p.name.startswith(SAMPLES_MARK) or f"_{SAMPLES_MARK}" in p.name))
         elif path.is_file():
             files.append(path)
         else:
             raise RecordsError(f"sample log {path} does not exist.")
     if not files:
-        raise RecordsError(f"no samples_*.jsonl under {[str(p) for p in paths]}: run the harness with --log_samples.")
+        raise RecordsError(f"no sample logs (samples_*.jsonl) under {[str(p) for p in paths]}: run the harness with "
+                           f"--log_samples.")
     return files
 
 
@@ -73,14 +82,22 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
     raise RecordsError(f"{path}: metric {name!r} has value {value!r}, which is not a score. Choose another with --metric.")
 
 
-def stable_key(task: str, row: Mapping[str, Any]) -> tuple[str, str]:
+def row_doc(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's document (lm-eval), else what a metric dict says of it (lmms-eval: id, subdomain)."""
     doc = row.get("doc")
     if isinstance(doc, Mapping):
-        for field in KEY_FIELDS[:-1]:
-            if doc.get(field) not in (None, ""):
-                return task, str(doc[field])
-    if row.get("doc_hash"):
-        return task, "hash:" + str(row["doc_hash"])
+        return dict(doc)
+    for value in row.values():
+        if isinstance(value, Mapping) and any(value.get(f) not in (None, "") for f in STABLE_ID_FIELDS):
+            return {k: value[k] for k in (*STABLE_ID_FIELDS, "subdomain", "subject") if k in value}
+    return {}
+
+
+def stable_key(task: str, row: Mapping[str, Any]) -> tuple[str, str]:
+    doc = row_doc(row)
+    for field in STABLE_ID_FIELDS:
+        if doc.get(field) not in (None, ""):
+            return task, str(doc[field])
     return task, str(row["doc_id"])
 
 
@@ -100,43 +117,54 @@ def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
     return ""
 
 
-def row_subject(task: str, row: Mapping[str, Any]) -> str | None:
-    doc = row.get("doc") if isinstance(row.get("doc"), Mapping) else {}
+def row_subject(task: str, row: Mapping[str, Any]) -> str:
+    """The document's subject field; else (a task without one, e.g. gsm8k or arc) the task itself, which
+    the subject and query routers then learn to predict from the text like any subject."""
+    doc = row_doc(row)
     subject = subject_of(task, doc) if doc else None
-    if subject is None:  # lmms-eval: no doc, but metric dicts often carry the id / subdomain
-        for value in row.values():
-            if isinstance(value, dict) and ("id" in value or "subdomain" in value):
-                subject = subject_of(task, value)
-                if subject is None and value.get("subdomain"):
-                    subject = str(value["subdomain"])
-                if subject:
-                    break
-    return subject
+    if subject is None and doc.get("subdomain"):  # lmms-eval metric dicts
+        subject = str(doc["subdomain"])
+    return subject or task
 
 
 def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
-                    question_fields: Sequence[str] = QUESTION_FIELDS) -> tuple[dict[Any, ExpertRow], set[str]]:
+                    question_fields: Sequence[str] = QUESTION_FIELDS,
+                    filter_name: str | None = None) -> tuple[dict[Any, ExpertRow], set[str]]:
+    """One row per document; a task scored through several filters needs ``filter_name``."""
     rows: dict[Any, ExpertRow] = {}
     used: set[str] = set()
     for path in sample_files(paths):
         task = task_of(path)
-        for number, row in enumerate(read_jsonl(path), 1):
+        parsed = list(read_jsonl(path))
+        for number, row in enumerate(parsed, 1):
             if not isinstance(row, dict):
                 raise RecordsError(f"{path}: row {number} is a JSON {type(row).__name__}, not an object; "
                                    f"is this a --log_samples file?")
             if "doc_id" not in row:
                 raise RecordsError(f"{path}: rows lack doc_id; is this a --log_samples file?")
+        filters = sorted({str(row["filter"]) for row in parsed if row.get("filter") is not None})
+        if filter_name is not None and filters and filter_name not in filters:
+            raise RecordsError(f"{path}: no rows of filter {filter_name!r}; its filters are {filters}.")
+        if filter_name is None and len(filters) > 1:
+            raise RecordsError(f"{path}: task {task} is scored through several filters {filters}; choose the one "
+                               f"that gives correctness with --filter NAME.")
+        for row in parsed:
+            if filter_name is not None and row.get("filter") not in (None, filter_name):
+                continue
             score, name = correctness(row, metric, path)
             used.add(name)
             key = stable_key(task, row)
-            doc = row.get("doc") if isinstance(row.get("doc"), Mapping) else {}
-            document = RoutingDocument(task, row["doc_id"], routing_text(row, question_fields), doc)
+            if key in rows:
+                raise RecordsError(f"{path}: document {key[1]} of {task} appears twice (two runs of one task in the "
+                                   f"same folder?); give each expert one run's sample logs.")
+            document = RoutingDocument(task, row["doc_id"], routing_text(row, question_fields), row_doc(row))
             rows[key] = ExpertRow(document, score, row_subject(task, row))
     return rows, used
 
 
 def load_sample_logs(expert_paths: Mapping[str, Sequence[str | Path]], metric: str | None = None,
-                     on_missing: str = "drop", question_fields: Sequence[str] = QUESTION_FIELDS) -> BenchmarkData:
+                     on_missing: str = "drop", question_fields: Sequence[str] = QUESTION_FIELDS,
+                     filter_name: str | None = None) -> BenchmarkData:
     """``expert_paths``: expert name -> sample files or output folders of that expert's run."""
     if len(expert_paths) < 2:
         raise RecordsError(f"routing needs at least two experts' sample logs; got {list(expert_paths)}. "
@@ -144,9 +172,14 @@ def load_sample_logs(expert_paths: Mapping[str, Sequence[str | Path]], metric: s
     per_expert: dict[str, dict[Any, ExpertRow]] = {}
     metrics: dict[str, set[str]] = {}
     for expert, paths in expert_paths.items():
-        per_expert[expert], metrics[expert] = read_expert_log(paths, metric, question_fields)
+        per_expert[expert], metrics[expert] = read_expert_log(paths, metric, question_fields, filter_name)
         if not per_expert[expert]:
             raise RecordsError(f"the sample logs of expert {expert!r} are empty ({list(map(str, paths))}).")
     if len({frozenset(m) for m in metrics.values()}) > 1:
         raise RecordsError(f"experts were scored with different metrics {metrics}; pass --metric to pick one.")
-    return join_experts(per_expert, source="harness sample logs", on_missing=on_missing)
+    data = join_experts(per_expert, source="harness sample logs", on_missing=on_missing)
+    if data.documents and not any(d.doc.get(f) for d in data.documents for f in question_fields):
+        print("benchcoe: note: these sample logs hold no documents (lmms-eval logs none), so a text router learns "
+              "from the prompt the harness logged ('input'), while at run time it reads the document's question "
+              "field; to train on the questions themselves, use records (--records).")
+    return data

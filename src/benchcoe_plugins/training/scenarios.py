@@ -109,8 +109,31 @@ def load_test_source(args: argparse.Namespace) -> BenchmarkData:
     test_args = copy.copy(args)
     for name in SOURCE_OPTIONS:
         setattr(test_args, name, [] if name == "samples" else None)
-    setattr(test_args, kind, [path] if kind == "samples" else Path(path))
+    setattr(test_args, kind, sample_entries(path) if kind == "samples" else Path(path))
     return load_data(test_args)
+
+
+def sample_entries(value: str) -> list[str]:
+    """``--test-source samples=...``: ``EXPERT=PATH,EXPERT=PATH`` or a folder with one subfolder per
+    expert (named as the expert), as ``--samples EXPERT=PATH`` entries."""
+    value = value.strip()
+    if "=" in value:
+        return [entry.strip() for entry in value.split(",") if entry.strip()]
+    folder = Path(value)
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not subfolders:
+        raise RecordsError(f"--test-source samples={value}: expected a folder with one subfolder of sample logs "
+                           f"per expert (named as the expert), or EXPERT=PATH,EXPERT=PATH.")
+    return [f"{p.name}={p}" for p in subfolders]
+
+
+def require_disjoint(fitted: BenchmarkData, test: BenchmarkData) -> None:
+    """A transfer test set must not hold documents the router was fitted on."""
+    shared = set(fitted.keys()) & set(test.keys())
+    if shared:
+        raise RecordsError(f"{len(shared)} of the {len(test)} --test-source documents are also training documents "
+                           f"(e.g. {sorted(shared)[:2]}), so the figures would not be held-out. Test on other "
+                           f"documents, or narrow them with --test-where / the training part with --train-where.")
 
 
 def scenario_summary(args: argparse.Namespace, in_sample: bool = False) -> dict[str, Any]:

@@ -121,13 +121,14 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.training.dataset import (parts_subset, read_split, split_from_keys, split_indices,
-                                                   why_nothing_to_learn, write_split)
+    from benchcoe_plugins.training.dataset import (outside_split_note, parts_subset, read_split, split_from_keys,
+                                                   split_indices, why_nothing_to_learn, write_split)
     from benchcoe_plugins.training.evaluate_cli import evaluate_router, summary_line
     from benchcoe_plugins.training.reports import write_evaluation
     from benchcoe_plugins.training.scenarios import (
         field_split,
         load_test_source,
+        require_disjoint,
         require_experts,
         scenario_summary,
         training_parts,
@@ -136,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.time()
     data = load_data(args)
+    costs = None
+    if args.costs:  # checked before any fitting
+        from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
+
+        costs = dict(zip(data.experts, cost_vector(data.experts, parameter_counts(args.costs),
+                                                   f"--costs {args.costs}").tolist()))
     if args.router == "table" and args.backbone != "tfidf":
         raise RecordsError("--backbone applies to subject/query routers only.")
     if args.split and (args.train_where or args.test_source):
@@ -152,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
         indices = {**training_parts(np.arange(len(data)), args.seed, args.validation_fraction),
                    "test": np.array([], dtype=int)}
     elif args.split:
-        indices = split_from_keys(data, read_split(args.split))
+        split = read_split(args.split)
+        indices = split_from_keys(data, split)
+        note = outside_split_note(data, split)
+        if note:
+            print(f"benchcoe train: {note}")
     elif args.train_where:
         indices = field_split(data, args.train_where, args.test_where, args.seed, args.validation_fraction)
     else:
@@ -161,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         indices = split_indices(len(data), args.seed, args.test_fraction, args.validation_fraction)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
     if test_data is not None:
+        require_disjoint(data, test_data)
         test = test_data
     scenario = scenario_summary(args) if not args.split else {"name": "split file", "in_sample": False,
                                                               "description": f"the split of {args.split}"}
@@ -207,11 +219,8 @@ def run(args: argparse.Namespace) -> int:
                                    for s, r in evaluation["per_subject"].items()},
         "training_seconds": round(time.time() - started, 1),
     })
-    if args.costs:
-        from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
-
-        router.metadata_["costs"] = dict(zip(router.experts_, cost_vector(
-            router.experts_, parameter_counts(args.costs), f"--costs {args.costs}").tolist()))
+    if costs is not None:
+        router.metadata_["costs"] = {e: costs[e] for e in router.experts_}
     router.save(output, name=name)
     write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on,
                 scenario=scenario, test_keys=test.keys() if test_data is not None else None)

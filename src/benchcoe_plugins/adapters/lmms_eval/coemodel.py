@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,6 +38,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.provenance import reproducibility_record
 from benchcoe_plugins.core.session import CoESession, merge_rank_rows
+from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.spec import ExpertSpec
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class _CoEModel(lmms):
     """Shared body of the chat and simple ``coemodel`` classes."""
 
     kind: str = shapes.SIMPLE
+    request_types: tuple[str, ...] = ("generate_until", "generate_until_multi_round", "loglikelihood")
 
     @one_line_errors()
     def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
@@ -64,6 +67,7 @@ class _CoEModel(lmms):
         self.config: CoEConfig = load_config(config, overrides, known_models=known_model_names,
                                              default_modality="vision")
         self.interfaces: dict[str, ExpertInterface] = resolve_interfaces(self.config.experts, self.kind)
+        self._vision_experts_in_process()
         self.harness_args = {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
         self._rank = int(os.environ.get("RANK", 0))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -74,6 +78,41 @@ class _CoEModel(lmms):
         self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size)
         self._checked: set[tuple[str, str]] = set()
         self._closed = False
+        self._key_response_cache()
+
+    def _vision_experts_in_process(self) -> None:
+        """Vision experts read the task's documents and images from the shared ``task_dict``, so they run in
+        this process; ``isolated: true`` (a worker process) is for text experts only."""
+        raw_experts = self.config.raw.get("experts") or {}
+        for name, spec in list(self.config.experts.items()):
+            if not spec.isolated or self.interfaces[name].kind == shapes.TEXT:
+                continue
+            if "isolated" in (raw_experts.get(name) or {}):
+                raise ConfigError(f"experts.{name}.isolated: an lmms-eval vision expert runs in the harness's process "
+                                  f"(it reads the task's documents and images there); remove isolated: true.")
+            logger.warning("benchcoe: expert %r (%s) runs in the harness's process: lmms-eval vision experts cannot "
+                           "run in a worker process of their own", name, spec.model)
+            self.config.experts[name] = replace(spec, isolated=False)
+
+    def _key_response_cache(self) -> None:
+        """lmms-eval's --use_cache keys answers by the model name and --model_args only, so a changed config
+        file, router or expert at the same path would get another CoE's answers: add the CoE's fingerprint
+        (router checksum, experts, routing settings) to the key the evaluator is about to build."""
+        if find_caller_local("use_cache", "lmms_eval.evaluator") is None:
+            return
+        import lmms_eval.evaluator as evaluator
+
+        original, fingerprint = evaluator.ResponseCache, self.session.fingerprint()
+
+        class FingerprintedCache(original):  # type: ignore[misc, valid-type]
+            @classmethod
+            def create(cls, cache_root: str, *, model: str = "", model_args: Any = "", **kwargs: Any) -> Any:
+                evaluator.ResponseCache = original
+                keyed = ({**model_args, "coe_fingerprint": fingerprint} if isinstance(model_args, dict)
+                         else f"{model_args},coe_fingerprint={fingerprint}".lstrip(","))
+                return original.create(cache_root, model=model, model_args=keyed, **kwargs)
+
+        evaluator.ResponseCache = FingerprintedCache
 
     @property
     def device(self) -> Any:
@@ -81,6 +120,9 @@ class _CoEModel(lmms):
 
     # -- experts -----------------------------------------------------------------------------
     def _build_expert(self, spec: ExpertSpec) -> Any:
+        if spec.isolated:  # a text expert (vision experts run here, see _vision_experts_in_process)
+            return IsolatedExpert("benchcoe_plugins.adapters.lmms_eval.experts:build_isolated_text_expert", spec,
+                                  self.harness_args)
         model = build_expert(self.interfaces[spec.name], self.harness_args)
         if self.interfaces[spec.name].kind != shapes.TEXT:
             model.task_dict = self.task_dict
@@ -131,9 +173,12 @@ class _CoEModel(lmms):
         request_view = shapes.view(request, self.kind)
         doc = self._doc(request_view)
         fields, explicit = self._question_fields(request_view.task)
-        fallback = request_view.context if isinstance(request_view.context, str) and not explicit else None
-        text = question_text(doc, fields, fallback, request_view.task, request_view.doc_id)
         has_image = bool(shapes.visuals_of(request_view, doc))
+        if has_image and not any(isinstance(doc, Mapping) and doc.get(f) not in (None, "") for f in fields):
+            text = ""  # an image-only question (e.g. MMMU-Pro vision): nothing to read, so the fallback answers it
+        else:
+            fallback = request_view.context if isinstance(request_view.context, str) and not explicit else None
+            text = question_text(doc, fields, fallback, request_view.task, request_view.doc_id)
         return RoutingDocument(request_view.task, request_view.doc_id, text, doc, has_image)
 
     def _check_conversions(self, work: Mapping[str, list[Instance]]) -> None:
@@ -152,13 +197,19 @@ class _CoEModel(lmms):
 
     @one_line_errors()
     def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
-        pending = find_caller_local("requests", "lmms_eval.evaluator", lambda v: isinstance(v, dict))
+        pending = self._pending_requests()
         expanded = None
         if pending:
             expanded = {kind: [r for r in reqs for _ in range(r.repeats or 1)] for kind, reqs in pending.items()}
         self._check_conversions({request_type: requests, **(expanded or {})})
         return self.session.answer(request_type, requests, expanded, self._document, self._prepare,
                                    shapes.request_key, self._call_expert)
+
+    def _pending_requests(self) -> dict[str, list[Instance]]:
+        """The evaluator's requests of the types this model answers (agentic tasks add request types the
+        evaluator serves through ``generate_until`` round by round)."""
+        pending = find_caller_local("requests", "lmms_eval.evaluator", lambda v: isinstance(v, dict)) or {}
+        return {kind: list(reqs) for kind, reqs in pending.items() if kind in self.request_types}
 
     def generate_until(self, requests: list[Instance]) -> list[Any]:
         return self._answer("generate_until", requests)
@@ -199,6 +250,9 @@ class _CoEModel(lmms):
         if not self._closed:
             self._closed = True
             self.session.pool.close()
+            # documents answered from --use_cache never reached the session: route them for the log
+            for requests in self._pending_requests().values():
+                self.session.route([self._document(r) for r in requests])
             rows = merge_rank_rows(self._gather(self.session.log_rows()))
             loads = self._gather(dict(self.session.pool.loads))
             if self.rank == 0:

@@ -122,6 +122,11 @@ def build_expert(interface: ExpertInterface, harness_args: dict[str, Any]) -> An
     return model_class.create_from_arg_string("", merged)
 
 
+def build_isolated_text_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> Any:
+    """What the worker process of an ``isolated: true`` text expert builds (see experts/isolated.py)."""
+    return build_expert(resolve_interfaces({spec.name: spec}, TEXT)[spec.name], harness_args)
+
+
 def check_interfaces(interfaces: Iterable[ExpertInterface], request_types: Iterable[str], outer_kind: str) -> None:
     for interface in interfaces:
         for request_type in request_types:

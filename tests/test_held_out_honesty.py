@@ -1,0 +1,174 @@
+"""What is printed as held-out is held-out: split keys that mean the same question in records and
+sample logs, validation and transfer figures labelled for what they are, reports that refuse
+routers fitted on the test part; sample logs read as the harnesses write them (filters, lmms-eval
+names); MMMU answers scored by MMMU's own parser; router files that contradict themselves refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_training_pipeline import EXPERTS, SHARED, slice_dir, write_lm_eval_logs  # noqa: F401
+
+from benchcoe_plugins.cli import main
+from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.routers.base import Router
+from benchcoe_plugins.training.records import load_mmlu_pro, load_mmmu, mmmu_is_correct, read_jsonl
+from benchcoe_plugins.training.sample_logs import load_sample_logs, task_of
+
+
+@pytest.fixture(scope="module")
+def subject_router(slice_dir, tmp_path_factory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("ckpt") / "subject"
+    assert main(["train", "--records", str(slice_dir), "--router", "subject", "--seed", "1", "--output", str(out),
+                 "--quiet", "--no-plots"]) == 0
+    return out
+
+
+def test_sample_logs_and_records_name_a_question_by_the_same_split_key(slice_dir, subject_router, tmp_path):  # noqa: F811
+    """The harness numbers documents 0, 1, ... per task; the split must key them by question_id, or a
+    'held-out' evaluation from logs scores training questions and drops others silently."""
+    data = load_mmlu_pro(slice_dir, EXPERTS)
+    logs = [f"--samples={e}={write_lm_eval_logs(tmp_path / e, data, j)}" for j, e in enumerate(EXPERTS)]
+    assert data.keys() == load_sample_logs({e: [tmp_path / e] for e in EXPERTS}).keys()
+    assert main(["evaluate", "--router", str(subject_router), *logs, "--output", str(tmp_path / "ev"),
+                 "--no-plots"]) == 0
+    from_logs = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    trained = json.loads((subject_router / "router.json").read_text())["evaluation"]
+    assert from_logs["documents"] == trained["documents"] == 120
+    assert from_logs["accuracy"] == trained["accuracy"]
+
+
+def test_validation_figures_are_labelled_in_sample(slice_dir, tmp_path, capsys):  # noqa: F811
+    router = tmp_path / "q"
+    assert main(["train", "--records", str(slice_dir), "--router", "query", "--refit", "--no-guard", "--seed", "1",
+                 "--output", str(router), "--quiet", "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--router", str(router), "--records", str(slice_dir), "--subset", "validation",
+                 "--no-plots", "--no-cost-curve", "--output", str(tmp_path / "ev")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("benchcoe evaluate: q: IN-SAMPLE accuracy")
+    markdown = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "refitted on them" in markdown and "never used for training" not in markdown
+
+
+def test_a_transfer_onto_training_documents_is_refused(slice_dir, tmp_path, capsys):  # noqa: F811
+    assert main(["train", "--records", str(slice_dir), "--router", "table", "--test-source", f"records={slice_dir}",
+                 "--output", str(tmp_path / "t")]) == 2
+    assert "400 of the 400 --test-source documents are also training documents" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_report_refuses_a_router_fitted_on_the_test_part(slice_dir, subject_router, tmp_path, capsys):  # noqa: F811
+    other = tmp_path / "seed2"
+    assert main(["train", "--records", str(slice_dir), "--router", "subject", "--seed", "2", "--output", str(other),
+                 "--quiet", "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--records", str(slice_dir), "--router", f"s1={subject_router}", "--router", f"s2={other}",
+                 "--output", str(tmp_path / "r")]) == 2
+    assert "router 's2' was fitted on" in capsys.readouterr().err
+
+
+def test_costs_are_checked_before_fitting(slice_dir, tmp_path, capsys):  # noqa: F811
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"unit": "B", "models": {EXPERTS[0]: {"parameters": 8}}}))
+    assert main(["train", "--records", str(slice_dir), "--router", "query", "--tuning", "cv", "--costs", str(costs),
+                 "--output", str(tmp_path / "q")]) == 2
+    out, err = capsys.readouterr()
+    assert "--costs" in err and EXPERTS[1] in err
+    assert "documents x" not in out and not (tmp_path / "q").exists()  # stopped before the split and the fit
+
+
+def test_a_task_scored_through_two_filters_needs_one_named(slice_dir, tmp_path):  # noqa: F811
+    data = load_mmlu_pro(slice_dir, EXPERTS[:2])
+    for j, expert in enumerate(EXPERTS[:2]):
+        folder = write_lm_eval_logs(tmp_path / expert, data, j)
+        for path in folder.glob("samples_*.jsonl"):
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            both = [{**r, "filter": "custom-extract"} for r in rows] + [{**r, "filter": "never", "exact_match": 0.0}
+                                                                       for r in rows]
+            path.write_text("".join(json.dumps(r) + "\n" for r in both))
+    paths = {e: [tmp_path / e] for e in EXPERTS[:2]}
+    with pytest.raises(RecordsError, match=r"several filters \['custom-extract', 'never'\].*--filter"):
+        load_sample_logs(paths)
+    chosen = load_sample_logs(paths, filter_name="custom-extract")
+    np.testing.assert_array_equal(chosen.correct, data.correct)
+    with pytest.raises(RecordsError, match="no rows of filter 'strict'"):
+        load_sample_logs(paths, filter_name="strict")
+
+
+def test_test_source_samples_reads_a_folder_per_expert(slice_dir, subject_router, tmp_path):  # noqa: F811
+    data = load_mmlu_pro(slice_dir, EXPERTS)
+    keep = [i for i, d in enumerate(data.documents) if d.task == "mmlu_pro_math"]
+    math = data.subset(keep)
+    for j, expert in enumerate(EXPERTS):
+        write_lm_eval_logs(tmp_path / "logs" / expert, math, j)
+    assert main(["train", "--records", str(slice_dir), "--router", "table", "--train-where",
+                 "category=law,psychology,biology", "--test-source", f"samples={tmp_path / 'logs'}",
+                 "--output", str(tmp_path / "t"), "--no-plots"]) == 0
+    assert json.loads((tmp_path / "t" / "router.json").read_text())["evaluation"]["documents"] == len(keep)
+
+
+def test_lmms_eval_file_names_give_the_task():
+    assert task_of(Path("20260101_120000_samples_mmmu_pro_standard.jsonl")) == "mmmu_pro_standard"
+    assert task_of(Path("samples_mmlu_pro_law_2026-01-01T12-00-00.123.jsonl")) == "mmlu_pro_law"
+    with pytest.raises(RecordsError, match="not a harness sample log"):
+        task_of(Path("results.jsonl"))
+
+
+def test_mmmu_scoring_is_the_harness_parser_without_its_random_guess():
+    """Every MMMU record is scored as lmms-eval's MMMU parser scores it where the parse does not depend on
+    its random guess; where nothing parses the answer is wrong (the parser would guess a letter)."""
+    import random
+
+    from lmms_eval.tasks.mmmu import utils as mmmu
+
+    gold = json.loads((SHARED / "mmmu" / "answer_dict_val.json").read_text())
+    checked = unparsed = 0
+    for expert in ("llava1.5_13b", "qwen_vl"):
+        for record in read_jsonl(SHARED / "mmmu" / f"{expert}.jsonl.gz"):
+            reference = gold[record["id"]]
+            ours = mmmu_is_correct(record, reference)
+            if record["question_type"] != "multiple-choice":
+                assert ours == bool(mmmu.eval_open(reference["ground_truth"], mmmu.parse_open_response(record["response"])))
+                continue
+            picks = set()
+            for seed in range(4):
+                random.seed(seed)
+                picks.add(mmmu.parse_multi_choice_response(record["response"], record["all_choices"], record["index2ans"]))
+            if len(picks) == 1:
+                checked += 1
+                assert ours == bool(mmmu.eval_multi_choice(reference["ground_truth"], picks.pop())), record["id"]
+            else:
+                unparsed += 1
+                assert ours is False, record["id"]
+    assert checked > 1500 and unparsed > 0
+    assert mmmu_is_correct({"response": "Therefore, the answer is (A).", "question_type": "multiple-choice",
+                            "index2ans": {"A": "5.56", "B": "4.00"}, "all_choices": ["A", "B"]}, {"ground_truth": "A"})
+    assert len(load_mmmu(SHARED / "mmmu")) == 900
+
+
+def test_a_router_file_that_contradicts_itself_is_refused(slice_dir, subject_router, tmp_path):  # noqa: F811
+    query = tmp_path / "q"
+    assert main(["train", "--records", str(slice_dir), "--router", "query", "--seed", "1", "--output", str(query),
+                 "--quiet", "--no-plots"]) == 0
+    edits = {
+        "fewer subjects": lambda m: m.update(subjects=m["subjects"][:2]),
+        "a subject without a table entry": lambda m: m["table"].pop(m["subjects"][0]),
+        "a table naming a stranger": lambda m: m["table"].update({m["subjects"][0]: "gpt5"}),
+        "an unknown best expert": lambda m: m["state"].update(mode="best", best_expert="gpt5"),
+    }
+    for what, edit in edits.items():
+        for original in (query, subject_router):
+            if what == "an unknown best expert" and original is subject_router:
+                continue
+            broken = tmp_path / f"broken_{original.name}_{what.replace(' ', '_')}"
+            shutil.copytree(original, broken)
+            manifest = json.loads((broken / "router.json").read_text())
+            edit(manifest)
+            (broken / "router.json").write_text(json.dumps(manifest))
+            with pytest.raises(RouterFormatError):
+                Router.load(broken)
+    assert Router.load(query).experts_ == EXPERTS
