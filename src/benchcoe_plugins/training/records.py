@@ -11,7 +11,6 @@ text; usable for table routers and reports).
 from __future__ import annotations
 
 import json
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass
