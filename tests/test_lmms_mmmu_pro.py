@@ -175,3 +175,56 @@ def test_use_cache_is_keyed_by_the_coe_not_by_the_config_path(workspace) -> None
         accuracies.append(results["results"][TASK]["mmmu_acc,none"])
         assert accuracies[-1] == round(recomputed / LIMIT, 5), f"run {run}: answers of another router"
     assert accuracies[1] == accuracies[2] != accuracies[0]
+
+
+def test_image_only_documents_go_to_the_fallback(workspace) -> None:
+    """MMMU-Pro's vision setting: each question is a screenshot, the document has no question text, so a
+    text router cannot read it and the fallback answers it (with one warning), whatever the context says."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from benchcoe_plugins.offline.cache import cache_folder, write_cache_folder
+    from benchcoe_plugins.offline.mmmu_pro import placeholder_png, shipped_mmmu_pro
+
+    shipped = pq.read_table(shipped_mmmu_pro() / "test.parquet").to_pydict()
+    text = datasets.Value("string")
+    features = datasets.Features({"id": text, "image": datasets.Image(), "options": text, "answer": text,
+                                  "subject": text})
+    rows = [{"id": shipped["id"][i], "image": {"bytes": placeholder_png(1), "path": None}, "options": shipped["options"][i],
+             "answer": shipped["answer"][i], "subject": shipped["subject"][i]} for i in range(6)]
+    target = cache_folder(workspace / "hf" / "datasets", "MMMU___mmmu_pro", "vision", "0" * 40)
+    write_cache_folder(target, "mmmu_pro", "vision", features,
+                       {"test": datasets.Dataset.from_list(rows, features=features).data.table}, {},
+                       description="six MMMU-Pro vision rows for a test", license="Apache-2.0")
+    config = yaml.safe_load((workspace / "vlm.yaml").read_text())
+    (workspace / "text_router.yaml").write_text(yaml.safe_dump({**config, "router": "mmmu_pro_subject"}))
+    folder = workspace / "vision"
+    result = run_cli(["python", "-m", "lmms_eval", "--model", "coemodel", "--model_args",
+                      f"config=text_router.yaml,routing_log={folder / 'routing.jsonl'}", "--tasks", "mmmu_pro_vision",
+                      "--output_path", str(folder)], cwd=workspace, env=harness_env({"HF_HOME": str(workspace / "hf")}))
+    routing = [json.loads(line) for line in (folder / "routing.jsonl").read_text().splitlines()]
+    assert len(routing) == 6
+    assert {row["expert"] for row in routing} == {FALLBACK}
+    assert all(row["reason"].startswith("fallback") for row in routing), routing[0]["reason"]
+    assert (result.stdout + result.stderr).count("cannot place a document") == 1
+
+
+def test_an_isolated_text_expert_answers_from_its_worker_and_a_vision_one_is_refused(workspace) -> None:
+    config = yaml.safe_load((workspace / "mixed.yaml").read_text())
+    config["experts"]["text"]["isolated"] = True
+    (workspace / "mixed_isolated.yaml").write_text(yaml.safe_dump(config))
+    runs = {}
+    for name in ("mixed", "mixed_isolated"):
+        folder = lmms_eval(workspace, f"{name}.yaml", f"{name}_run", TEXT_LIMIT, "--gen_kwargs", "max_new_tokens=4")
+        _, samples, routing = read_run(folder)
+        runs[name] = {d: samples[d]["filtered_resps"] for d, row in routing.items() if row["expert"] == "text"}
+        coe = json.loads(sorted(folder.rglob("*_results.json"))[-1].read_text())["coe"]
+        assert coe["experts"]["text"]["isolated"] is (name == "mixed_isolated")
+    assert runs["mixed"] and runs["mixed_isolated"] == runs["mixed"]
+    config["experts"][VLM_POOL[0]]["isolated"] = True
+    (workspace / "vision_isolated.yaml").write_text(yaml.safe_dump(config))
+    refused = run_cli(["python", "-m", "lmms_eval", "--model", "coemodel", "--model_args", "config=vision_isolated.yaml",
+                       "--tasks", TASK, "--limit", "2"], cwd=workspace, env=harness_env({"HF_HOME": str(workspace / "hf")}),
+                      check=False)
+    assert refused.returncode != 0
+    assert f"experts.{VLM_POOL[0]}.isolated" in refused.stderr and "Traceback" not in refused.stderr
