@@ -95,6 +95,8 @@ def replay_config(workspace: Path, model_args: dict) -> dict:
     ({"records": "./recs/*.json"}, ["experts.b.model_args", "records=", "no such file"]),
     ({"log": "recs"}, ["experts.b.model_args", "log=", "no such file"]),  # no file named like a samples file
     ({"records": 5}, ["experts.b.model_args", "records=5", "a path, a glob or a list"]),
+    ({"records": "recs/b.jsonl", "key": "idd"}, ["experts.b.model_args", "key fields ['idd']", "question_id"]),
+    ({"records": "recs/b.jsonl", "replay": "text"}, ["experts.b.model_args", "replay=text", "generated_text"]),
 ])
 def test_bad_replay_expert_is_a_config_error(workspace: Path, model_args: dict, words: list[str]) -> None:
     """Replay experts' arguments are checked when the config is read, before any expert is built."""

@@ -3,6 +3,7 @@ and survival of damaged files, unwritable folders and runs sharing a cache."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -247,3 +248,19 @@ def test_benchcoe_cache_lists_and_clears(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "matches no cached expert" in missing.stderr
     run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path)], cwd=tmp_path)
     assert not list(tmp_path.glob("*.sqlite*"))
+
+
+@pytest.mark.parametrize("named_as", ["glob", "list", "folder"])
+def test_a_rewritten_record_file_behind_a_glob_list_or_folder_changes_the_identity(tmp_path: Path, monkeypatch,
+                                                                                   named_as: str) -> None:
+    monkeypatch.setenv("BENCHCOE_CACHE", str(tmp_path / "benchcoe"))
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for name in ("a", "b"):
+        (folder / f"{name}.jsonl").write_text(json.dumps({"id": name, "pred": "A"}) + "\n")
+    records = {"glob": str(folder / "*.jsonl"), "list": [str(folder / "a.jsonl"), str(folder / "b.jsonl")],
+               "folder": str(folder)}[named_as]
+    spec = ExpertSpec("r", "coe_replay", {"records": records, "key": "id"})
+    first = spec.identity()
+    (folder / "b.jsonl").write_text(json.dumps({"id": "b", "pred": "B"}) + "\n")  # same size, new answer
+    assert spec.identity() != first

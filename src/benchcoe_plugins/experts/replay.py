@@ -453,9 +453,31 @@ def resolve_replay_paths(model_args: Mapping[str, Any], base: Path) -> dict[str,
         path = Path(item).expanduser()
         if not path.is_absolute() and ((base / path).exists() or glob.glob(str(base / path))):
             path = base / path
-        expand_paths(path, key, samples_only=key == "log")
+        files = expand_paths(path, key, samples_only=key == "log")
+        if key == "records":
+            check_first_record(files[0], args)
         resolved.append(str(path.resolve()) if path.exists() else str(path))
     return {**model_args, key: resolved[0] if isinstance(value, (str, os.PathLike)) else resolved}
+
+
+def check_first_record(path: Path, args: Mapping[str, Any]) -> None:
+    """The first record of a records file has the key field and what ``replay`` answers from, so a wrong
+    ``key=`` or ``replay=`` stops the run before any expert loads (the rest is read when the expert loads)."""
+    try:
+        first = next(_rows(path), None)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"records={str(path)!r} cannot be read ({error}).") from None
+    if first is None:
+        raise ConfigError(f"records={str(path)!r} holds no records.")
+    key = args.get("key") or args.get("task_key")
+    keys = [key] if key else list(RECORD_KEY_FIELDS)
+    if not any(k in first for k in keys):
+        raise ConfigError(f"records={str(path)!r}: the first record has none of the key fields {keys} (its fields: "
+                          f"{sorted(first)}). Pass key=<field> in model_args.")
+    needs = {"answer": RECORD_ANSWER_FIELDS, "text": RECORD_TEXT_FIELDS}.get(args.get("replay") or "")
+    if needs and not any(f in first for f in needs):
+        raise ConfigError(f"records={str(path)!r}: replay={args['replay']} needs one of the fields {list(needs)}; the "
+                          f"first record has {sorted(first)}.")
 
 
 def answerer_from_model_args(**model_args: Any) -> ReplayAnswerer:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from benchcoe_plugins.experts.weights_identity import weights_identity
+from benchcoe_plugins.experts.weights_identity import local_weights_identity, weights_identity
 
 # model_args keys whose value names the expert's weights (a hub id or a local folder).
 WEIGHT_KEYS = ("pretrained", "model", "path", "model_path", "model_name_or_path", "log", "records")
 # model_args keys naming weights applied on top of them (lm-eval hf: peft, delta; vllm: lora_local_path).
 ADAPTER_KEYS = ("peft", "delta", "lora_local_path")
+REPLAY_SOURCE_KEYS = ("log", "records")  # what a replay expert answers from
 MODALITIES = ("text", "vision")
 
 
@@ -80,8 +83,19 @@ class ExpertSpec:
                         for key, value in sorted(self.weight_arguments().items())} or None,
             "libraries": library_versions(),
         }
+        recorded = self._recorded_files()
+        if recorded:
+            payload["recorded_files"] = recorded
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+    def _recorded_files(self) -> list[str]:
+        """Content identity of every file a replay expert's ``log``/``records`` names (a path, a folder, a
+        glob or a list of them), so editing one file behind a glob changes the identity too."""
+        names = [self.model_args.get(key) for key in REPLAY_SOURCE_KEYS]
+        items = [v for value in names for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+        return [local_weights_identity(match) for item in items
+                for match in sorted(glob.glob(str(Path(item).expanduser())))]
 
     def describe(self) -> dict[str, Any]:
         return {
