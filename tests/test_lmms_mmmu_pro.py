@@ -228,3 +228,23 @@ def test_an_isolated_text_expert_answers_from_its_worker_and_a_vision_one_is_ref
                       check=False)
     assert refused.returncode != 0
     assert f"experts.{VLM_POOL[0]}.isolated" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_an_expert_with_its_own_task_prompt_is_warned_about(workspace) -> None:
+    """mmmu_pro_standard has a qwen3_vl section (prompt format); inside the CoE lmms-eval applies the
+    default one. The warning comes before any expert loads (this qwen3_vl expert then fails to load: its
+    folder holds no model), once, naming the task, the sections and the expert."""
+    config = yaml.safe_load((workspace / "vlm.yaml").read_text())
+    weights = workspace / "not_really_qwen3_vl"  # a folder that exists but holds no model
+    weights.mkdir(exist_ok=True)
+    (weights / "config.json").write_text("{}")
+    config["experts"][FALLBACK] = {"model": "qwen3_vl", "model_args": {"pretrained": str(weights)}}
+    (workspace / "qwen.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli(["python", "-m", "lmms_eval", "--model", "coemodel", "--model_args", "config=qwen.yaml",
+                      "--tasks", TASK, "--limit", "4"], cwd=workspace, env=harness_env({"HF_HOME": str(workspace / "hf")}),
+                     check=False)
+    log = result.stdout + result.stderr
+    warning = f"task {TASK} has lmms_eval_specific_kwargs"
+    assert log.count(warning) == 1, log[-3000:]
+    assert f"expert '{FALLBACK}' answers with the task's default ones" in log
+    assert "'InternVL2-8B' answers" not in log  # coe_replay has no section of its own

@@ -50,6 +50,9 @@ DEFAULT_QUESTION_FIELDS: dict[str, list[str]] = {
     "scienceqa*": ["question", "hint"],
 }
 RESULTS_KEY = "coe"
+# Task config sections lmms-eval chooses by the running model's name.
+MODEL_SPECIFIC_SETTINGS = ("lmms_eval_specific_kwargs", "model_specific_generation_kwargs",
+                           "model_specific_target_kwargs")
 
 
 class _CoEModel(lmms):
@@ -77,6 +80,7 @@ class _CoEModel(lmms):
         self._device = self.accelerator.device
         self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size)
         self._checked: set[tuple[str, str]] = set()
+        self._settings_checked: set[tuple[str, str]] = set()
         self._closed = False
         self._key_response_cache()
 
@@ -187,6 +191,7 @@ class _CoEModel(lmms):
             if not requests:
                 continue
             experts = self.session.route([self._document(r) for r in requests])
+            self._warn_model_specific_settings({(shapes.view(r, self.kind).task, e) for r, e in zip(requests, experts)})
             for expert in dict.fromkeys(experts):
                 if (request_type, expert) in self._checked:
                     continue
@@ -194,6 +199,22 @@ class _CoEModel(lmms):
                 if not ok:
                     raise ConfigError(f"cannot send {request_type} requests to the router's choice: {why}")
                 self._checked.add((request_type, expert))
+
+    def _warn_model_specific_settings(self, pairs: set[tuple[str, str]]) -> None:
+        """lmms-eval picks a task's model-specific prompt, generation and target settings by the name of the
+        model it runs, here ``coemodel`` (so: the default ones). An expert whose model has its own section
+        answers the default prompt inside the CoE, not the one it gets when run alone: say so once."""
+        tasks = {getattr(t, "task_name", None): getattr(t, "task", None)
+                 for t in find_caller_local("eval_tasks", "lmms_eval.evaluator", lambda v: isinstance(v, list)) or []}
+        for task, expert in sorted(pairs - self._settings_checked):
+            self._settings_checked.add((task, expert))
+            model = self.config.experts[expert].model
+            config = getattr(tasks.get(task), "config", None)
+            sections = [name for name in MODEL_SPECIFIC_SETTINGS if model in (getattr(config, name, None) or {})]
+            if sections:
+                logger.warning("benchcoe: task %s has %s for %r models, which lmms-eval applies only to the model it "
+                               "runs (coemodel): expert %r answers with the task's default ones here, not those it "
+                               "gets when run alone", task, " and ".join(sections), model, expert)
 
     @one_line_errors()
     def _answer(self, request_type: str, requests: list[Instance]) -> list[Any]:
