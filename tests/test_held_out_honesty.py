@@ -172,3 +172,31 @@ def test_a_router_file_that_contradicts_itself_is_refused(slice_dir, subject_rou
             with pytest.raises(RouterFormatError):
                 Router.load(broken)
     assert Router.load(query).experts_ == EXPERTS
+
+
+def test_retraining_replaces_the_router_folder_whole(slice_dir, tmp_path, capsys):  # noqa: F811
+    folder = tmp_path / "router"
+    assert main(["train", "--records", str(slice_dir), "--router", "query", "--output", str(folder), "--quiet",
+                 "--no-plots"]) == 0
+    assert list(folder.glob("*.safetensors"))
+    assert main(["train", "--records", str(slice_dir), "--router", "table", "--output", str(folder), "--no-plots"]) == 0
+    assert not list(folder.glob("*.safetensors")), "the query router's weights outlived it"
+    assert json.loads((folder / "router.json").read_text())["kind"] == "table"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main(["train", "--records", str(slice_dir), "--router", "table", "--output", str(other)]) == 2
+    assert "no router" in capsys.readouterr().err and (other / "mine.txt").read_text() == "keep me"
+
+
+def test_a_score_that_is_not_a_finite_number_is_refused(slice_dir, tmp_path):  # noqa: F811
+    data = load_mmlu_pro(slice_dir, EXPERTS[:2])
+    for j, expert in enumerate(EXPERTS[:2]):
+        write_lm_eval_logs(tmp_path / expert, data, j)
+    path = next((tmp_path / EXPERTS[1]).glob("samples_*.jsonl"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[3]["exact_match"] = float("nan")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RecordsError, match="a score must be a finite number"):
+        load_sample_logs({e: [tmp_path / e] for e in EXPERTS[:2]})

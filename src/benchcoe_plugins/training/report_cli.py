@@ -96,7 +96,9 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     if best is not None:
         routing["best_single"] = test.experts[best]
     for label, router in routers:
-        hits = accuracy_of(test.correct, test.experts, router.predict(test.documents))
+        # a document the router cannot place goes to the best single expert, as in evaluate
+        hits = accuracy_of(test.correct, test.experts, router.predict(test.documents),
+                           fallback=test.experts[best] if best is not None else None)
         series[f"CoE {label}"] = {s: float(hits[mask[s]].mean()) for s in subjects}
         series[f"CoE {label}"]["overall"] = float(hits.mean())
         if best is not None:  # paired with the best single expert of the router's training documents

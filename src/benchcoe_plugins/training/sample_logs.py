@@ -12,6 +12,7 @@ can be the same for every row of a task.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -68,6 +69,9 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
     name = names[0]
     value = row[name]
     if isinstance(value, bool) or isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise RecordsError(f"{path}: metric {name!r} is {value} for document {row.get('doc_id')}; a score must be "
+                               f"a finite number. Choose another metric with --metric.")
         return float(value), name
     if isinstance(value, dict):
         for field in ("score", "acc", "correct", "exact_match"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         raise RecordsError(f"a router cannot learn from {data.source}: {reason}.")
     output = args.output or Path("router_ckpts") / (args.name or f"{args.router}_router")
+    if output.is_dir() and any(output.iterdir()) and not (output / "router.json").is_file():
+        raise RecordsError(f"--output {output} is a folder with other files and no router; give a new or empty "
+                           f"folder (a router folder is replaced whole).")
     name = args.name or output.name
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
           f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed}); "
@@ -221,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     })
     if costs is not None:
         router.metadata_["costs"] = {e: costs[e] for e in router.experts_}
+    if output.is_dir():  # a router trained here before: replaced whole, so none of its files outlive it
+        shutil.rmtree(output)
     router.save(output, name=name)
     write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on,
                 scenario=scenario, test_keys=test.keys() if test_data is not None else None)
