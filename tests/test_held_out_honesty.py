@@ -200,3 +200,14 @@ def test_a_score_that_is_not_a_finite_number_is_refused(slice_dir, tmp_path):  #
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(RecordsError, match="a score must be a finite number"):
         load_sample_logs({e: [tmp_path / e] for e in EXPERTS[:2]})
+
+
+def test_inspect_refuses_a_router_that_cannot_load(slice_dir, subject_router, tmp_path, capsys):  # noqa: F811
+    broken = tmp_path / "broken"
+    shutil.copytree(subject_router, broken)
+    (broken / "subject.safetensors").write_bytes(b"not weights")
+    assert main(["inspect", str(subject_router)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "broken" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

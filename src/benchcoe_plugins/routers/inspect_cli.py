@@ -35,10 +35,11 @@ def describe_router(value: str) -> dict[str, Any]:
     from benchcoe_plugins.core.config import resolve_router_path
     from benchcoe_plugins.routers.base import folder_checksum
     from benchcoe_plugins.routers.guard import guard_evidence
-    from benchcoe_plugins.routers.registry import read_manifest
+    from benchcoe_plugins.routers.registry import load_router, read_manifest
 
     folder = resolve_router_path(value, Path.cwd())
     manifest = read_manifest(folder)
+    load_router(folder)  # what is described must also load: a broken router is an error here, not at run time
     evaluation = manifest.get("evaluation") if isinstance(manifest.get("evaluation"), dict) else {}
     tuning = manifest.get("tuning") if isinstance(manifest.get("tuning"), dict) else {}
     return {
