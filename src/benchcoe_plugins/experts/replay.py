@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from benchcoe_plugins.core.errors import ConfigError, RecordsError
+from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 
-LM_EVAL_NAME = re.compile(r"^samples_(?P<task>.+)_\d{4}-\d{2}-\d{2}T[0-9\-.]+\.jsonl(\.gz)?$")
-LMMS_EVAL_NAME = re.compile(r"^.*?_samples_(?P<task>.+)\.jsonl(\.gz)?$")
 RECORD_KEY_FIELDS = ("question_id", "id")
 RECORD_ANSWER_FIELDS = ("pred", "prediction", "parsed_pred")
 RECORD_TEXT_FIELDS = ("generated_text", "response", "output", "text")
@@ -82,14 +81,6 @@ def expand_paths(value: str | os.PathLike | Sequence[str | os.PathLike], what: s
                               f"Give the path of a samples/records file or of the folder holding them.")
         files.extend(found)
     return files
-
-
-def task_from_filename(path: Path) -> str | None:
-    for pattern in (LM_EVAL_NAME, LMMS_EVAL_NAME):
-        match = pattern.match(path.name)
-        if match:
-            return match.group("task")
-    return None
 
 
 def _parse_scalar(value: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
+from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
 from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts
 
@@ -27,27 +28,19 @@ NOT_METRICS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps"
                "target_hash", "input", "filter", "metrics"}
 
 
-SAMPLES_MARK = "samples_"
-
-
 def task_of(path: Path) -> str:
-    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    if stem.startswith(SAMPLES_MARK):  # lm-eval: samples_<task>_<timestamp>
-        body = stem[len(SAMPLES_MARK):]
-        task, _, stamp = body.rpartition("_")
-        return task if task and stamp[:1].isdigit() else body
-    if f"_{SAMPLES_MARK}" in stem:  # lmms-eval: <timestamp>_samples_<task>
-        return stem.rsplit(f"_{SAMPLES_MARK}", 1)[1]
-    raise RecordsError(f"{path} is not a harness sample log (expected samples_<task>_<timestamp>.jsonl from lm-eval "
-                       f"or <timestamp>_samples_<task>.jsonl from lmms-eval).")
+    task = task_from_filename(path)
+    if task is None:
+        raise RecordsError(f"{path} is not a harness sample log (expected samples_<task>_<date>.jsonl from lm-eval "
+                           f"or <date>_samples_<task>.jsonl from lmms-eval).")
+    return task
 
 
 def sample_files(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob(f"*{SAMPLES_MARK}*.jsonl")
-                                if p.name.startswith(SAMPLES_MARK) or f"_{SAMPLES_MARK}" in p.name))
+            files.extend(sorted(p for p in path.rglob("*samples_*.jsonl") if task_from_filename(p)))
         elif path.is_file():
             files.append(path)
         else:
