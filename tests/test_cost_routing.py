@@ -84,8 +84,12 @@ def test_calibration_is_the_smallest_weight_meeting_the_budget() -> None:
         calibrate_cost_weight(scores, costs, Budget(mean_cost=0.5), ["a", "b", "c"])
 
 
-def test_missing_cost_is_a_clear_error_at_start_up(workspace) -> None:
+def test_missing_cost_is_a_clear_error_at_start_up(workspace, fitted) -> None:
+    query = QueryRouter(blend=1.0, margin=0.0, guard_z=None, progress=False)  # a query router over alpha / beta
+    data = fitted["fit"]
+    query.fit(data.documents[:200], data.correct[:200], ["alpha", "beta"]).save(workspace / "query_router")
     config = yaml.safe_load((workspace / "coe.yaml").read_text())
+    config["router"] = "query_router"
     config["experts"]["alpha"]["parameters"] = 0.1
     (workspace / "costly.yaml").write_text(yaml.safe_dump(config))
     result = run_cli(["lm_eval", "--model", "coe", "--model_args", "config=costly.yaml,cost_weight=0.01",
@@ -163,31 +167,37 @@ def test_evaluate_draws_the_accuracy_cost_curve(records: Path, tmp_path: Path, c
     assert all(row["holds"] for row in curve["calibrated_budgets"])
 
 
-def test_config_costs_and_budget(tmp_path: Path) -> None:
+def test_config_costs_and_budget(fitted, tmp_path: Path) -> None:
+    import copy
+
     from benchcoe_plugins.core.config import load_config
     from benchcoe_plugins.routers.table import TableRouter
 
-    TableRouter.from_table({"law": "a"}, experts=["a", "b"]).save(tmp_path / "router")
-    raw = {"router": str(tmp_path / "router"), "experts": {"a": {"model": "hf", "parameters": 8.0},
-                                          "b": {"model": "hf", "parameters": 46.7, "active_parameters": 12.9}},
+    fitted["router"].save(tmp_path / "router")
+    raw = {"router": str(tmp_path / "router"), "experts": {WEAK: {"model": "hf", "parameters": 8.0},
+                                          STRONG: {"model": "hf", "parameters": 46.7, "active_parameters": 12.9}},
            "budget": {"share": 0.5}}
     config = load_config(raw, known_models=lambda: ["hf"])
-    assert config.costs == {"a": 8.0, "b": 12.9} and config.budget == Budget(share=0.5)
-    overridden = load_config(raw, overrides={"budget.share": "0.3", "experts.a.cost": "2"}, known_models=lambda: ["hf"])
-    assert overridden.budget.share == 0.3 and overridden.costs["a"] == 2.0
+    assert config.costs == {WEAK: 8.0, STRONG: 12.9} and config.budget == Budget(share=0.5)
+    overridden = load_config(raw, overrides={"budget.share": "0.3", f"experts.{WEAK}.cost": "2"},
+                             known_models=lambda: ["hf"])
+    assert overridden.budget.share == 0.3 and overridden.costs[WEAK] == 2.0
     for change, words in [({"cost_weight": 0.1}, "not both"), ({"budget": {"share": 1.5}}, "budget.share"),
                           ({"budget": {"mean_cost": 5, "share": 0.2}}, "exactly one"),
                           ({"budget": {"shares": 0.2}}, "unknown key"), ({"cost_unit": "hour"}, "cost_unit")]:
         with pytest.raises(ConfigError, match=words):
             load_config({**raw, **change}, known_models=lambda: ["hf"])
+    TableRouter.from_table({"law": WEAK}, experts=[WEAK, STRONG]).save(tmp_path / "table")
+    with pytest.raises(ConfigError, match="need a query router.*is a table router"):
+        load_config({**raw, "router": str(tmp_path / "table")}, known_models=lambda: ["hf"])
     with pytest.raises(ConfigError, match="kind 'query'"):
-        CostAwareRouter(TableRouter.load(tmp_path / "router"), config.costs, cost_weight=0.1)
-    trained_with_costs = TableRouter.from_table({"law": "a"}, experts=["a", "b"])
-    trained_with_costs.metadata_ = {**getattr(trained_with_costs, "metadata_", {}), "costs": {"a": 1.0, "b": 5.0}}
+        CostAwareRouter(TableRouter.load(tmp_path / "table"), config.costs, cost_weight=0.1)
+    trained_with_costs = copy.deepcopy(fitted["router"])
+    trained_with_costs.metadata_ = {**trained_with_costs.metadata_, "costs": {WEAK: 1.0, STRONG: 5.0}}
     trained_with_costs.save(tmp_path / "router")
-    bare = {"router": str(tmp_path / "router"), "experts": {"a": {"model": "hf"}, "b": {"model": "hf", "cost": 3}},
+    bare = {"router": str(tmp_path / "router"), "experts": {WEAK: {"model": "hf"}, STRONG: {"model": "hf", "cost": 3}},
             "cost_weight": 0.1}
-    assert load_config(bare, known_models=lambda: ["hf"]).costs == {"a": 1.0, "b": 3.0}, "the config's cost wins"
+    assert load_config(bare, known_models=lambda: ["hf"]).costs == {WEAK: 1.0, STRONG: 3.0}, "the config's cost wins"
 
 
 def test_session_routes_under_a_budget_given_as_a_model_args_override(fitted, tmp_path: Path) -> None:

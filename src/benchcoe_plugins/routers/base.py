@@ -86,7 +86,8 @@ class Router:
     table_: dict[str, str]
     metadata_: dict[str, Any]
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor arguments (``deep`` is scikit-learn's; routers hold no nested estimators)."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
 

@@ -153,7 +153,7 @@ class CostAwareRouter:
 
     def __init__(self, router: Router, costs: Mapping[str, float], cost_weight: float | None = None,
                  budget: Budget | None = None) -> None:
-        if not callable(getattr(router, "expected_accuracy", None)):
+        if router.kind != "query" or not callable(getattr(router, "expected_accuracy", None)):
             raise ConfigError(f"cost_weight/budget need a router that scores every expert's accuracy (kind 'query'); "
                               f"this router is of kind {router.kind!r}.")
         if cost_weight is not None and budget is not None:

