@@ -211,3 +211,37 @@ def test_inspect_refuses_a_router_that_cannot_load(slice_dir, subject_router, tm
     assert main(["inspect", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "broken" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_router_folder_whose_parts_disagree_fails_when_it_loads(slice_dir, tmp_path):  # noqa: F811
+    from safetensors.numpy import load_file, save_file
+
+    query = tmp_path / "q"
+    assert main(["train", "--records", str(slice_dir), "--router", "query", "--seed", "1", "--output", str(query),
+                 "--quiet", "--no-plots"]) == 0
+
+    def manifest(folder: Path, change) -> None:
+        m = json.loads((folder / "router.json").read_text())
+        change(m)
+        (folder / "router.json").write_text(json.dumps(m))
+
+    def shrink_vocabulary(folder: Path) -> None:
+        vocabulary = {k: i for k, i in json.loads((folder / "tfidf_vocabulary.json").read_text()).items() if i < 50}
+        (folder / "tfidf_vocabulary.json").write_text(json.dumps(vocabulary))
+        save_file({"idf": load_file(str(folder / "tfidf.safetensors"))["idf"][:50]}, str(folder / "tfidf.safetensors"))
+
+    def nan_weights(folder: Path) -> None:
+        tensors = load_file(str(folder / "query.safetensors"))
+        tensors["subject_head.coef"][:] = np.nan
+        save_file(tensors, str(folder / "query.safetensors"))
+
+    damage = {"vocabulary": shrink_vocabulary, "nan": nan_weights,
+              "text": lambda f: manifest(f, lambda m: m["params"].update(text="zzz")),
+              "head": lambda f: manifest(f, lambda m: m["params"].update(head="zzz")),
+              "blend": lambda f: manifest(f, lambda m: m["state"].update(blend="x"))}
+    for name, change in damage.items():
+        broken = tmp_path / name
+        shutil.copytree(query, broken)
+        change(broken)
+        with pytest.raises(RouterFormatError):
+            Router.load(broken)

@@ -467,6 +467,12 @@ class QueryRouter(Router):
             if found != expected:
                 raise RouterFormatError(f"{folder}: {name} has shape {found}, but the manifest's subjects and experts "
                                         f"give {expected}; re-train the router.")
+        if self.head not in QUERY_HEADS or self.defer_to not in ("subject", "best"):
+            raise RouterFormatError(f"{folder}: params head={self.head!r} / defer_to={self.defer_to!r} are not ones "
+                                    f"this version knows ({QUERY_HEADS}; subject, best); re-train the router.")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (self.blend_, self.margin_)):
+            raise RouterFormatError(f"{folder}: state blend={self.blend_!r} / margin={self.margin_!r} must be numbers; "
+                                    f"re-train the router.")
         if self.mode_ not in ("query", "best") or self.best_expert_ not in self.experts_:
             raise RouterFormatError(f"{folder}: router state has mode {self.mode_!r} / best expert "
                                     f"{self.best_expert_!r}; re-train the router.")

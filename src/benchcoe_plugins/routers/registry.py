@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RouterFormatError
 from benchcoe_plugins.resources import resource_dir
 from benchcoe_plugins.routers.base import FORMAT, FORMAT_VERSION, MANIFEST_NAME, Router
@@ -62,11 +65,26 @@ def router_class(kind: str) -> type[Router]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+# One made-up document routed right after loading: a folder whose parts disagree (a vocabulary that no
+# longer fits the weights, a setting of the wrong type) fails here, not on the first real document.
+PROBE = RoutingDocument("benchcoe_probe", 0, "Which of the following is a probe question?",
+                        {"question": "Which of the following is a probe question?", "options": ["this", "that"]})
+
+
+def probe(router: Router, folder: Path) -> None:
+    router.decide([PROBE])
+    score = getattr(router, "expected_accuracy", None)
+    if callable(score) and not np.isfinite(score([PROBE])).all():
+        raise RouterFormatError(f"{folder}: the router's weights give NaN or infinite scores; re-train it.")
+
+
 def load_router(folder: str | Path) -> Router:
     folder = Path(folder)
     manifest = read_manifest(folder)
     try:
-        return router_class(manifest["kind"])._from_manifest(folder, manifest)
+        router = router_class(manifest["kind"])._from_manifest(folder, manifest)
+        probe(router, folder)
+        return router
     except RouterFormatError:
         raise
     except Exception as error:
