@@ -87,6 +87,15 @@ def test_subject_router_with_finetuned_backbone_saves_and_reloads(data, tmp_path
     assert (tmp_path / "ft" / "classifier" / "model.safetensors").is_file()
     again = Router.load(tmp_path / "ft")
     assert again.predict(data.documents[60:80]) == router.predict(data.documents[60:80])
+    # no validation documents: the guard is skipped, and both the router and inspect say so
+    from benchcoe_plugins.routers.guard import guard_note
+    from benchcoe_plugins.routers.inspect_cli import describe_router
+
+    assert guard_note(again).startswith("The guard was skipped: fine-tuning is not cross-validated")
+    assert describe_router(str(tmp_path / "ft"))["guard"]["skipped"]
+    (tmp_path / "ft" / "classifier" / "model.safetensors").rename(tmp_path / "ft" / "classifier" / "pytorch_model.bin")
+    with pytest.raises(RouterFormatError):  # a classifier is read from safetensors only, never unpickled
+        Router.load(tmp_path / "ft")
 
 
 def build_bert(folder: Path, seed: int) -> None:

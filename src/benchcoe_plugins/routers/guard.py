@@ -63,11 +63,13 @@ def guard_evidence(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def guard_note(router: Any) -> str | None:
-    """In plain words, why a guarded router sends every question to the best single expert
-    (None when it routes, or has no guard)."""
+    """In plain words, why a guarded router sends every question to the best single expert, or why its
+    guard was skipped (None when it routes after passing the guard, or has no guard)."""
+    verdict = guard_evidence(getattr(router, "metadata_", {}) or {})
+    if verdict.get("skipped") and getattr(router, "guard_z", None) is not None:
+        return f"The guard was skipped: {verdict['skipped']}. The router routes without it."
     if getattr(router, "mode_", None) != "best":
         return None
-    verdict = guard_evidence(getattr(router, "metadata_", {}) or {})
     expert = getattr(router, "best_expert_", "the best single expert")
     if "gain_over_best_single" not in verdict:
         return f"The guard sent every question to {expert}: routing showed no clear gain over it on held-out data."

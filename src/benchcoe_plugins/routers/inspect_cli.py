@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         if "calibration" in info["tuning"]:
             print(f"budgets  calibrated on {info['tuning']['calibration']}")
     guard = info["guard"]
-    if guard:
+    if guard.get("skipped"):
+        print(f"guard    skipped: {guard['skipped']}; routes by {guard.get('mode', 'its own choice')}")
+    elif guard:
         print(f"guard    {guard.get('method', '?')}: {'routes' if guard.get('routes') else 'falls back to the best single expert'}"
               f" (gain over best single {guard.get('gain_over_best_single')} ± {guard.get('gain_standard_error')})")
     evaluation = info["evaluation"]
