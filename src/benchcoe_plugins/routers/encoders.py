@@ -49,6 +49,31 @@ def resolve_encoder_path(name_or_path: str) -> Path:
     return path
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def encoder_fingerprint(name_or_path: str) -> str:
+    """SHA-256 of an encoder's configuration and weights (remembered per file state in the process): what a
+    router that embeds text records, so that another model behind the same name is noticed."""
+    path = resolve_encoder_path(name_or_path).resolve()
+    files = sorted(f for f in path.rglob("*") if f.is_file() and (f.name == "config.json" or f.suffix == ".safetensors"))
+    state = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if state not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(str(file.relative_to(path)).encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        _FINGERPRINTS[state] = digest.hexdigest()
+    return _FINGERPRINTS[state]
+
+
+def embeds_text(router: Any) -> bool:
+    """Whether a router reads text through the sentence encoder (embedding backbones, the kNN head)."""
+    return getattr(router, "backbone", "tfidf") in ("embedding", "tfidf+embedding") or getattr(router, "head", None) == "knn"
+
+
 # ------------------------------------------------------------------------------------------
 # TF-IDF
 # ------------------------------------------------------------------------------------------
