@@ -213,3 +213,15 @@ def test_router_params_of_the_wrong_type_fail_at_load(workspace: Path) -> None:
 
     with pytest.raises(RouterFormatError, match=r"params.subject_rules is 'x'"):
         load_router(workspace / "router")
+
+
+def test_an_override_reaches_an_expert_whose_name_holds_dots() -> None:
+    from benchcoe_plugins.core.config import apply_overrides
+
+    raw = {"experts": {"Qwen1.5-7B-Chat": {"model": "hf", "model_args": {"key": "id"}}, "b": {"model": "hf"}}}
+    merged = apply_overrides(raw, {"experts.Qwen1.5-7B-Chat.model_args.key": "question_id",
+                                   "experts.b.model_args.batch_size": "4", "budget.share": "0.3"})
+    assert merged["experts"]["Qwen1.5-7B-Chat"]["model_args"] == {"key": "question_id"}
+    assert merged["experts"]["b"]["model_args"] == {"batch_size": 4} and merged["budget"] == {"share": 0.3}
+    assert set(merged["experts"]) == {"Qwen1.5-7B-Chat", "b"}
+    assert raw["experts"]["Qwen1.5-7B-Chat"]["model_args"] == {"key": "id"}, "the config read from disk is not changed"

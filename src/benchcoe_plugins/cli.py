@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "push": ("benchcoe_plugins.routers.push_cli", "upload a router to the hub with a generated model card"),
     "rerun": ("benchcoe_plugins.core.rerun_cli", "rerun a results folder with the config and router it recorded"),
     "cache": ("benchcoe_plugins.experts.cache_cli", "list or clear the per-expert result cache"),
-    "demo": ("benchcoe_plugins.demo", "the embedded default: a replay CoE on MMLU-Pro, no GPU"),
+    "demo": ("benchcoe_plugins.demo", "the embedded default: replay CoEs on MMLU-Pro (lm-eval) and MMMU-Pro (lmms-eval), no GPU"),
 }
 
 

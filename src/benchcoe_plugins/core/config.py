@@ -249,18 +249,22 @@ def closest_name(name: str, choices: Iterable[str]) -> str:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``router=x`` sets a top-level key; ``experts.NAME.model_args.KEY=v`` a nested one."""
+    """``router=x`` sets a top-level key; ``experts.NAME.model_args.KEY=v`` a nested one. A key that itself
+    holds dots (an expert named ``Qwen1.5-7B-Chat``) is matched whole where the mapping has it."""
     merged = dict(raw)
     for dotted, value in overrides.items():
-        keys = dotted.split(".")
+        parts = dotted.split(".")
         node = merged
-        for key in keys[:-1]:
+        while len(parts) > 1:
+            # the longest run of parts that names an existing key, else the next part alone
+            take = next((n for n in range(len(parts) - 1, 1, -1) if ".".join(parts[:n]) in node), 1)
+            key, parts = ".".join(parts[:take]), parts[take:]
             child = node.get(key)
             if isinstance(child, str) and key == "model_args":
                 child = _as_mapping(child, dotted)
             node[key] = dict(child) if isinstance(child, dict) else {}
             node = node[key]
-        node[keys[-1]] = parse_value(value) if isinstance(value, str) else value
+        node[parts[0]] = parse_value(value) if isinstance(value, str) else value
     return merged
 
 

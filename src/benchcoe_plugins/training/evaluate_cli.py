@@ -184,6 +184,8 @@ def write_cost_curve(router: Any, held_out: BenchmarkData, costs: Any, args: arg
 
     apgr = "undefined (the weak expert is not less accurate)" if curve["APGR"] is None else f"{curve['APGR']:.4f}"
     print(f"cost curve ({curve['weak']} -> {curve['strong']}): APGR {apgr}, "
-          f"CPT(50 %) {pct(curve['CPT_50'])}, CPT(80 %) {pct(curve['CPT_80'])}; strong-expert accuracy reached at "
-          f"{pct(curve['cost_to_match_strong'])} of its cost; {output / 'cost_curve.json'}")
+          f"CPT(50 %) {pct(curve['CPT_50'])}, CPT(80 %) {pct(curve['CPT_80'])}; strong-expert accuracy "
+          + ("not reached" if curve["cost_to_match_strong"] is None
+             else f"reached at {pct(curve['cost_to_match_strong'])} of its cost")
+          + f"; {output / 'cost_curve.json'}")
     return curve
