@@ -225,3 +225,15 @@ def test_an_override_reaches_an_expert_whose_name_holds_dots() -> None:
     assert merged["experts"]["b"]["model_args"] == {"batch_size": 4} and merged["budget"] == {"share": 0.3}
     assert set(merged["experts"]) == {"Qwen1.5-7B-Chat", "b"}
     assert raw["experts"]["Qwen1.5-7B-Chat"]["model_args"] == {"key": "id"}, "the config read from disk is not changed"
+
+
+def test_result_cache_and_routing_log_are_read_from_the_config_folder(workspace: Path, monkeypatch) -> None:
+    monkeypatch.chdir(workspace.parent)
+    config = good_config()
+    config.update(result_cache="cache", routing_log="logs/routing.jsonl")
+    loaded = load_config(write_config(workspace, config), known_models=lambda: KNOWN)
+    assert loaded.result_cache == workspace.resolve() / "cache"
+    assert loaded.routing_log == workspace.resolve() / "logs" / "routing.jsonl"
+    given = load_config(write_config(workspace, config), overrides={"routing_log": "here.jsonl"},
+                        known_models=lambda: KNOWN)
+    assert given.routing_log == Path("here.jsonl"), "a command-line value is read from the working folder"

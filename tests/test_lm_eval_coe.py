@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coe_workspace import LIMIT, TASKS, expected_expert, lm_eval, lm_eval_refuses
+from coe_workspace import LIMIT, TASKS, expected_expert, lm_eval, lm_eval_refuses, workspace_env
+from conftest import run_cli
 from conftest import read_results, read_samples
 from benchcoe_plugins.routers.table import TableRouter
 
@@ -93,3 +94,34 @@ def test_use_cache_never_serves_another_coe(workspace, tmp_path) -> None:
     TableRouter.from_table({"biology": "beta"}, experts=["alpha", "beta"]).save(tmp_path / "other_router")
     with pytest.raises(ConfigError, match="another model, router or expert set"):
         CachingLM(CoELM(config=str(workspace / "coe.yaml"), router=str(tmp_path / "other_router")), cache)
+
+
+def test_use_cache_answers_each_document_by_its_own_expert(workspace, tmp_path) -> None:
+    """lm-eval's --use_cache keys answers by the prompt alone. A document of another task with the same
+    prompt but another subject (so another expert) must get its own expert's answer, and a rerun must
+    still log every document's expert."""
+    import shutil
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(workspace / "tasks", tasks)  # toy_gen reads the workspace's data by absolute path
+    rows = [json.loads(line) for line in (workspace / "tasks" / "toy.jsonl").read_text().splitlines()]
+    (tasks / "toy2.jsonl").write_text("".join(json.dumps({**r, "subject": "biology"}) + "\n" for r in rows))
+    (tasks / "toy_gen2.yaml").write_text((workspace / "tasks" / "toy_gen.yaml").read_text()
+                                         .replace("task: toy_gen", "task: toy_gen2")
+                                         .replace(str(workspace / "tasks" / "toy.jsonl"), str(tasks / "toy2.jsonl")))
+
+    def run(task: str, out: str, *extra: str) -> tuple[dict, list[dict]]:
+        folder = tmp_path / out
+        run_cli(["lm_eval", "--model", "coe", "--model_args", "config=coe.yaml,result_cache=false", "--tasks", task,
+                 "--include_path", str(tasks), "--limit", "4", "--batch_size", "1",
+                 "--output_path", str(folder), "--log_samples", *extra], cwd=workspace, env=workspace_env(workspace))
+        answers = {doc_id: row["resps"] for (_, doc_id), row in read_samples(folder).items()}
+        return answers, [json.loads(line) for path in folder.rglob("routing_*.jsonl")
+                         for line in path.read_text().splitlines()]
+
+    cache = str(tmp_path / "use_cache" / "c")
+    run("toy_gen", "first", "--use_cache", cache)  # law and math documents: beta
+    cached, cached_log = run("toy_gen2", "second", "--use_cache", cache)  # same prompts, all biology: alpha
+    reference, _ = run("toy_gen2", "reference")
+    assert cached == reference
+    assert len(cached_log) == 4 and {row["expert"] for row in cached_log} == {"alpha"}

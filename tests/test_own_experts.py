@@ -238,3 +238,18 @@ def test_local_weights_hash_follows_content(tmp_path) -> None:
     assert first == local_weights_hash(tmp_path / "two"), "same content, same hash"
     (tmp_path / "two" / "model.safetensors").write_bytes(b"weights-2")  # same size, other bytes
     assert local_weights_hash(tmp_path / "two") != first
+
+
+def test_rerun_drops_the_harness_answer_cache(tmp_path) -> None:
+    """A rerun that kept --use_cache would replay the recorded answers instead of running the experts."""
+    from benchcoe_plugins.core.rerun_cli import rerun_command
+
+    record = {"harness": "lm_eval", "command": ["lm_eval", "--model", "coe", "--model_args", "config=old.yaml",
+                                                "--use_cache", "cache/c", "--tasks", "toy", "--use_cache=x/y",
+                                                "--output_path", "out"]}
+    command = rerun_command(record, tmp_path / "coe.yaml", tmp_path / "out")
+    assert "--use_cache" not in " ".join(command) and "cache/c" not in command
+    assert command[command.index("--tasks") + 1] == "toy"
+    assert command[command.index("--model_args") + 1] == f"config={tmp_path / 'coe.yaml'}"
+    kept = rerun_command(record, tmp_path / "coe.yaml", tmp_path / "out", keep_caches=True)
+    assert kept.count("--use_cache") == 1 and "cache/c" in kept

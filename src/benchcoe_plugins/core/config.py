@@ -268,6 +268,13 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return merged
 
 
+def _file_setting(value: str | os.PathLike, key: str, base: Path, overrides: dict[str, Any] | None) -> Path:
+    """A path setting: relative ones are read from the config's folder, or from the working folder when
+    given on the command line (``--model_args key=...``)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() or key in (overrides or {}) else base / path
+
+
 def load_config(
     source: str | os.PathLike | dict[str, Any],
     overrides: dict[str, Any] | None = None,
@@ -387,8 +394,8 @@ def load_config(
         router_expert=router_expert,
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},
-        routing_log=Path(routing_log).expanduser() if routing_log else None,
-        result_cache=Path(result_cache).expanduser() if result_cache else None,
+        routing_log=_file_setting(routing_log, "routing_log", base, overrides) if routing_log else None,
+        result_cache=_file_setting(result_cache, "result_cache", base, overrides) if result_cache else None,
         rank_loading=rank_loading,
         checkpoint_every=checkpoint_every,
         source=path,

@@ -5,8 +5,8 @@
 
 The config is rebuilt from ``coe.config`` with the router copy kept beside the outputs and
 the experts' resolved weight paths; the harness command is the recorded one with a new
-``--model_args`` and ``--output_path``. Experts run again (result cache off) unless
-``--use-result-cache`` is given. A weights revision or chat template that differs from the
+``--model_args`` and ``--output_path``, without ``--use_cache``. Experts run again (result cache off, no
+harness answer cache) unless ``--use-result-cache`` is given. A weights revision or chat template that differs from the
 record is reported before the run starts.
 """
 
@@ -69,8 +69,12 @@ def rebuilt_config(results_file: Path, coe: dict[str, Any], use_result_cache: bo
     config["experts"] = {name: {**entry, "model_args": coe["experts"][name]["model_args"]}
                          for name, entry in config["experts"].items()}
     config.pop("routing_log", None)
+    cache = config.get("result_cache")
     if not use_result_cache:
         config["result_cache"] = False
+    elif isinstance(cache, str) and not Path(cache).expanduser().is_absolute() and coe.get("config_file"):
+        # the recorded config read it from its own folder; the rebuilt one lives elsewhere
+        config["result_cache"] = str(Path(coe["config_file"]).resolve().parent / cache)
     return config
 
 
@@ -87,11 +91,15 @@ def revision_changes(config_file: Path, record: dict[str, Any]) -> list[str]:
     return changes
 
 
-def rerun_command(record: dict[str, Any], config_file: Path, output: Path) -> list[str]:
+DROPPED_FLAGS = ("--use_cache",)  # a harness answer cache would replay the run instead of running the experts
+
+
+def rerun_command(record: dict[str, Any], config_file: Path, output: Path, keep_caches: bool = False) -> list[str]:
     harness = record["harness"]
     if harness not in HARNESS_MODULES:
         raise ConfigError(f"unknown harness {harness!r} in the record; expected one of {HARNESS_MODULES}.")
     replaced = {"--model_args": f"config={config_file}", "--output_path": str(output)}
+    dropped = () if keep_caches else DROPPED_FLAGS
     command, args, skip = [sys.executable, "-m", harness], list(record["command"][1:]), False
     for arg in args:
         if skip:
@@ -100,6 +108,8 @@ def rerun_command(record: dict[str, Any], config_file: Path, output: Path) -> li
         flag = arg.split("=", 1)[0]
         if flag in replaced:
             command += [flag, replaced.pop(flag)]
+            skip = "=" not in arg
+        elif flag in dropped:
             skip = "=" not in arg
         else:
             command.append(arg)
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"benchcoe rerun: warning: {package} was {then} and is now {now.get(package)}", file=sys.stderr)
     for change in revision_changes(config_file, record):
         print(f"benchcoe rerun: warning: {change}; answers may differ from the record", file=sys.stderr)
-    command = rerun_command(record, config_file, output)
+    command = rerun_command(record, config_file, output, keep_caches=args.use_result_cache)
     cwd = record.get("cwd") if Path(record.get("cwd") or "").is_dir() else None
     print(f"benchcoe rerun: recorded with {', '.join(f'{k} {v}' for k, v in record['versions'].items() if v)}")
     print(f"benchcoe rerun: config {config_file}")

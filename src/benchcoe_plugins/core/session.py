@@ -213,7 +213,7 @@ class CoESession:
         manifest = json.loads(manifest_path.read_text())
         return {
             "name": self.config.name,
-            "config_file": str(self.config.source) if self.config.source else None,
+            "config_file": str(self.config.source.resolve()) if self.config.source else None,
             "config": self.config.raw,
             "router": {
                 "name": manifest.get("name", self.config.router.name),

@@ -72,6 +72,22 @@ def build_expert(spec: ExpertSpec, harness_args: dict[str, Any]) -> LM:
     return get_model(spec.model).create_from_arg_string("", merged)
 
 
+class WriteOnlyStore:
+    """A cache store that keeps every write and reports every key as absent."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.store[key] = value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
 class CoELM(DataParallelMixin, LM):
     @one_line_errors()
     def __init__(self, config: str | dict | None = None, batch_size: Any = None, max_batch_size: Any = None,
@@ -177,6 +193,14 @@ class CoELM(DataParallelMixin, LM):
         store = getattr(cache_hook, "dbdict", None)
         if store is None:
             return
+        caching = find_caller_local("self", "lm_eval.api.model", lambda v: getattr(v, "dbdict", None) is store)
+        if caching is not None:
+            # lm-eval keys --use_cache answers by the prompt alone, but a CoE's answer depends on the
+            # document (its expert): answers are still written, never read back, so every request reaches
+            # the coe, whose result_cache (keyed by expert, task and document) serves reruns.
+            caching.dbdict = WriteOnlyStore(store)
+            logger.warning("benchcoe: --use_cache answers are not read back for the coe (lm-eval keys them by the "
+                           "prompt alone, not the document's expert); its result_cache serves reruns")
         fingerprint = self.session.fingerprint()
         stored = store.get(CACHE_FINGERPRINT_KEY)
         if stored != fingerprint and len(store) > (1 if stored else 0):
