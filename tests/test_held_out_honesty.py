@@ -245,3 +245,25 @@ def test_a_router_folder_whose_parts_disagree_fails_when_it_loads(slice_dir, tmp
         change(broken)
         with pytest.raises(RouterFormatError):
             Router.load(broken)
+
+
+def test_tasks_without_a_subject_field_are_their_own_subjects(slice_dir, tmp_path, capsys):  # noqa: F811
+    data = load_mmlu_pro(slice_dir, EXPERTS[:2])
+    for j, expert in enumerate(EXPERTS[:2]):
+        folder = write_lm_eval_logs(tmp_path / expert, data, j)
+        for path in list(folder.glob("samples_mmlu_pro_*.jsonl")):
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            for row in rows:  # a task like gsm8k: no category, no src
+                row["doc"] = {k: v for k, v in row["doc"].items() if k not in ("category", "src")}
+            path.with_name(path.name.replace("samples_mmlu_pro_", "samples_quiz_")).write_text(
+                "".join(json.dumps(r) + "\n" for r in rows))
+            path.unlink()
+    logs = load_sample_logs({e: [tmp_path / e] for e in EXPERTS[:2]})
+    assert sorted(set(logs.subjects)) == ["quiz biology", "quiz law", "quiz math", "quiz psychology"]  # normalised
+    samples = [f"--samples={e}={tmp_path / e}" for e in EXPERTS[:2]]
+    assert main(["train", *samples, "--router", "subject", "--output", str(tmp_path / "s"), "--quiet",
+                 "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["train", *samples, "--router", "table", "--output", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "has no subject field" in err and "--router subject or query" in err and "Traceback" not in err
