@@ -76,6 +76,13 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def require_shape(folder: Path, name: str, found: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    """A stored array's shape must be what the manifest's subjects and experts give."""
+    if tuple(found) != tuple(expected):
+        raise RouterFormatError(f"{folder}: {name} has shape {tuple(found)}, but the manifest's subjects and experts "
+                                f"give {tuple(expected)}; re-train the router.")
+
+
 class Router:
     """Base class; subclasses set ``kind`` and implement ``fit``, ``decide`` and the state hooks."""
 

@@ -49,6 +49,12 @@ def resolve_encoder_path(name_or_path: str) -> Path:
     return path
 
 
+def file_states(folder: Path) -> list[tuple[str, int, int]]:
+    """(path relative to ``folder``, size, modification time in ns) of every file under it, sorted."""
+    return sorted((str(f.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+                  for f in folder.rglob("*") if f.is_file() for stat in (f.stat(),))
+
+
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
@@ -56,13 +62,13 @@ def encoder_fingerprint(name_or_path: str) -> str:
     """SHA-256 of an encoder's configuration and weights (remembered per file state in the process): what a
     router that embeds text records, so that another model behind the same name is noticed."""
     path = resolve_encoder_path(name_or_path).resolve()
-    files = sorted(f for f in path.rglob("*") if f.is_file() and (f.name == "config.json" or f.suffix == ".safetensors"))
-    state = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    state = (str(path), *(entry for entry in file_states(path)
+                          if Path(entry[0]).name == "config.json" or entry[0].endswith(".safetensors")))
     if state not in _FINGERPRINTS:
         digest = hashlib.sha256()
-        for file in files:
-            digest.update(str(file.relative_to(path)).encode())
-            with file.open("rb") as handle:
+        for relative, _, _ in state[1:]:
+            digest.update(relative.encode())
+            with (path / relative).open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
         _FINGERPRINTS[state] = digest.hexdigest()
@@ -169,26 +175,23 @@ class SentenceEncoder:
         self._disk_loaded = False
         self._memory_key: str | None = None
 
+    @property
     def _tag(self) -> str:
         """Which encoder the vectors come from: its resolved folder, the size and modification time of each
-        of its files (a model saved again at the same path is another encoder), and ``max_length``."""
-        path = resolve_encoder_path(self.model).resolve()
-        files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-                       for f in path.rglob("*") if f.is_file())
-        return hashlib.sha1(json.dumps([str(path), files, self.max_length]).encode()).hexdigest()[:16]
+        of its files (a model saved again at the same path is another encoder), and ``max_length``;
+        computed once per encoder object."""
+        if self._memory_key is None:
+            path = resolve_encoder_path(self.model).resolve()
+            blob = json.dumps([str(path), file_states(path), self.max_length])
+            self._memory_key = hashlib.sha1(blob.encode()).hexdigest()[:16]
+        return self._memory_key
 
     @property
     def _cache(self) -> dict[str, np.ndarray]:
-        if self._memory_key is None:
-            self._memory_key = self._tag()
-        return SentenceEncoder._memory.setdefault(self._memory_key, {})
+        return SentenceEncoder._memory.setdefault(self._tag, {})
 
     def _cache_file(self) -> Path | None:
-        if not self.cache_dir:
-            return None
-        if self._memory_key is None:
-            self._memory_key = self._tag()
-        return Path(self.cache_dir) / f"embeddings_{self._memory_key}.npz"
+        return Path(self.cache_dir) / f"embeddings_{self._tag}.npz" if self.cache_dir else None
 
     def _read_disk_cache(self) -> None:
         """Vectors stored by an earlier run of this encoder; a file that does not read as such is set aside

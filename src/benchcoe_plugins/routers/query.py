@@ -46,7 +46,7 @@ import numpy as np
 from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers import QUERY_HEADS
-from benchcoe_plugins.routers.base import RouteDecision, Router
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, SentenceEncoder, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.neighbours import neighbour_accuracy
@@ -461,12 +461,8 @@ class QueryRouter(Router):
         if n_experts != len(self.experts_):
             raise RouterFormatError(f"{folder}: weights are for {n_experts} experts, the manifest lists "
                                     f"{len(self.experts_)}.")
-        shapes = {"subject_accuracy": (self.subject_accuracy_.shape, (len(self.subjects_), len(self.experts_))),
-                  "subject_head": ((self.subject_head_.coef.shape[0],), (len(self.subjects_),))}
-        for name, (found, expected) in shapes.items():
-            if found != expected:
-                raise RouterFormatError(f"{folder}: {name} has shape {found}, but the manifest's subjects and experts "
-                                        f"give {expected}; re-train the router.")
+        require_shape(folder, "subject_accuracy", self.subject_accuracy_.shape, (len(self.subjects_), len(self.experts_)))
+        require_shape(folder, "subject_head", self.subject_head_.coef.shape[:1], (len(self.subjects_),))
         if self.head not in QUERY_HEADS or self.defer_to not in ("subject", "best"):
             raise RouterFormatError(f"{folder}: params head={self.head!r} / defer_to={self.defer_to!r} are not ones "
                                     f"this version knows ({QUERY_HEADS}; subject, best); re-train the router.")

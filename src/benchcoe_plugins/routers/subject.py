@@ -30,7 +30,7 @@ import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
-from benchcoe_plugins.routers.base import RouteDecision, Router
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
@@ -452,6 +452,4 @@ class SubjectRouter(Router):
         else:
             self.features_ = TextFeatures.load(folder, state["features"])
             self.head_ = LinearHead.from_tensors(tensors, "subject_head")
-        if self.subject_accuracy_.shape != (len(self.subjects_), len(self.experts_)):
-            raise RouterFormatError(f"{folder}: subject_accuracy has shape {self.subject_accuracy_.shape}, "
-                                    f"expected ({len(self.subjects_)}, {len(self.experts_)}).")
+        require_shape(folder, "subject_accuracy", self.subject_accuracy_.shape, (len(self.subjects_), len(self.experts_)))

@@ -155,17 +155,16 @@ def split_from_keys(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> 
     return out
 
 
-def outside_split_note(data: BenchmarkData, split: Mapping[str, Sequence[str]]) -> str | None:
-    """A line saying how many of the data's documents are in no part of ``split`` (neither fitted
-    on nor scored), or None when every one is."""
+def note_outside_split(data: BenchmarkData, split: Mapping[str, Sequence[str]], command: str) -> None:
+    """Prints, as ``command``, how many of the data's documents are in no part of ``split`` (neither
+    fitted on nor scored); nothing when every one is in some part."""
     named = {k for n in SPLIT_NAMES for k in split.get(n, [])}
     outside = [k for k in data.keys() if k not in named]
-    if not outside:
-        return None
-    tasks = sorted({k.rsplit("/", 1)[0] for k in outside})
-    return (f"note: {len(outside)} of the data's {len(data)} documents are in no part of the router's split "
-            f"(tasks {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}); they are neither fitted on nor "
-            f"scored. A split from other data, or logs of more tasks than the router saw.")
+    if outside:
+        tasks = sorted({k.rsplit("/", 1)[0] for k in outside})
+        print(f"{command}: note: {len(outside)} of the data's {len(data)} documents are in no part of the router's "
+              f"split (tasks {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}); they are neither fitted on "
+              f"nor scored. A split from other data, or logs of more tasks than the router saw.")
 
 
 def read_split(path: Path) -> dict[str, list[str]]:

@@ -87,7 +87,7 @@ def summary_line(evaluation: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import outside_split_note, parts_subset, read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import note_outside_split, parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
     from benchcoe_plugins.training.scenarios import (load_test_source, require_disjoint, require_experts,
                                                      scenario_summary, where_mask)
@@ -99,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise RecordsError(f"no split: {split_path} is missing. Pass --split FILE naming the held-out documents "
                            f"(the router must not have trained on them).")
     split = read_split(split_path)
-    note = None if args.test_source else outside_split_note(data, split)
-    if note:
-        print(f"benchcoe evaluate: {note}")
+    if not args.test_source:
+        note_outside_split(data, split, "benchcoe evaluate")
     fitted_on = [p for p in split.get("fitted_on", ["train"]) if p != args.subset]
     fit_keys = {p: split.get(p, []) for p in fitted_on}
     indices = split_from_keys(data, fit_keys)

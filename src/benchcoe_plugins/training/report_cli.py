@@ -62,7 +62,7 @@ def require_held_out(routers: list[tuple[str, Path]], test_keys: set[str]) -> No
 
 def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import outside_split_note, read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import note_outside_split, read_split, split_from_keys
     from benchcoe_plugins.routers.table import best_single_index
     from benchcoe_plugins.training.dataset import parts_subset
     from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
@@ -76,9 +76,7 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
                            "or --split FILE.")
     split = read_split(split_path)
     require_held_out(pairs, set(split.get("test", [])))
-    note = outside_split_note(data, split)
-    if note:
-        print(f"benchcoe report: {note}")
+    note_outside_split(data, split, "benchcoe report")
     indices = split_from_keys(data, split)
     test = data.subset(indices["test"])
     fitted = parts_subset(data, indices, split.get("fitted_on", ["train"]))
@@ -110,9 +108,9 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
 
 
 def _subject_for(task: str, row: dict[str, Any]) -> str:
-    from benchcoe_plugins.training.sample_logs import row_subject
+    from benchcoe_plugins.training.sample_logs import doc_subject, row_doc
 
-    subject = row_subject(task, row)
+    subject = doc_subject(task, row_doc(row))
     if subject:
         return subject
     return task.replace("mmlu_pro_", "").replace("_", " ")

@@ -20,7 +20,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts
+from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts, stable_id
 
 DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
 QUESTION_FIELDS = ("question", "problem", "query", "input", "text")
@@ -90,14 +90,6 @@ def row_doc(row: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def stable_key(task: str, row: Mapping[str, Any]) -> tuple[str, str]:
-    doc = row_doc(row)
-    for field in STABLE_ID_FIELDS:
-        if doc.get(field) not in (None, ""):
-            return task, str(doc[field])
-    return task, str(row["doc_id"])
-
-
 def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
     doc = row.get("doc")
     if isinstance(doc, Mapping):
@@ -114,14 +106,12 @@ def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
     return ""
 
 
-def row_subject(task: str, row: Mapping[str, Any]) -> str:
-    """The document's subject field; else (a task without one, e.g. gsm8k or arc) the task itself, which
-    the subject and query routers then learn to predict from the text like any subject."""
-    doc = row_doc(row)
+def doc_subject(task: str, doc: Mapping[str, Any]) -> str | None:
+    """The subject a row's document (:func:`row_doc`) names, or None."""
     subject = subject_of(task, doc) if doc else None
     if subject is None and doc.get("subdomain"):  # lmms-eval metric dicts
         subject = str(doc["subdomain"])
-    return subject or task
+    return subject
 
 
 def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
@@ -150,12 +140,15 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
                 continue
             score, name = correctness(row, metric, path)
             used.add(name)
-            key = stable_key(task, row)
+            doc = row_doc(row)
+            document = RoutingDocument(task, row["doc_id"], routing_text(row, question_fields), doc)
+            key = (task, stable_id(document))
             if key in rows:
                 raise RecordsError(f"{path}: document {key[1]} of {task} appears twice (two runs of one task in the "
                                    f"same folder?); give each expert one run's sample logs.")
-            document = RoutingDocument(task, row["doc_id"], routing_text(row, question_fields), row_doc(row))
-            rows[key] = ExpertRow(document, score, row_subject(task, row))
+            # a task without a subject field (e.g. gsm8k or arc) is its own subject, which the subject and
+            # query routers then learn to predict from the text like any subject
+            rows[key] = ExpertRow(document, score, doc_subject(task, doc) or task)
     return rows, used
 
 

@@ -130,7 +130,7 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchcoe_plugins.training.dataset import (outside_split_note, parts_subset, read_split, split_from_keys,
+    from benchcoe_plugins.training.dataset import (note_outside_split, parts_subset, read_split, split_from_keys,
                                                    split_indices, why_nothing_to_learn, write_split)
     from benchcoe_plugins.training.evaluate_cli import evaluate_router, summary_line
     from benchcoe_plugins.training.reports import write_evaluation
@@ -170,9 +170,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.split:
         split = read_split(args.split)
         indices = split_from_keys(data, split)
-        note = outside_split_note(data, split)
-        if note:
-            print(f"benchcoe train: {note}")
+        note_outside_split(data, split, "benchcoe train")
     elif args.train_where:
         indices = field_split(data, args.train_where, args.test_where, args.seed, args.validation_fraction)
     else:

@@ -190,8 +190,9 @@ class _CoEModel(lmms):
         for request_type, requests in work.items():
             if not requests:
                 continue
-            experts = self.session.route([self._document(r) for r in requests])
-            self._warn_model_specific_settings({(shapes.view(r, self.kind).task, e) for r, e in zip(requests, experts)})
+            documents = [self._document(r) for r in requests]
+            experts = self.session.route(documents)
+            self._warn_model_specific_settings({(d.task, e) for d, e in zip(documents, experts)})
             for expert in dict.fromkeys(experts):
                 if (request_type, expert) in self._checked:
                     continue
@@ -230,7 +231,7 @@ class _CoEModel(lmms):
         """The evaluator's requests of the types this model answers (agentic tasks add request types the
         evaluator serves through ``generate_until`` round by round)."""
         pending = find_caller_local("requests", "lmms_eval.evaluator", lambda v: isinstance(v, dict)) or {}
-        return {kind: list(reqs) for kind, reqs in pending.items() if kind in self.request_types}
+        return {kind: reqs for kind, reqs in pending.items() if kind in self.request_types}
 
     def generate_until(self, requests: list[Instance]) -> list[Any]:
         return self._answer("generate_until", requests)
