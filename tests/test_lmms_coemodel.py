@@ -87,12 +87,12 @@ def env_for(workspace: Path) -> dict[str, str]:
 
 
 def lmms_eval(workspace: Path, out: str, model: str, model_args: str, *extra: str, launcher: list[str] | None = None,
-              tasks: str = TASKS) -> Path:
+              tasks: str = TASKS, cwd: Path | None = None) -> Path:
     command = (launcher or ["python"]) + ["-m", "lmms_eval", "--model", model, "--model_args", model_args,
                                           "--tasks", tasks, "--limit", LIMIT, "--batch_size", "1",
                                           "--gen_kwargs", f"max_new_tokens={MAX_NEW_TOKENS}",
                                           "--output_path", str(workspace / out), "--log_samples", *extra]
-    result = run_cli(command, cwd=workspace, env=env_for(workspace))
+    result = run_cli(command, cwd=cwd or workspace, env=env_for(workspace))
     # lmms-eval logs an evaluation error and still exits 0: a run counts only if it wrote results.
     assert list((workspace / out).rglob("*_results.json")), f"{out}: no results\n{result.stderr[-4000:]}"
     return workspace / out
@@ -253,3 +253,24 @@ def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:
     assert again.keys() == original.keys() and len(again) > 0
     for key, row in original.items():
         assert response(again[key]) == response(row), key
+
+
+def test_agentic_requests_are_left_to_the_evaluator(workspace) -> None:
+    """lmms-eval serves ``generate_until_agentic`` (stock ``vending_bench2``, data shipped with lmms-eval)
+    by calling ``generate_until`` round by round; the coemodel must answer those rounds and keep the
+    agentic requests out of its own view of the evaluator's pending requests."""
+    import lmms_eval as harness
+
+    # the task's data_files path is relative to the working folder (lmms-eval's repository root)
+    cwd = workspace / "agentic_cwd"
+    data = Path("lmms_eval") / "tasks" / "vending_bench2" / "data" / "vending_bench2.jsonl"
+    (cwd / data).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(harness.__file__).parent.parent / data, cwd / data)
+    out = lmms_eval(workspace, "agentic", "coemodel", f"config={workspace / 'chat.yaml'}",
+                    tasks="mmstar,vending_bench2", cwd=cwd)
+    rows, log = samples(out), routing_log(out)
+    assert {task for task, _ in rows} == {"mmstar", "vending_bench2"}
+    vending = [row for (task, _), row in rows.items() if task == "vending_bench2"]
+    assert vending and all(isinstance(response(row), str) and response(row) for row in vending)
+    assert {key for key in log if key[0] == "mmstar"} == {key for key in rows if key[0] == "mmstar"}
+    assert "vending_bench2" in results(out)["results"]
