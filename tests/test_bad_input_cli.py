@@ -98,3 +98,21 @@ def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words:
     assert result.returncode != 0 and not (tmp_path / "router").exists()
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "cannot learn" in errors[0] and words in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--routers", ","], "--routers: name at least one"),
+    (["--router-dir", "rd", "--routers", "query"], "no mmlu_pro_query router in"),
+    (["--output", "a_file/demo"], "--output: cannot create"),
+])
+def test_demo_bad_arguments_are_one_line_before_any_harness_runs(tmp_path: Path, extra: list[str], words: str) -> None:
+    (tmp_path / "rd").mkdir()
+    (tmp_path / "a_file").write_text("")
+    arguments = ["benchcoe", "demo", "--parts", "mmlu_pro", "--limit", "1", *extra]
+    if "--output" not in extra:
+        arguments += ["--output", "out"]
+    result = run_cli(arguments, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and words in errors[0], result.stderr[-2000:]
+    assert "$ " not in result.stdout, "no harness started"

@@ -19,6 +19,8 @@ def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
     result = run_cli(["benchcoe", "demo", "--output", str(tmp_path / "demo"), "--limit", "6", "--routers", "subject"],
                      cwd=tmp_path, env=env)
     assert "mmlu_pro" in result.stdout and "oracle" in result.stdout and "held-out" in result.stdout
+    assert not (tmp_path / "hf" / "datasets").exists(), "the demo seeds its own datasets cache, not the user's"
+    assert (tmp_path / "demo" / "hf_datasets" / "TIGER-Lab___mmlu-pro").is_dir()
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
     (run,) = summary["runs"]
     assert_mmmu_pro_part(summary, tmp_path / "demo" / "mmmu_pro_subject", result.stdout)

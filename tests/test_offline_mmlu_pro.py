@@ -90,3 +90,53 @@ def test_seeded_cache_gives_stock_tasks_the_offline_documents(tmp_path) -> None:
         category = task[len("mmlu_pro_"):].replace("_", " ")
         assert count == sum(row["category"] == category for row in test)
         assert len(fewshot_ids) == 5 and set(fewshot_ids) <= held_out
+
+
+def _load_rows(env: dict, cwd) -> str:
+    script = ("import datasets\n"
+              "d = datasets.load_dataset('TIGER-Lab/MMLU-Pro')\n"
+              "print(d['test'].num_rows, d['test'][0]['question_id'])\n")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_damaged_seed_is_set_aside_and_a_download_is_never_hidden_unasked(tmp_path) -> None:
+    """The real CLI and a real offline ``datasets.load_dataset``: an interrupted copy of the seeded
+    folder, a killed download's ``.incomplete`` folder, a corrupt marker, and a copy benchcoe did not
+    write (a download), which stays what offline loads read unless ``--force``."""
+    import datasets
+    import pyarrow as pa
+
+    from benchcoe_plugins.offline.cache import MARKER, write_cache_folder
+
+    env = harness_env({"HF_HOME": str(tmp_path / "hf")})
+    seeded = run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env).stdout
+    folder = next(line.split()[2] for line in seeded.splitlines() if line.startswith("TIGER-Lab/MMLU-Pro: seeded"))
+    arrow = tmp_path / folder / "mmlu-pro-test.arrow"
+    arrow.write_bytes(arrow.read_bytes()[:1000])  # an interrupted copy of the cache
+    (arrow.parents[1] / "0123abcd.incomplete").mkdir()  # what a killed download leaves behind
+    assert run_cli(["benchcoe", "offline-data", "--check"], cwd=tmp_path, env=env, check=False).returncode == 1
+    repaired = run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env)
+    assert "set aside" in repaired.stderr and "0123abcd.incomplete" in repaired.stderr
+    assert _load_rows(env, tmp_path).startswith("11962 ")
+    (tmp_path / folder / MARKER).write_text('{"rows":')
+    run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env)
+    assert run_cli(["benchcoe", "offline-data", "--check"], cwd=tmp_path, env=env).returncode == 0
+
+    # a download: the same dataset folder without benchcoe's marker, written after the seed
+    features = datasets.Features({"question_id": datasets.Value("int64"), "question": datasets.Value("string")})
+    download = arrow.parents[1] / "fedcba98"
+    write_cache_folder(download, "mmlu-pro", "default", features,
+                       {"test": pa.table({"question_id": [7], "question": ["q"]}), "validation": pa.table(
+                           {"question_id": [8], "question": ["v"]})}, {}, description="stand-in download")
+    (download / MARKER).unlink()
+    kept = run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env)
+    assert "not seeded" in kept.stdout and str(download) in kept.stdout
+    checked = run_cli(["benchcoe", "offline-data", "--check"], cwd=tmp_path, env=env, check=False)
+    assert checked.returncode == 1 and str(download) in checked.stdout
+    assert _load_rows(env, tmp_path) == "1 7", "the download stays what offline loads read"
+    forced = run_cli(["benchcoe", "offline-data", "--force"], cwd=tmp_path, env=env)
+    assert "now hidden" in forced.stderr and download.is_dir()
+    assert _load_rows(env, tmp_path).startswith("11962 ")

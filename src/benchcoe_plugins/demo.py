@@ -1,6 +1,7 @@
 """``benchcoe demo``: the embedded default, real CoE evaluations of MMLU-Pro and MMMU-Pro with no GPU.
 
-1. Seeds the datasets cache with the shipped offline MMLU-Pro (``benchcoe offline-data``).
+1. Seeds a datasets cache of its own (``<output>/hf_datasets``) with the shipped offline MMLU-Pro, as
+   ``benchcoe offline-data --cache-dir`` does; the user's cache is neither changed nor read.
 2. Runs the UNCHANGED ``lm_eval --model coe --model_args config=<embedded config> --tasks
    mmlu_pro --output_path ... --log_samples`` once per shipped router (subject-level, then
    query-level). The five experts are replay experts: each answers from its recorded output.
@@ -34,6 +35,7 @@ FALLBACK = POOL[0]
 LEVELS = {"subject": "mmlu_pro_subject", "query": "mmlu_pro_query"}
 METRIC = "exact_match,custom-extract"
 PARTS = ("mmlu_pro", "mmmu_pro")
+DATASETS_CACHE = "hf_datasets"  # under --output: the demo never changes, or reads, the user's datasets cache
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
 
@@ -160,6 +162,9 @@ def choose_routers(levels: Sequence[str], router_dir: Path | None, output: Path,
         if level not in LEVELS:
             raise DemoError(f"--routers: unknown level {level!r}; choose from {sorted(LEVELS)}.")
         folder = next((d / LEVELS[level] for d in search if (d / LEVELS[level] / "router.json").is_file()), None)
+        if folder is None and router_dir is not None:
+            raise DemoError(f"no {LEVELS[level]} router in {router_dir}; train one with 'benchcoe train', or leave "
+                            f"out --router-dir to use the shipped routers.")
         if folder is None:
             stand_in = stand_in or dev_table_router(output, data)
             folder = stand_in
@@ -208,7 +213,8 @@ def lm_eval_command(config: Path, out: Path, routing_log: Path, limit: int | Non
 
 
 def run_harness(command: list[str], cwd: Path) -> str:
-    env = {**os.environ, **OFFLINE_ENV}
+    """Runs a harness CLI in ``cwd`` (the demo's output folder), offline, on the datasets seeded there."""
+    env = {**os.environ, **OFFLINE_ENV, "HF_DATASETS_CACHE": str(cwd / DATASETS_CACHE)}
     print("$ " + " ".join(command), flush=True)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -265,8 +271,15 @@ def comparison(data: DemoData, runs: list[dict[str, Any]], pool: Sequence[str] =
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"--output: cannot create {output} ({error.strerror}); name a folder you can write.") from None
+    if args.router_dir is not None:
+        args.router_dir = args.router_dir.resolve()  # the configs the demo writes live in another folder
     levels = [level.strip() for level in args.routers.split(",") if level.strip()]
+    if not levels:
+        raise DemoError(f"--routers: name at least one of {','.join(LEVELS)}.")
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -291,8 +304,8 @@ def run_mmlu_pro(args: argparse.Namespace, levels: Sequence[str], output: Path) 
     """The lm-eval half: MMLU-Pro through ``lm_eval --model coe``; prints it, returns its summary."""
     from benchcoe_plugins.offline.seed import is_seeded, seed_mmlu_pro_cache
 
-    if not is_seeded():
-        print(f"seeded the offline MMLU-Pro into {seed_mmlu_pro_cache()}", flush=True)
+    if not is_seeded(output / DATASETS_CACHE):
+        print(f"seeded the offline MMLU-Pro into {seed_mmlu_pro_cache(output / DATASETS_CACHE)}", flush=True)
     data = load_data(args.limit)
     runs = []
     for choice in choose_routers(levels, args.router_dir, output, data):

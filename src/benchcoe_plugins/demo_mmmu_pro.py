@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.demo import (DemoData, DemoError, RouterChoice, comparison, held_out_ids, read_routing,
-                                   run_harness)
+from benchcoe_plugins.demo import (DATASETS_CACHE, DemoData, DemoError, RouterChoice, comparison, held_out_ids,
+                                   read_routing, run_harness)
 from benchcoe_plugins.offline.mmmu_pro import TASK, VLM_POOL, shipped_mmmu_pro
 
 LEVELS = {"subject": "mmmu_pro_subject", "query": "mmmu_pro_query"}
@@ -104,8 +104,8 @@ def run_mmmu_pro(levels: Sequence[str], router_dir: Path | None, output: Path, l
     """Seed, run lmms-eval once per router, print the comparison; returns one summary per run."""
     from benchcoe_plugins.offline.mmmu_pro import is_seeded, seed_mmmu_pro_cache
 
-    if not is_seeded():
-        print(f"seeded the offline MMMU-Pro into {seed_mmmu_pro_cache()}", flush=True)
+    if not is_seeded(output / DATASETS_CACHE):
+        print(f"seeded the offline MMMU-Pro into {seed_mmmu_pro_cache(output / DATASETS_CACHE)}", flush=True)
     data = load_data(limit)
     runs = []
     for choice in choose_routers(levels, router_dir, data):

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.offline.build_arguments import parse_build_arguments
+from benchcoe_plugins.offline.build_arguments import parse_build_arguments, run_build
 from benchcoe_plugins.demo import POOL  # the replay experts the demo runs
 
 HERE = Path(__file__).resolve().parent
@@ -121,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_build(main)

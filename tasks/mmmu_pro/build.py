@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.offline.build_arguments import parse_build_arguments
+from benchcoe_plugins.offline.build_arguments import parse_build_arguments, run_build
 from benchcoe_plugins.offline.mmmu_pro import COLUMNS, VLM_POOL
 
 HERE = Path(__file__).resolve().parent
@@ -78,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_build(main)

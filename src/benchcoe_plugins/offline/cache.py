@@ -1,9 +1,12 @@
 """Write one folder of the Hugging Face datasets cache the way ``load_dataset`` reloads it offline.
 
 With ``HF_DATASETS_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) ``datasets.load_dataset(hub_id, config)``
-reloads the newest folder ``$HF_DATASETS_CACHE/<org>___<name>/<config>/0.0.0/<hash>/``:
-``dataset_info.json`` + ``<name>-<split>.arrow``. Folders written here carry ``MARKER``, so a
-later seed replaces only its own older copies and never a real download.
+reloads the newest folder ``$HF_DATASETS_CACHE/<org>___<name>/<config>/<version>/<hash>/``
+(by modification time): ``dataset_info.json`` + ``<name>-<split>.arrow``. Folders written here carry
+``MARKER``, so a later seed replaces only its own older copies. A copy not written here (a real
+download) is never replaced, and not hidden either unless asked: being newer, a seeded folder would
+be the one offline runs load. Hidden names (``.name``) are invisible to the loader, which is where
+unusable folders are set aside.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import json
 import os
 import shutil
 import tempfile
+import logging
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from benchcoe_plugins.core.errors import BenchCoEError
 
+logger = logging.getLogger(__name__)
 MARKER = "benchcoe_seed.json"
 VERSION = "0.0.0"
 
@@ -49,8 +55,70 @@ def cache_folder(cache_dir: str | os.PathLike | None, dir_name: str, config: str
 
 
 def is_complete(folder: Path, name: str, splits: Iterable[str]) -> bool:
-    """Whether ``folder`` is a seeded folder with the Arrow file of every split."""
-    return (folder / MARKER).is_file() and all((folder / f"{name}-{split}.arrow").is_file() for split in splits)
+    """Whether ``folder`` is a seeded folder that reads back whole: its marker and ``dataset_info.json``
+    parse, and every split's Arrow file holds the rows the marker names (an interrupted copy does not)."""
+    import pyarrow as pa
+
+    try:
+        rows = json.loads((folder / MARKER).read_text())["rows"]
+        json.loads((folder / "dataset_info.json").read_text())
+        for split in splits:
+            with pa.memory_map(str(folder / f"{name}-{split}.arrow")) as source:
+                if pa.ipc.open_stream(source).read_all().num_rows != int(rows[split]):
+                    return False
+    except (OSError, ValueError, KeyError, TypeError):  # pyarrow's ArrowInvalid is a ValueError
+        return False
+    return True
+
+
+def loaded_folder(target: Path) -> Path | None:
+    """The folder an offline ``load_dataset`` of ``target``'s dataset and config reads: the newest
+    visible ``<config>/<version>/<hash>`` folder holding a ``dataset_info.json``; None if there is none."""
+    candidates = [f for f in target.parents[1].glob("*/*") if f.is_dir() and (f / "dataset_info.json").is_file()]
+    return max(candidates, key=lambda f: f.stat().st_mtime) if candidates else None
+
+
+def foreign_copies(target: Path) -> list[Path]:
+    """Copies of ``target``'s dataset and config that this package did not write (downloads)."""
+    return sorted(f for f in target.parents[1].glob("*/*") if f != target and f.is_dir()
+                  and (f / "dataset_info.json").is_file() and not (f / MARKER).is_file())
+
+
+def set_aside(folder: Path, why: str) -> Path:
+    """Renames ``folder`` to a hidden name beside it, which the loader's glob skips; warns once."""
+    aside = folder.with_name(f".benchcoe-unusable-{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.rename(aside)
+    logger.warning("benchcoe: %s %s; set aside as %s", folder, why, aside.name)
+    return aside
+
+
+def is_loaded_seed(target: Path, name: str, splits: Iterable[str]) -> bool:
+    """Whether offline loads read ``target`` and it reads back whole."""
+    return loaded_folder(target) == target and is_complete(target, name, splits)
+
+
+def seed_cache_folder(target: Path, name: str, splits: Iterable[str], force: bool, write: Callable[[], Path]) -> Path:
+    """Seeds ``target`` with ``write()`` unless it is already whole; returns the folder offline loads of
+    its dataset read afterwards. Visible folders without ``dataset_info.json`` beside it (a killed
+    download's ``<hash>.incomplete``, on which every offline load of the dataset fails) and a damaged
+    ``target`` are set aside first. A copy this package did not write is left as the one loads read,
+    unless ``force``: then the seed, being newer, hides it (said once)."""
+    splits = list(splits)
+    for folder in target.parents[1].glob("*/*"):
+        if folder.is_dir() and not (folder / "dataset_info.json").is_file():
+            set_aside(folder, "holds no dataset_info.json, so every offline load of this dataset fails on it")
+    if is_complete(target, name, splits) and not force:
+        return loaded_folder(target) or target
+    others = foreign_copies(target)
+    if others and not force:
+        return loaded_folder(target) or others[-1]
+    if target.is_dir() and not is_complete(target, name, splits):
+        set_aside(target, "does not read back whole (an interrupted copy?)")
+    written = write()
+    for other in others:
+        logger.warning("benchcoe: %s (not written by benchcoe) is now hidden from offline loads by %s; delete "
+                       "that folder to use it again", other, written)
+    return written
 
 
 def write_cache_folder(target: Path, name: str, config: str, features: Any, tables: Mapping[str, Any],

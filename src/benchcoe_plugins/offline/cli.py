@@ -22,16 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.offline import mmmu_pro, seed
-    from benchcoe_plugins.offline.cache import MARKER
+    from benchcoe_plugins.offline.cache import MARKER, loaded_folder
 
     if args.check:
         ok = True
         for name, module in ((seed.HUB_ID, seed), (f"{mmmu_pro.HUB_ID} ({mmmu_pro.CONFIG_NAME})", mmmu_pro)):
+            target = module.seeded_folder(args.cache_dir)
             seeded = module.is_seeded(args.cache_dir)
             ok = ok and seeded
-            print(f"{name}: {'seeded' if seeded else 'NOT seeded'} at {module.seeded_folder(args.cache_dir)}")
+            loaded = loaded_folder(target)
+            where = (f"offline loads read {loaded}, not written by benchcoe" if loaded not in (None, target)
+                     else f"at {target}")
+            print(f"{name}: {'seeded' if seeded else 'NOT seeded'} {where}")
         return 0 if ok else 1
     for name, folder in seed.seed_all(args.cache_dir, force=args.force).items():
+        if not (folder / MARKER).is_file():
+            print(f"{name}: not seeded: offline loads read {folder}, a copy not written by benchcoe (a download?), "
+                  f"and a seeded copy would hide it; --force seeds anyway")
+            continue
         rows = json.loads((folder / MARKER).read_text())["rows"]
         print(f"{name}: seeded {folder} ({', '.join(f'{k} {v} rows' for k, v in rows.items())})")
     print(f"{mmmu_pro.HUB_ID}: the records hold no images; every <image N> is a blank placeholder image.")

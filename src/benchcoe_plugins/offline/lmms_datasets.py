@@ -5,9 +5,10 @@ folder ``$HF_DATASETS_CACHE/<org>___<snake_name>/<config>/0.0.0/<hash>/`` (datas
 + ``<snake_name>-<split>.arrow``). ``seed_lmms_datasets`` writes such folders, so the STOCK
 tasks ``mmmu_val``, ``mmstar``, ``scienceqa_img`` and ``scienceqa_full`` run unchanged and
 without network. The rows are synthetic (generated images, templated questions): for
-testing the plumbing, not for measuring models.
+testing the plumbing, not for measuring models. They are written only to a cache folder named
+for them, never to the user's own cache, where they would hide a real download in offline mode:
 
-    HF_HOME=/tmp/hf python -m benchcoe_plugins.offline.lmms_datasets
+    python -m benchcoe_plugins.offline.lmms_datasets /tmp/hf/datasets   # then HF_DATASETS_CACHE=/tmp/hf/datasets
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from benchcoe_plugins.offline.cache import VERSION, datasets_cache_dir, write_cache_folder
+from benchcoe_plugins.offline.cache import VERSION, write_cache_folder
 
 MMMU_SUBJECTS = ["Art", "Biology", "Computer_Science", "Math", "Physics", "History"]
 MMSTAR_CATEGORIES = [("coarse perception", "image scene and topic"), ("fine-grained perception", "object counting"),
@@ -162,9 +163,10 @@ def write_cached_dataset(dataset: OfflineDataset, rows: list[dict[str, Any]], ca
                               description=f"synthetic offline copy of {dataset.hub_id} written by benchcoe-plugins")
 
 
-def seed_lmms_datasets(cache_dir: str | os.PathLike | None = None, rows: int = 12, seed: int = 0) -> dict[str, Path]:
-    """Seed every dataset of ``OFFLINE_DATASETS`` (``rows`` synthetic rows each); task -> cache folder."""
-    folder = Path(cache_dir) if cache_dir else datasets_cache_dir()
+def seed_lmms_datasets(cache_dir: str | os.PathLike, rows: int = 12, seed: int = 0) -> dict[str, Path]:
+    """Seed every dataset of ``OFFLINE_DATASETS`` (``rows`` synthetic rows each) into the datasets cache
+    folder ``cache_dir``; task -> cache folder."""
+    folder = Path(cache_dir)
     written = {}
     for task, dataset in OFFLINE_DATASETS.items():
         rng = random.Random(f"{seed}:{task}")
@@ -173,5 +175,10 @@ def seed_lmms_datasets(cache_dir: str | os.PathLike | None = None, rows: int = 1
 
 
 if __name__ == "__main__":
-    for task_name, path in seed_lmms_datasets().items():
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m benchcoe_plugins.offline.lmms_datasets CACHE_FOLDER (a datasets cache of its own: "
+                 "the rows are synthetic)")
+    for task_name, path in seed_lmms_datasets(sys.argv[1]).items():
         print(f"{task_name}: {path}")

@@ -16,7 +16,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from benchcoe_plugins.offline.cache import OfflineDataError, cache_folder, content_hash, is_complete, write_cache_folder
+from benchcoe_plugins.offline.cache import (OfflineDataError, cache_folder, content_hash, is_loaded_seed,
+                                            seed_cache_folder, write_cache_folder)
 
 HUB_ID = "MMMU/MMMU_Pro"
 CACHE_DIR_NAME = "MMMU___mmmu_pro"
@@ -71,20 +72,24 @@ def seeded_folder(cache_dir: Path | None = None, source: Path | None = None) -> 
 
 
 def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool:
-    return is_complete(seeded_folder(cache_dir, source), FILE_PREFIX, [SPLIT])
+    """Whether offline loads read the seeded copy and it reads back whole."""
+    return is_loaded_seed(seeded_folder(cache_dir, source), FILE_PREFIX, [SPLIT])
 
 
 def seed_mmmu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                         force: bool = False) -> Path:
     """Write the datasets-cache folder of MMMU/MMMU_Pro "standard (10 options)" from the shipped
-    parquet, with placeholder images; returns it. Idempotent, like ``seed_mmlu_pro_cache``."""
+    parquet, with placeholder images; returns the folder offline loads read afterwards. Idempotent,
+    and leaves a real download alone, like ``seed_mmlu_pro_cache``."""
+    source = Path(source) if source else shipped_mmmu_pro()
+    target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
+    return seed_cache_folder(target, FILE_PREFIX, [SPLIT], force, lambda: _write(target, source))
+
+
+def _write(target: Path, source: Path) -> Path:
     import datasets
     import pyarrow.parquet as pq
 
-    source = Path(source) if source else shipped_mmmu_pro()
-    target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
-    if is_seeded(target.parents[3], source) and not force:
-        return target
     columns = pq.read_table(source / "test.parquet").to_pydict()
     rows = []
     for i in range(len(columns["id"])):

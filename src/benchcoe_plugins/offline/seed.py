@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchcoe_plugins.offline.cache import (OfflineDataError, cache_folder, content_hash, is_complete,
-                                            write_cache_folder)
+from benchcoe_plugins.offline.cache import (OfflineDataError, cache_folder, content_hash, is_loaded_seed,
+                                            seed_cache_folder, write_cache_folder)
 
 HUB_ID = "TIGER-Lab/MMLU-Pro"
 CACHE_DIR_NAME = "TIGER-Lab___mmlu-pro"
@@ -44,23 +44,28 @@ def seeded_folder(cache_dir: Path | None = None, source: Path | None = None) -> 
 
 
 def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool:
-    return is_complete(seeded_folder(cache_dir, source), FILE_PREFIX, SPLITS)
+    """Whether offline loads read the seeded copy and it reads back whole."""
+    return is_loaded_seed(seeded_folder(cache_dir, source), FILE_PREFIX, SPLITS)
 
 
 def seed_mmlu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                         force: bool = False) -> Path:
-    """Write the datasets-cache folder of TIGER-Lab/MMLU-Pro from the shipped parquet; returns it.
+    """Write the datasets-cache folder of TIGER-Lab/MMLU-Pro from the shipped parquet; returns the folder
+    offline loads read afterwards (see ``cache.seed_cache_folder``).
 
     Idempotent: a folder already seeded from the same parquet files is kept. Folders an older
-    seed of this package wrote (other content hash) are removed; a real download is left alone.
+    seed of this package wrote (other content hash) are removed; a real download is left alone,
+    and stays the one offline loads read unless ``force``.
     """
+    source = Path(source) if source else shipped_mmlu_pro()
+    target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
+    return seed_cache_folder(target, FILE_PREFIX, SPLITS, force, lambda: _write(target, source))
+
+
+def _write(target: Path, source: Path) -> Path:
     import datasets
     import pyarrow.parquet as pq
 
-    source = Path(source) if source else shipped_mmlu_pro()
-    target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
-    if is_seeded(target.parents[3], source) and not force:
-        return target
     features = datasets.Features({
         "question_id": datasets.Value("int64"),
         "question": datasets.Value("string"),
