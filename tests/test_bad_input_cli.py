@@ -116,3 +116,38 @@ def test_demo_bad_arguments_are_one_line_before_any_harness_runs(tmp_path: Path,
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and words in errors[0], result.stderr[-2000:]
     assert "$ " not in result.stdout, "no harness started"
+
+
+def test_a_router_file_nested_too_deeply_and_a_yaml_error_are_one_line(tmp_path: Path, capsys) -> None:
+    from benchcoe_plugins import cli
+
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "router.json").write_text("[" * 100000 + "]" * 100000)
+    assert cli.main(["inspect", str(tmp_path / "deep")]) == 2
+    assert "is corrupt" in capsys.readouterr().err
+    TableRouter.from_table({"biology": "a"}, experts=["a"]).save(tmp_path / "router")
+    (tmp_path / "bad.yaml").write_text("router: router\nexperts:\n  a: {model: x\n  b: [1,\n")
+    result = run_cli([*HARNESSES["lm_eval"], "--model_args", "config=bad.yaml"], cwd=tmp_path, check=False)
+    errors = [line for line in result.stderr.splitlines() if "benchcoe: error:" in line]
+    assert result.returncode != 0 and len(errors) == 1 and "is not valid YAML" in errors[0], result.stderr[-2000:]
+    assert "line 3" in errors[0], "the parser's position stays in the one line"
+
+
+def test_rerun_warns_when_an_expert_adapter_changed(tmp_path: Path) -> None:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.core.provenance import expert_revision
+    from benchcoe_plugins.core.rerun_cli import revision_changes
+
+    TableRouter.from_table({"biology": "a"}, experts=["a"]).save(tmp_path / "router")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"adapter-1")
+    config = tmp_path / "coe.yaml"
+    config.write_text(yaml.safe_dump({"router": "router", "experts": {"a": {"model": "hf", "model_args": {
+        "pretrained": str(tmp_path / "model"), "peft": str(tmp_path / "adapter")}}}}))
+    record = {"experts": {n: expert_revision(s) for n, s in load_config(config).experts.items()}}
+    assert revision_changes(config, record) == []
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"adapter-2")
+    (change,) = revision_changes(config, record)
+    assert change.startswith("expert a: adapters was")

@@ -163,7 +163,17 @@ def uploads(monkeypatch) -> list[dict]:
                          "files": {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}})
         return "c0ffee"
 
+    def repo_info(self, repo_id, *, revision=None, **_):
+        if revision not in (None, "main"):
+            import httpx
+            from huggingface_hub.errors import RevisionNotFoundError
+
+            response = httpx.Response(404, request=httpx.Request("GET", f"https://huggingface.co/api/models/{repo_id}"))
+            raise RevisionNotFoundError(f"no branch {revision}", response=response)
+
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: repo_id)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    monkeypatch.setattr(HfApi, "create_branch", lambda self, repo_id, *, branch, **_: captured.append({"branch": branch}))
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     return captured
 
@@ -185,9 +195,26 @@ def test_push_uploads_the_router_and_a_card_from_its_report(uploads, capsys) -> 
 def test_push_of_a_router_without_a_report_says_so(uploads, tmp_path) -> None:
     TableRouter.from_table({"law": "b"}, experts=["a", "b"]).save(tmp_path / "r")
     assert cli.main(["push", str(tmp_path / "r"), "me/r", "--revision", "dev"]) == 0
-    card = uploads[0]["files"]["README.md"].decode()
-    assert uploads[0]["revision"] == "dev" and "No held-out evaluation is recorded" in card
+    assert uploads[0] == {"branch": "dev"}, "upload_folder does not create a branch: push creates it first"
+    card = uploads[1]["files"]["README.md"].decode()
+    assert uploads[1]["revision"] == "dev" and "No held-out evaluation is recorded" in card
     assert cli.main(["push", str(tmp_path / "r"), "not a repo"]) == 2
+
+
+def test_push_refuses_a_router_that_does_not_load_before_uploading(uploads, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"garbage")
+    assert cli.main(["push", str(broken), "me/broken"]) == 2
+    assert not uploads and "could not load" in capsys.readouterr().err
+
+
+def test_push_without_the_hub_is_one_line(tmp_path) -> None:
+    """The real HfApi, offline (HF_HUB_OFFLINE=1): no traceback, exit 2."""
+    result = run_cli(["benchcoe", "push", str(SHIPPED), "me/x"], cwd=tmp_path, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "could not push to me/x" in lines[0], result.stderr
 
 
 # -- reproducible record and rerun ----------------------------------------------------------
@@ -225,6 +252,21 @@ def test_rerun_reproduces_every_answer(runs, workspace, tmp_path) -> None:
     assert coe["reproducibility"]["router"]["sha256"] == read_results(runs["coe"])["config"]["coe"]["reproducibility"]["router"]["sha256"]
 
 
+def test_rerun_finds_the_router_copy_anywhere_in_the_results_and_takes_a_relative_folder(runs, tmp_path,
+                                                                                         monkeypatch) -> None:
+    """Runs before stop 26 wrote the copy beside the routing log, which ``routing_log:`` puts elsewhere."""
+    results = tmp_path / "results"
+    shutil.copytree(runs["coe"], results)
+    folder = next(results.rglob("results_*.json")).parent
+    copy = next(folder.glob("router_*"))
+    (folder / "logs").mkdir()
+    copy.rename(folder / "logs" / copy.name)
+    monkeypatch.chdir(folder)
+    assert cli.main(["rerun", ".", "--dry-run"]) == 0
+    rebuilt = yaml.safe_load((folder.parent / f"{folder.name}_rerun" / "coe.yaml").read_text())
+    assert rebuilt["router"] == str((folder / "logs" / copy.name).resolve())
+
+
 def test_rerun_of_a_folder_without_a_record_is_one_clear_line(tmp_path) -> None:
     (tmp_path / "results_x.json").write_text(json.dumps({"config": {"model": "hf"}}))
     assert cli.main(["rerun", str(tmp_path)]) == 2
@@ -253,3 +295,9 @@ def test_rerun_drops_the_harness_answer_cache(tmp_path) -> None:
     assert command[command.index("--model_args") + 1] == f"config={tmp_path / 'coe.yaml'}"
     kept = rerun_command(record, tmp_path / "coe.yaml", tmp_path / "out", keep_caches=True)
     assert kept.count("--use_cache") == 1 and "cache/c" in kept
+    # lm-eval's --model_args takes several key=value words, and its short flags are -a / -o / -c
+    short = {"harness": "lm_eval", "command": ["lm_eval", "run", "--model", "coe", "-a", "config=c.yaml",
+                                               "router=r_live", "-c", "/their/cache", "-o", "old", "--limit", "3"]}
+    command = rerun_command(short, tmp_path / "coe.yaml", tmp_path / "out")
+    assert command[3:] == ["run", "--model", "coe", "--model_args", f"config={tmp_path / 'coe.yaml'}",
+                           "--output_path", str(tmp_path / "out"), "--limit", "3"]

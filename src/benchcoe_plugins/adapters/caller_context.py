@@ -28,15 +28,21 @@ def find_caller_local(name: str, module_prefix: str, accept: Callable[[Any], boo
     return None
 
 
-def routing_log_beside(tracker: Any) -> Path | None:
-    """``routing_<date>.jsonl`` in the folder where the harness's evaluation tracker writes results."""
+def results_folder(tracker: Any, harness: str) -> Path | None:
+    """The folder where the harness's evaluation tracker writes the results JSON: ``<output_path>/<model>``,
+    except that lm-eval writes ``<stem>_<date>.json`` beside an ``--output_path`` ending in ``.json``."""
     if tracker is None or not getattr(tracker, "output_path", None):
         return None
     folder = Path(tracker.output_path)
-    if folder.suffix == ".json":
-        folder = folder.parent
-    folder = folder / str(tracker.general_config_tracker.model_name_sanitized or "")
-    return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl"
+    if harness == "lm_eval" and folder.suffix == ".json":
+        return folder.parent
+    return folder / str(tracker.general_config_tracker.model_name_sanitized or "")
+
+
+def routing_log_beside(tracker: Any, harness: str) -> Path | None:
+    """``routing_<date>.jsonl`` in :func:`results_folder`."""
+    folder = results_folder(tracker, harness)
+    return folder / f"routing_{datetime.now().isoformat().replace(':', '-')}.jsonl" if folder else None
 
 
 def name_output_folder(tracker: Any, name: str) -> None:
@@ -46,3 +52,12 @@ def name_output_folder(tracker: Any, name: str) -> None:
     general = tracker.general_config_tracker
     general.model_name = name
     general.model_name_sanitized = re.sub(r"[^A-Za-z0-9._+-]+", "_", name)
+
+
+def record_paths(tracker: Any, harness: str, name: str, routing_log: Path | None) -> tuple[Path | None, Path | None]:
+    """Names the results folder after the CoE; returns the routing log (``routing_log`` when the config
+    sets one) and the folder the router copy goes to: the results JSON's own, where ``benchcoe rerun``
+    looks for it."""
+    name_output_folder(tracker, name)
+    path = routing_log or routing_log_beside(tracker, harness)
+    return path, results_folder(tracker, harness) or (path.parent if path else None)

@@ -169,7 +169,7 @@ def read_config_file(path: Path) -> Any:
     except ConfigError as error:
         raise ConfigError(f"config file {path}: {error}") from None
     except (yaml.YAMLError, RecursionError) as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     _check_expanded_size(raw)
     return raw
 

@@ -20,8 +20,9 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                 if line.strip():
                     try:
                         yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise RecordsError(f"{path}:{number} is not JSON ({error}). Pass JSON-lines files.") from None
+                    except (json.JSONDecodeError, RecursionError) as error:
+                        raise RecordsError(f"{path}:{number} is not JSON ({error or 'nested too deeply'}). "
+                                           f"Pass JSON-lines files.") from None
     except (OSError, EOFError, zlib.error) as error:
         raise RecordsError(f"cannot read {path}: {error}") from None
     except UnicodeDecodeError as error:

@@ -42,7 +42,7 @@ def recorded_run(results_dir: Path) -> tuple[Path, dict[str, Any]]:
     for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             results = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             print(f"benchcoe rerun: warning: {path} is not valid JSON; skipped", file=sys.stderr)
             continue
         coe = (results.get("config") or {}).get("coe") or results.get("coe")
@@ -53,14 +53,25 @@ def recorded_run(results_dir: Path) -> tuple[Path, dict[str, Any]]:
                       f"from benchcoe-plugins with this feature.")
 
 
-def rebuilt_config(results_file: Path, coe: dict[str, Any], use_result_cache: bool) -> dict[str, Any]:
+def router_copy(results_dir: Path, results_file: Path, copy_name: str) -> Path | None:
+    """The recorded router copy: beside the results JSON, else anywhere under the results folder (the
+    copy is written beside the routing log, which ``routing_log:`` or a ``.json`` ``--output_path``
+    puts elsewhere). Its checksum is checked by the caller."""
+    beside = results_file.parent / copy_name
+    if beside.is_dir():
+        return beside
+    return next((p for p in sorted(results_dir.rglob(copy_name)) if p.is_dir()), None)
+
+
+def rebuilt_config(results_file: Path, coe: dict[str, Any], use_result_cache: bool,
+                   results_dir: Path | None = None) -> dict[str, Any]:
     from benchcoe_plugins.routers.base import folder_checksum
 
     record = coe["reproducibility"]
     copy_name = record["router"].get("copy")
-    router = results_file.parent / str(copy_name)
-    if not copy_name or not router.is_dir():
-        raise ConfigError(f"the router copy {copy_name!r} is missing beside {results_file}; "
+    router = router_copy(results_dir or results_file.parent, results_file, str(copy_name)) if copy_name else None
+    if router is None:
+        raise ConfigError(f"the router copy {copy_name!r} is not under {results_dir or results_file.parent}; "
                           f"copy the whole results folder, router_* included.")
     if folder_checksum(router) != record["router"]["sha256"]:
         raise ConfigError(f"{router} does not match the recorded router checksum; the copy was changed.")
@@ -85,13 +96,14 @@ def revision_changes(config_file: Path, record: dict[str, Any]) -> list[str]:
     changes = []
     for name, spec in load_config(config_file).experts.items():
         now, then = expert_revision(spec), record["experts"].get(name, {})
-        for key in ("revision", "chat_template_sha256"):
+        for key in ("revision", "adapters", "chat_template_sha256"):
             if now.get(key) != then.get(key):
                 changes.append(f"expert {name}: {key} was {then.get(key)} and is now {now.get(key)}")
     return changes
 
 
 DROPPED_FLAGS = ("--use_cache",)  # a harness answer cache would replay the run instead of running the experts
+FLAG_ALIASES = {"-a": "--model_args", "-o": "--output_path", "-c": "--use_cache"}
 
 
 def rerun_command(record: dict[str, Any], config_file: Path, output: Path, keep_caches: bool = False) -> list[str]:
@@ -102,10 +114,10 @@ def rerun_command(record: dict[str, Any], config_file: Path, output: Path, keep_
     dropped = () if keep_caches else DROPPED_FLAGS
     command, args, skip = [sys.executable, "-m", harness], list(record["command"][1:]), False
     for arg in args:
-        if skip:
-            skip = False
-            continue
-        flag = arg.split("=", 1)[0]
+        if skip and not arg.startswith("-"):
+            continue  # a value of a replaced or dropped flag (lm-eval's --model_args takes several)
+        skip = False
+        flag = FLAG_ALIASES.get(arg.split("=", 1)[0], arg.split("=", 1)[0])
         if flag in replaced:
             command += [flag, replaced.pop(flag)]
             skip = "=" not in arg
@@ -117,12 +129,14 @@ def rerun_command(record: dict[str, Any], config_file: Path, output: Path, keep_
 
 
 def run(args: argparse.Namespace) -> int:
-    results_file, coe = recorded_run(args.results_dir)
+    results_dir = args.results_dir.resolve()
+    results_file, coe = recorded_run(results_dir)
     record = coe["reproducibility"]
-    output = (args.output or args.results_dir.with_name(args.results_dir.name + "_rerun")).resolve()
+    config = rebuilt_config(results_file, coe, args.use_result_cache, results_dir)
+    output = (args.output or results_dir.with_name(results_dir.name + "_rerun")).resolve()
     output.mkdir(parents=True, exist_ok=True)
     config_file = output / "coe.yaml"
-    config_file.write_text(yaml.safe_dump(rebuilt_config(results_file, coe, args.use_result_cache), sort_keys=False))
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     from benchcoe_plugins.core.provenance import package_versions
 
     now = package_versions()

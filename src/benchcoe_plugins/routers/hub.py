@@ -58,7 +58,7 @@ def held_out_report(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any]
     if report.is_file():
         try:
             return json.loads(report.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             print(f"benchcoe: warning: {report} is corrupt; the model card uses the manifest's evaluation",
                   file=sys.stderr)
     evaluation = manifest.get("evaluation")
@@ -98,20 +98,32 @@ def model_card(manifest: Mapping[str, Any], evaluation: Mapping[str, Any] | None
 
 
 def push_router(folder: Path, repo_id: str, revision: str | None = None, private: bool = False) -> dict[str, Any]:
-    """Upload a router folder with a generated model card; returns what was uploaded."""
+    """Upload a router folder with a generated model card; returns what was uploaded. The folder must
+    load as a router first; ``revision`` names a branch, created when the repository lacks it."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError
 
-    from benchcoe_plugins.routers.registry import read_manifest
+    from benchcoe_plugins.routers.registry import load_router, read_manifest
 
     manifest = read_manifest(folder)
+    load_router(folder)  # a folder that would not route is refused before anything is uploaded
     checksum = folder_checksum(folder)
     with tempfile.TemporaryDirectory(prefix="benchcoe-push-") as staging:
         staged = Path(staging) / "router"
         shutil.copytree(folder, staged)
         (staged / MODEL_CARD).write_text(model_card(manifest, held_out_report(folder, manifest), repo_id, checksum))
         api = HfApi()
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(staged), revision=revision,
-                                   commit_message=f"benchcoe router {manifest.get('name', folder.name)}")
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                try:
+                    api.repo_info(repo_id, revision=revision)
+                except RevisionNotFoundError:  # upload_folder does not create a branch
+                    api.create_branch(repo_id, branch=revision, exist_ok=True)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=str(staged), revision=revision,
+                                       commit_message=f"benchcoe router {manifest.get('name', folder.name)}")
+        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as error:
+            raise ConfigError(f"could not push to {repo_id}: {' '.join(str(error).split())} (log in with "
+                              f"'hf auth login' and check the repository id and network).") from None
         files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
     return {"repo_id": repo_id, "files": files, "checksum": checksum, "commit": str(getattr(commit, "oid", commit))}

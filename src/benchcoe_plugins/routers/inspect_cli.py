@@ -24,7 +24,7 @@ def split_summary(folder: Path) -> dict[str, Any]:
         return {}
     try:
         split = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return {"error": f"{path.name} is corrupt"}
     if not isinstance(split, dict):
         return {"error": f"{path.name} is not a mapping"}

@@ -38,7 +38,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise RouterFormatError(f"{path} is corrupt ({error}). Re-create it with 'benchcoe train'.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise RouterFormatError(f"{path} is not a {FORMAT} manifest (format={manifest.get('format') if isinstance(manifest, dict) else None!r}).")

@@ -21,7 +21,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import get_model, model_registry
 
 from benchcoe_plugins.adapters.bad_input import one_line_errors
-from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
+from benchcoe_plugins.adapters.caller_context import find_caller_local, record_paths
 from benchcoe_plugins.adapters.lm_eval.distributed import DataParallelMixin
 from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
@@ -213,11 +213,6 @@ class CoELM(DataParallelMixin, LM):
         store.commit()
 
     # -- record ------------------------------------------------------------------------------
-    def _routing_log_path(self) -> Path | None:
-        tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
-        name_output_folder(tracker, self.config.output_name())
-        return self.config.routing_log or routing_log_beside(tracker)
-
     def get_model_info(self) -> dict[str, Any]:
         """Called by lm-eval on rank 0 after evaluation: the CoE record for the results JSON."""
         rows = self._all_rank_rows
@@ -225,11 +220,12 @@ class CoELM(DataParallelMixin, LM):
         if self._all_rank_loads is not None:
             summary["expert_loads_per_rank"] = self._all_rank_loads
             summary["expert_loads"] = dict(sum((Counter(loads) for loads in self._all_rank_loads), Counter()))
-        path = self._routing_log_path()
+        tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
+        path, outputs = record_paths(tracker, "lm_eval", self.config.output_name(), self.config.routing_log)
         if path is not None:
             self.session.write_routing_log(path, rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
         summary["reproducibility"] = reproducibility_record(self.config, self.session.router_checksum, "lm_eval",
-                                                            path.parent if path else None)
+                                                            outputs)
         return {"coe": summary}

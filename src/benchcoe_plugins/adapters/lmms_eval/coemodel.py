@@ -29,7 +29,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
 from benchcoe_plugins.adapters.bad_input import one_line_errors
-from benchcoe_plugins.adapters.caller_context import find_caller_local, name_output_folder, routing_log_beside
+from benchcoe_plugins.adapters.caller_context import find_caller_local, record_paths
 from benchcoe_plugins.adapters.lmms_eval import requests as shapes
 from benchcoe_plugins.adapters.lmms_eval.experts import (ExpertInterface, build_expert, known_model_names,
                                                         resolve_interfaces)
@@ -254,10 +254,6 @@ class _CoEModel(lmms):
         dist.all_gather_object(gathered, value)
         return gathered
 
-    def _routing_log_path(self, tracker: Any) -> Path | None:
-        name_output_folder(tracker, self.config.output_name())
-        return self.config.routing_log or routing_log_beside(tracker)
-
     def routing_summary(self, rows: list[dict[str, Any]] | None = None,
                         loads: list[dict[str, int]] | None = None) -> dict[str, Any]:
         summary = self.session.summary(rows)
@@ -285,13 +281,13 @@ class _CoEModel(lmms):
         tracker = find_caller_local("evaluation_tracker", "lmms_eval",
                                     lambda v: hasattr(v, "general_config_tracker"))
         summary = self.routing_summary(rows, loads)
-        path = self._routing_log_path(tracker)
+        path, outputs = record_paths(tracker, "lmms_eval", self.config.output_name(), self.config.routing_log)
         if path is not None:
             self.session.write_routing_log(path, rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
         summary["reproducibility"] = reproducibility_record(self.config, self.session.router_checksum, "lmms_eval",
-                                                            path.parent if path else None)
+                                                            outputs)
         self.last_summary = summary
         if tracker is not None:
             add_to_results(tracker, summary)
