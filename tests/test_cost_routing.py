@@ -220,6 +220,27 @@ def test_session_routes_under_a_budget_given_as_a_model_args_override(fitted, tm
     assert share <= 0.3 + budget_tolerance(router.calibration_scores(), np.array([8.0, 70.6]), Budget(share=0.3),
                                            router.experts_, session.router.cost_weight_, len(test))
     assert record["spend"][STRONG]["documents"] == int(round(share * len(test)))
+    # the file's budget gives way to a command-line cost_weight, and the other way round
+    weighted = load_config({**raw, "budget": {"share": 0.5}}, overrides={"cost_weight": "0.001"},
+                           known_models=lambda: ["hf"])
+    assert (weighted.budget, weighted.cost_weight) == (None, 0.001)
+    budgeted = load_config({**raw, "cost_weight": 0.001}, overrides={"budget.share": "0.3"}, known_models=lambda: ["hf"])
+    assert (budgeted.budget.share, budgeted.cost_weight) == (0.3, None)
+    with pytest.raises(ConfigError, match="not both"):
+        load_config({**raw, "cost_weight": 0.001, "budget": {"share": 0.5}}, known_models=lambda: ["hf"])
+
+
+def test_costs_stored_in_a_router_must_be_finite_and_non_negative(fitted, tmp_path: Path) -> None:
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.routers.registry import RouterFormatError
+
+    fitted["router"].save(tmp_path / "router")
+    manifest = json.loads((tmp_path / "router" / "router.json").read_text())
+    (tmp_path / "router" / "router.json").write_text(json.dumps({**manifest, "costs": {WEAK: float("nan"), STRONG: -5}}))
+    raw = {"router": str(tmp_path / "router"), "result_cache": False, "cost_weight": 0.01,
+           "experts": {WEAK: {"model": "hf"}, STRONG: {"model": "hf"}}}
+    with pytest.raises(RouterFormatError, match="must map experts to finite numbers"):
+        load_config(raw, known_models=lambda: ["hf"])
 
 
 def test_cost_curve_edge_pools_and_budgets_it_cannot_meet() -> None:
@@ -266,6 +287,10 @@ def test_a_share_budget_counts_every_router_expert_a_config_expert_plays(fitted,
                        "cheap": {"model": "hf", "cost": 1.0}}}
     with pytest.raises(ConfigError, match="cannot be met"):
         CoESession(load_config(raw, known_models=lambda: ["hf"]), lambda spec: None)
+    # no budget.expert: the most expensive configured expert, with both router experts it plays
+    default = {**raw, "budget": {"share": 0.0}}
+    with pytest.raises(ConfigError, match="cannot be met"):
+        CoESession(load_config(default, known_models=lambda: ["hf"]), lambda spec: None)
     both = CostAwareRouter(router, COSTS, budget=Budget(share=1.0, expert=(WEAK, STRONG)))
     assert both.describe()["budget"] == {"share": 1.0, "expert": [WEAK, STRONG]} and both.cost_weight_ == 0.0
 
@@ -322,7 +347,48 @@ def test_cpt_is_the_exact_share_not_a_grid_step() -> None:
 
     documents = 1000
     scores = np.column_stack([np.zeros(documents), 1.0 - np.arange(documents) / documents])
-    correct = np.column_stack([np.zeros(documents), np.arange(documents) < 790]).astype(float)
-    curve = cost_curve(scores, correct, ["weak", "strong"], np.array([1.0, 10.0]), scores.argmax(axis=1))
-    assert curve["CPT_50"] == pytest.approx(0.395)
-    assert curve["CPT_80"] in (pytest.approx(0.632), pytest.approx(0.633)), "0.8 x 0.79 = 0.632, up to rounding"
+    correct = np.column_stack([np.zeros(documents), np.arange(documents) < 790])
+    for dtype in (np.float32, np.float64):  # records are scored as float32: a point at exactly p still counts
+        curve = cost_curve(scores, correct.astype(dtype), ["weak", "strong"], np.array([1.0, 10.0]),
+                           scores.argmax(axis=1))
+        assert curve["CPT_50"] == pytest.approx(0.395, abs=1e-12)
+        assert curve["CPT_80"] == pytest.approx(0.632, abs=1e-12), "0.8 x 0.79 = 0.632"
+
+
+def test_counting_tokens_never_loses_a_paid_answer(tmp_path) -> None:
+    """An API expert's tokenizer (tiktoken, lm-eval's remote tokenizer) takes no ``add_special_tokens``,
+    and one may fail outright: the answers are stored and counted anyway. The API model itself cannot run
+    here (no network): a stand-in object carries the tokenizer, the answers come from ``call``."""
+    from types import SimpleNamespace
+
+    import tiktoken
+
+    from benchcoe_plugins.experts.pool import ExpertPool, Job
+    from benchcoe_plugins.experts.spec import ExpertSpec
+
+    byte_level = tiktoken.Encoding("bytes", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
+                                   special_tokens={})
+
+    class Broken:
+        def encode(self, text, **_):
+            raise RuntimeError("remote tokenizer unreachable")
+
+    for tokenizer, tokens, counted_as in ((byte_level, 3 * 18, "tokenizer"), (Broken(), 3 * 4, "whitespace words")):
+        specs = {"gpt": ExpertSpec("gpt", "openai-completions", {"model": "gpt-3.5-turbo-instruct"})}
+        store = tmp_path / type(tokenizer).__name__
+        calls: list[int] = []
+
+        def call(model, kind, requests):
+            calls.append(len(requests))
+            return ["The answer is (B)."] * len(requests)
+
+        pool = ExpertPool(specs, lambda spec: SimpleNamespace(tokenizer=tokenizer), store)
+        jobs = [Job("gpt", "generate_until", f"q{i}", f"k{i}") for i in range(3)]
+        assert pool.run(jobs, call) == ["The answer is (B)."] * 3
+        spent = pool.spend.record()["gpt"]
+        assert (spent["generated_tokens"], spent["tokens_counted_as"]) == (tokens, counted_as)
+        pool.close()
+        again = ExpertPool(specs, lambda spec: SimpleNamespace(tokenizer=tokenizer), store)
+        again.run(jobs, call)
+        assert calls == [3] and again.from_store["gpt"] == 3, "the rerun is served from the store"
+        again.close()

@@ -235,7 +235,13 @@ def test_a_router_folder_whose_parts_disagree_fails_when_it_loads(slice_dir, tmp
         tensors["subject_head.coef"][:] = np.nan
         save_file(tensors, str(folder / "query.safetensors"))
 
-    damage = {"vocabulary": shrink_vocabulary, "nan": nan_weights,
+    def wide_calibration(folder: Path) -> None:
+        tensors = load_file(str(folder / "query.safetensors"))
+        scores = tensors["calibration_scores"]
+        tensors["calibration_scores"] = np.concatenate([scores, scores[:, :1]], axis=1)
+        save_file(tensors, str(folder / "query.safetensors"))
+
+    damage = {"vocabulary": shrink_vocabulary, "nan": nan_weights, "calibration": wide_calibration,
               "text": lambda f: manifest(f, lambda m: m["params"].update(text="zzz")),
               "head": lambda f: manifest(f, lambda m: m["params"].update(head="zzz")),
               "blend": lambda f: manifest(f, lambda m: m["state"].update(blend="x"))}

@@ -250,8 +250,14 @@ def closest_name(name: str, choices: Iterable[str]) -> str:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``router=x`` sets a top-level key; ``experts.NAME.model_args.KEY=v`` a nested one. A key that itself
-    holds dots (an expert named ``Qwen1.5-7B-Chat``) is matched whole where the mapping has it."""
+    holds dots (an expert named ``Qwen1.5-7B-Chat``) is matched whole where the mapping has it. A
+    ``cost_weight`` override replaces the file's ``budget`` and a ``budget.*`` override its ``cost_weight``:
+    one of them routes, and the command line says which."""
     merged = dict(raw)
+    keys = {dotted.split(".")[0] for dotted in overrides}
+    for given, replaced in (("cost_weight", "budget"), ("budget", "cost_weight")):
+        if given in keys and replaced not in keys:
+            merged.pop(replaced, None)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = merged
@@ -425,7 +431,8 @@ def _cost_policy(raw: dict[str, Any]) -> dict[str, Any]:
     cost_weight = raw.get("cost_weight")
     budget_raw = raw.get("budget")
     if cost_weight is not None and budget_raw is not None:
-        raise ConfigError("give either cost_weight or budget, not both (a budget sets the cost weight itself).")
+        raise ConfigError("give either cost_weight or budget, not both (a budget sets the cost weight itself); "
+                          "remove one of them.")
     budget = None
     if budget_raw is not None:
         if not isinstance(budget_raw, dict):

@@ -58,11 +58,15 @@ class CoESession:
             from benchcoe_plugins.routers.cost import CostAwareRouter
 
             budget = config.budget
+            costs = config.router_costs(self.router.experts_)
+            if budget is not None and budget.share is not None and budget.expert is None and config.router_expert:
+                # "the most expensive expert" is a configured one, with every router expert it plays
+                priciest = max(costs, key=costs.__getitem__)
+                budget = replace(budget, expert=config.played_by(priciest))
             if budget is not None and budget.expert in config.router_expert.values():
                 played = tuple(theirs for theirs, mine in config.router_expert.items() if mine == budget.expert)
                 budget = replace(budget, expert=played[0] if len(played) == 1 else played)
-            self.router = CostAwareRouter(self.router, config.router_costs(self.router.experts_), config.cost_weight,
-                                          budget)
+            self.router = CostAwareRouter(self.router, costs, config.cost_weight, budget)
         self.router_checksum = folder_checksum(config.router)
         self.rank = rank
         self.world_size = world_size

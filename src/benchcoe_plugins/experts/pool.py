@@ -152,11 +152,11 @@ class ExpertPool:
                         answers = call(model, request_type, [jobs[i].request for i in chunk])
                         if len(answers) != len(chunk):
                             raise RuntimeError(f"returned {len(answers)} answers for {len(chunk)} requests")
-                        self.spend.add(name, model, request_type, answers, started)
                         for i, answer in zip(chunk, answers):
                             results[i] = answer
-                        if store:
+                        if store:  # before anything else can fail: these answers may have been paid for
                             store.put_many((jobs[i].key, results[i]) for i in chunk)
+                        self.spend.add(name, model, request_type, answers, started)
             except Exception as error:
                 self.release()
                 resume = (f"answers of finished experts {finished} are saved in {self.result_dir}; fix the cause and "

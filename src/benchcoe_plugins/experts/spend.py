@@ -8,12 +8,19 @@ from typing import Any, Sequence
 
 
 def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
-    """(token count of the string answers, how they were counted): the expert's own tokenizer
-    where it exposes one, else whitespace-separated words (isolated and API experts)."""
+    """(token count of the string answers, how they were counted): the answer text re-tokenised by the
+    expert's own tokenizer where it exposes one, else whitespace-separated words (isolated experts, and
+    tokenizers whose ``encode`` fails on them). Counting never fails a run."""
     texts = [a for a in answers if isinstance(a, str)]
     tokenizer = getattr(model, "tokenizer", None)
     if callable(getattr(tokenizer, "encode", None)):
-        return sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), "tokenizer"
+        try:
+            try:
+                return sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), "tokenizer"
+            except TypeError:  # tiktoken's and lm-eval's remote tokenizers take the text alone
+                return sum(len(tokenizer.encode(t)) for t in texts), "tokenizer"
+        except Exception:  # noqa: BLE001 - a count is not worth an answer
+            pass
     return sum(len(t.split()) for t in texts), "whitespace words"
 
 

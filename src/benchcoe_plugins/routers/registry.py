@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if (not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values())
             or not set(table.values()) <= set(experts)):
         raise RouterFormatError(f"{path}: 'table' must map subjects to experts listed in 'experts'.")
+    costs = manifest.get("costs") or {}
+    bad = {name: value for name, value in costs.items() if isinstance(value, bool)
+           or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0} if isinstance(costs, dict) else costs
+    if bad:
+        raise RouterFormatError(f"{path}: 'costs' {bad!r} must map experts to finite numbers >= 0. Re-train with "
+                                f"'benchcoe train --costs FILE', or give each expert 'cost:' in the config.")
     return manifest
 
 

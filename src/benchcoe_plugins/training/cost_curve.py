@@ -25,6 +25,7 @@ from benchcoe_plugins.routers.cost import Budget, budget_tolerance, calibrate_co
 MAX_SWEEP = 20_000  # settings evaluated; more breakpoints than this are thinned evenly by rank
 STORED_SWEEP = 400  # settings kept in the JSON and the plot (besides those the summary numbers use)
 SHARE_GRID = np.linspace(0.0, 1.0, 101)
+PGR_TOLERANCE = 1e-9  # a point that recovers exactly p of the gap counts for CPT(p), whatever the rounding
 CHUNK = 64
 
 
@@ -139,6 +140,7 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
                accuracy_choices: np.ndarray, strong: str | None = None, weak: str | None = None,
                calibration_scores: np.ndarray | None = None) -> dict[str, Any]:
     """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns."""
+    correct = np.asarray(correct, dtype=np.float64)  # float32 means put a point recovering exactly p below p
     experts = list(experts)
     strong = strong or experts[int(np.argmax(costs))]
     strong_index = experts.index(strong)
@@ -158,7 +160,8 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
     pgrs = [pgr(p["accuracy"]) for p in on_grid]
 
     def cpt(level: float) -> float | None:
-        reached = [x for x, point in zip(*points) if (value := pgr(point["accuracy"])) is not None and value >= level]
+        reached = [x for x, point in zip(*points)
+                   if (value := pgr(point["accuracy"])) is not None and value >= level - PGR_TOLERANCE]
         return float(min(reached)) if reached else None
 
     cheapest_correct = np.where(correct > 0, costs[None, :], np.inf)
@@ -192,6 +195,7 @@ def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, corre
                        experts: Sequence[str], costs: np.ndarray, strong: str) -> list[dict[str, Any]]:
     """Strong-share and mean-cost budgets calibrated on the router's calibration documents, applied
     to the held-out ones: what a deployed budget gives, with the stated tolerance."""
+    correct = np.asarray(correct, dtype=np.float64)
     strong_index = list(experts).index(strong)
     budgets = [Budget(share=p, expert=strong) for p in (0.2, 0.3, 0.5, 0.8)]
     budgets += [Budget(mean_cost=round(f * float(costs[strong_index]), 6)) for f in (0.3, 0.5)]
