@@ -104,9 +104,14 @@ def test_harness_mmmu_acc_equals_records_recomputation(workspace) -> None:
     assert accuracy == round(recomputed, 5)
 
 
-def test_text_expert_in_the_pool_gets_only_what_the_router_names(workspace) -> None:
-    _, samples, routing = read_run(lmms_eval(workspace, "mixed.yaml", "mixed", TEXT_LIMIT,
-                                             "--gen_kwargs", "max_new_tokens=4"))
+@pytest.fixture(scope="module")
+def mixed_run(workspace) -> Path:
+    """VLM replays with a text expert beside them (in process), shared by two tests."""
+    return lmms_eval(workspace, "mixed.yaml", "mixed", TEXT_LIMIT, "--gen_kwargs", "max_new_tokens=4")
+
+
+def test_text_expert_in_the_pool_gets_only_what_the_router_names(mixed_run) -> None:
+    _, samples, routing = read_run(mixed_run)
     assert all("<image" in sample["input"] for sample in samples.values()), "every MMMU-Pro document has an image"
     assert not any("image-free" in row["reason"] for row in routing.values())
     literature = {d for d, s in samples.items() if s["mmmu_acc"]["subject"] == "Literature"}
@@ -209,13 +214,14 @@ def test_image_only_documents_go_to_the_fallback(workspace) -> None:
     assert (result.stdout + result.stderr).count("cannot place a document") == 1
 
 
-def test_an_isolated_text_expert_answers_from_its_worker_and_a_vision_one_is_refused(workspace) -> None:
+def test_an_isolated_text_expert_answers_from_its_worker_and_a_vision_one_is_refused(workspace, mixed_run) -> None:
     config = yaml.safe_load((workspace / "mixed.yaml").read_text())
     config["experts"]["text"]["isolated"] = True
     (workspace / "mixed_isolated.yaml").write_text(yaml.safe_dump(config))
     runs = {}
-    for name in ("mixed", "mixed_isolated"):
-        folder = lmms_eval(workspace, f"{name}.yaml", f"{name}_run", TEXT_LIMIT, "--gen_kwargs", "max_new_tokens=4")
+    isolated = lmms_eval(workspace, "mixed_isolated.yaml", "mixed_isolated_run", TEXT_LIMIT,
+                         "--gen_kwargs", "max_new_tokens=4")
+    for name, folder in (("mixed", mixed_run), ("mixed_isolated", isolated)):
         _, samples, routing = read_run(folder)
         runs[name] = {d: samples[d]["filtered_resps"] for d, row in routing.items() if row["expert"] == "text"}
         coe = json.loads(sorted(folder.rglob("*_results.json"))[-1].read_text())["coe"]
