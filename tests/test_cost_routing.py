@@ -361,19 +361,18 @@ def test_counting_tokens_never_loses_a_paid_answer(tmp_path) -> None:
     here (no network): a stand-in object carries the tokenizer, the answers come from ``call``."""
     from types import SimpleNamespace
 
-    import tiktoken
-
     from benchcoe_plugins.experts.pool import ExpertPool, Job
     from benchcoe_plugins.experts.spec import ExpertSpec
 
-    byte_level = tiktoken.Encoding("bytes", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
-                                   special_tokens={})
+    class TextOnly:  # the signature of lm-eval's RemoteTokenizer.encode and of tiktoken's Encoding.encode
+        def encode(self, text):
+            return list(text.encode())
 
     class Broken:
         def encode(self, text, **_):
             raise RuntimeError("remote tokenizer unreachable")
 
-    for tokenizer, tokens, counted_as in ((byte_level, 3 * 18, "tokenizer"), (Broken(), 3 * 4, "whitespace words")):
+    for tokenizer, tokens, counted_as in ((TextOnly(), 3 * 18, "tokenizer"), (Broken(), 3 * 4, "whitespace words")):
         specs = {"gpt": ExpertSpec("gpt", "openai-completions", {"model": "gpt-3.5-turbo-instruct"})}
         store = tmp_path / type(tokenizer).__name__
         calls: list[int] = []
