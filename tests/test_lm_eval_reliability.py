@@ -82,5 +82,9 @@ def test_isolated_expert_runs_in_a_worker_process_with_identical_answers(workspa
                   "experts.beta.isolated=True", str(tmp_path / "out"))
     summary = read_results(out)["config"]["coe"]
     assert summary["experts"]["alpha"]["isolated"] and summary["experts"]["beta"]["isolated"]
+    workers = {summary["spend"][e]["process"] for e in ("alpha", "beta")}
+    assert all(w.startswith("worker ") for w in workers) and len(workers) == 2, "each in a worker of its own"
+    assert {e["process"] for e in read_results(runs["coe"])["config"]["coe"]["spend"].values() if e["requests"]} == \
+        {"harness"}
     assert {k: r["resps"] for k, r in read_samples(out).items()} == \
         {k: r["resps"] for k, r in read_samples(runs["coe"]).items()}

@@ -226,6 +226,7 @@ def test_an_isolated_text_expert_answers_from_its_worker_and_a_vision_one_is_ref
         runs[name] = {d: samples[d]["filtered_resps"] for d, row in routing.items() if row["expert"] == "text"}
         coe = json.loads(sorted(folder.rglob("*_results.json"))[-1].read_text())["coe"]
         assert coe["experts"]["text"]["isolated"] is (name == "mixed_isolated")
+        assert coe["spend"]["text"]["process"].startswith("worker ") is (name == "mixed_isolated")
     assert runs["mixed"] and runs["mixed_isolated"] == runs["mixed"]
     config["experts"][VLM_POOL[0]]["isolated"] = True
     (workspace / "vision_isolated.yaml").write_text(yaml.safe_dump(config))

@@ -25,17 +25,22 @@ def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
 
 
 class SpendMeter:
-    """Per expert: requests answered by the model (not from a result store), tokens, seconds."""
+    """Per expert: requests answered by the model (not from a result store), tokens, seconds, and the
+    process that answered them (``harness``, or ``worker <pid>`` for an isolated expert)."""
 
     def __init__(self) -> None:
         self.experts: dict[str, dict[str, Any]] = defaultdict(
-            lambda: {"requests": 0, "generated_tokens": 0, "wall_seconds": 0.0, "tokens_counted_as": None})
+            lambda: {"requests": 0, "generated_tokens": 0, "wall_seconds": 0.0, "tokens_counted_as": None,
+                     "process": None})
 
     def timed(self) -> float:
         return time.perf_counter()
 
     def add(self, expert: str, model: Any, request_type: str, answers: Sequence[Any], started: float) -> None:
+        from benchcoe_plugins.experts.isolated import IsolatedExpert
+
         row = self.experts[expert]
+        row["process"] = f"worker {model.process.pid}" if isinstance(model, IsolatedExpert) else "harness"
         row["wall_seconds"] += time.perf_counter() - started
         row["requests"] += len(answers)
         if request_type == "generate_until":
