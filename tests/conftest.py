@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+# The suite neither reads nor writes the user's caches (the Hugging Face cache, benchcoe's weights-hash
+# cache): set before anything imports datasets / transformers; a test that needs its own sets HF_HOME.
+_CACHES = Path(tempfile.mkdtemp(prefix="benchcoe-test-caches-"))
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
+os.environ.pop("HF_DATASETS_CACHE", None)
+os.environ.update({"HF_HOME": str(_CACHES / "hf"), "BENCHCOE_CACHE": str(_CACHES / "benchcoe")})
 
 import pytest
 from hypothesis import settings

@@ -94,6 +94,9 @@ def test_lm_eval_logs_join_and_report_missing_documents(slice_dir, tmp_path):
     logs = load_sample_logs({"a": [a], "b": [b]})
     assert len(logs) == 395 and len(logs.missing["b"]) == 5
     assert logs.documents[0].text == logs.documents[0].doc["question"]
+    # each row carries its own question's correctness (joined by question_id, not the per-task position)
+    truth = {d.doc["question_id"]: data.correct[i, :2] for i, d in enumerate(data.documents)}
+    assert all((logs.correct[i] == truth[d.doc["question_id"]]).all() for i, d in enumerate(logs.documents))
     with pytest.raises(RecordsError, match="missing for some experts"):
         load_sample_logs({"a": [a], "b": [b]}, on_missing="error")
 
