@@ -132,3 +132,7 @@ def test_router_best_single_and_oracle_keep_their_colours_in_every_plot():
     experts = first[:2] + second[:6]
     assert not set(experts) & set(ROLE_COLORS.values())
     assert len(set(second[:6])) == 6
+    # several routers in one plot: each its own shade of the router red, never an expert's colour
+    routers = series_colors(["CoE subject", "CoE query", "llama", "subject-level (shrunk)", "best single (llama)"])
+    assert routers[0] == ROLE_COLORS["router"] and len({routers[0], routers[1], routers[3]}) == 3
+    assert routers[4] == ROLE_COLORS["best single"] and routers[2] not in (routers[0], routers[1], routers[3])

@@ -215,6 +215,31 @@ def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, corre
     return rows
 
 
+LABEL_OFFSETS = ((3, 3), (3, -8), (-3, 3), (-3, -8), (3, 10), (-3, 10), (3, -15), (-3, -15))
+
+
+def label_singles(ax: Any, curve: dict[str, Any]) -> None:
+    """Names each single expert's point, moving a label to the first offset where its box (measured in
+    points at the axes' current scale) overlaps no label placed before it."""
+    from matplotlib.textpath import TextPath
+
+    ax.autoscale_view()
+    to_points = 72.0 / ax.figure.dpi
+    placed: list[tuple[float, float, float, float]] = []
+    for name, point in sorted(curve["singles"].items(), key=lambda item: (item[1]["cost"], -item[1]["accuracy"])):
+        x, y = ax.transData.transform((point["cost"], point["accuracy"])) * to_points
+        extent = TextPath((0, 0), name, size=6).get_extents()
+        width, height = extent.width + 2, 8.0
+        for dx, dy in LABEL_OFFSETS:
+            left = x + dx if dx > 0 else x + dx - width
+            box = (left, y + dy, left + width, y + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(name, (point["cost"], point["accuracy"]), fontsize=6, xytext=(dx, dy), textcoords="offset points",
+                    ha="left" if dx > 0 else "right")
+
+
 def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
     from benchcoe_plugins.training.plots import EXPERT_COLORS, ROLE_COLORS, _pyplot, _save
 
@@ -230,7 +255,7 @@ def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
     for name, point in curve["singles"].items():
         ax.scatter(point["cost"], point["accuracy"], zorder=3,
                    color=ROLE_COLORS["best single"] if name == best else EXPERT_COLORS[0])
-        ax.annotate(name, (point["cost"], point["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    label_singles(ax, curve)
     ax.scatter([], [], color=ROLE_COLORS["best single"], label=f"best single expert ({best})")
     ax.scatter([], [], color=EXPERT_COLORS[0], label="other single experts")
     router = curve["accuracy_router"]

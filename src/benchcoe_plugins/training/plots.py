@@ -20,6 +20,9 @@ def _pyplot():
 
 
 ROLE_COLORS = {"router": "#d62728", "best single": "#1f77b4", "oracle": "#7f7f7f"}
+# several routers in one plot: the k-th takes the k-th shade and hatch (the first is ROLE_COLORS' red)
+ROUTER_SHADES = ("#d62728", "#ff9896", "#8c1a1a", "#e7969c")
+ROUTER_HATCHES = ("..", "xx", "--", "oo")
 EXPERT_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8",
                  "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94")
 
@@ -27,7 +30,7 @@ EXPERT_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22
 def role_of(label: str) -> str | None:
     """Which fixed-colour role a series label names (router/CoE, best single, oracle), if any."""
     lowered = label.lower()
-    if lowered.startswith(("router", "coe")) or " router" in lowered:
+    if lowered.startswith(("router", "coe")) or " router" in lowered or "-level" in lowered:
         return "router"
     if "best single" in lowered:
         return "best single"
@@ -36,11 +39,18 @@ def role_of(label: str) -> str | None:
     return None
 
 
+def router_rank(labels: Sequence[str], label: str) -> int:
+    """The position of ``label`` among the router series of ``labels`` (0 for the first router)."""
+    return [other for other in labels if role_of(other) == "router"].index(label)
+
+
 def series_colors(labels: Sequence[str]) -> list[str]:
     out, experts = [], 0
     for label in labels:
         role = role_of(label)
-        if role:
+        if role == "router":
+            out.append(ROUTER_SHADES[router_rank(labels, label) % len(ROUTER_SHADES)])
+        elif role:
             out.append(ROLE_COLORS[role])
         else:
             out.append(EXPERT_COLORS[experts % len(EXPERT_COLORS)])
@@ -71,7 +81,9 @@ def grouped_bars(path: Path, subjects: Sequence[str], series: Mapping[str, Seque
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(subjects) * max(1.0, n / 4)), 4.8))
     colors = series_colors(list(series))
     for i, (label, values) in enumerate(series.items()):
-        hatch = {"oracle": "//", "router": ".."}.get(role_of(label) or "", "")
+        role = role_of(label)
+        hatch = ("//" if role == "oracle" else
+                 ROUTER_HATCHES[router_rank(list(series), label) % len(ROUTER_HATCHES)] if role == "router" else "")
         ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=label, color=colors[i], hatch=hatch,
                edgecolor="black" if hatch else None, linewidth=0.3,
                yerr=(errors or {}).get(label), error_kw={"elinewidth": 0.7, "capsize": 1.5})

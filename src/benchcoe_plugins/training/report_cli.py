@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
         subjects, series, counts, routing = from_records(args)
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
-    values = {label: [row.get(s, float("nan")) for s in subjects] for label, row in series.items()}
+    best = routing.get("best_single")
+    values = {(f"{label} (best single)" if label == best else label): [row.get(s, float("nan")) for s in subjects]
+              for label, row in series.items()}
     png = plots.grouped_bars(output / "per_subject.png", subjects, values, args.title)
     labels = list(series)
     lines = [f"# {args.title}", "", "| subject | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
