@@ -35,8 +35,24 @@ def add_pool_arguments(parser: Any, records: Any, plot: str) -> None:
     parser.add_argument("--records", type=Path, default=records)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pools", type=int, nargs="+", help="indices into POOLS (default: all)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--plot", type=Path, default=Path(plot), help="PNG; the results go beside it as JSON")
+
+
+def positive_int(text: str) -> int:
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
+def check_pool_indices(parser: Any, args: Any, all_pools: list[list[str]]) -> None:
+    """``--pools`` indices must name pools: one line from argparse, not an IndexError later."""
+    bad = [i for i in args.pools or [] if not 0 <= i < len(all_pools)]
+    if bad:
+        parser.error(f"--pools {bad}: indices run from 0 to {len(all_pools) - 1}")
 
 
 def run_pool_jobs(run_one: Callable[[tuple], dict], all_pools: list[list[str]], args: Any, *extra: Any) -> list[dict]:

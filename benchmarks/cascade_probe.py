@@ -117,7 +117,7 @@ def main() -> None:
     add_embedding_cache_argument(parser)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
-    os.environ.setdefault("BENCHCOE_EMBEDDING_CACHE", str(args.embedding_cache))
+    os.environ["BENCHCOE_EMBEDDING_CACHE"] = str(args.embedding_cache)  # the option wins, as in embedding_recipes.py
     from benchcoe_plugins.routers.cost import cost_vector, parameter_counts
     from benchcoe_plugins.training.records import load_mmlu_pro
 

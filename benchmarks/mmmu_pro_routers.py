@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _pools import add_pool_arguments, fit_shipped_recipe, run_pool_jobs
+from _pools import add_pool_arguments, check_pool_indices, fit_shipped_recipe, run_pool_jobs
 
 from benchcoe_plugins.routers import QUERY_HEADS
 
@@ -107,7 +107,7 @@ def guarded(result: dict, name: str, z: float) -> tuple[float, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_pool_arguments(parser, RECORDS, "mmmu_pro_routers.png")
     parser.add_argument("--query-head", choices=QUERY_HEADS, default="pairwise",
                         help="query router's head (default: the shipped recipe's)")

@@ -31,7 +31,7 @@ from lmms_transfer import (  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--router", type=Path, default=REPO / "router_ckpts" / "mmmu_pro_subject")
     parser.add_argument("--rows", type=int, default=30, help="synthetic rows per dataset (all are run)")
     parser.add_argument("--plot", type=Path, default=Path("mmmu_pro_transfer.png"),

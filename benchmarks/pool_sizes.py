@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from _pools import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "mmlu_pro"
 POOL_ORDER = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", "gemma-7b", "Qwen1.5-7B-Chat",
@@ -68,18 +70,20 @@ def plot(results: list[dict], path: Path) -> Path:
     recipes = list(dict.fromkeys(r["recipe"] for r in results))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     markers = "os^D"
+    seeds = sorted({r["seed"] for r in results})
+    styles = ("-", "--", ":", "-.")  # one line style per seed, one marker per recipe
     for k, recipe in enumerate(recipes):
-        for seed in sorted({r["seed"] for r in results}):
+        for i, seed in enumerate(seeds):
             rows = sorted((r for r in results if r["recipe"] == recipe and r["seed"] == seed), key=lambda r: r["size"])
-            x = np.array([r["size"] for r in rows]) + (seed - 1) * 0.12 + k * 0.04
+            x = np.array([r["size"] for r in rows]) + (i - (len(seeds) - 1) / 2) * 0.12 + k * 0.04
             gain = np.array([r["gain"]["difference"] for r in rows]) * 100
             low = gain - np.array([r["gain"]["ci95"][0] for r in rows]) * 100
             high = np.array([r["gain"]["ci95"][1] for r in rows]) * 100 - gain
-            left.errorbar(x, gain, yerr=[low, high], fmt=markers[k % 4] + "-", color=ROLE_COLORS["router"],
-                          alpha=0.5 + 0.25 * (seed % 3) / 2, capsize=3, markersize=4,
-                          label=f"{recipe}, seed {seed}")
-            right.plot([r["size"] for r in rows], [r["train_seconds"] for r in rows], markers[k % 4] + "-",
-                       color=ROLE_COLORS["router"], alpha=0.5 + 0.25 * (seed % 3) / 2, label=f"{recipe}, seed {seed}")
+            style = styles[i % len(styles)]
+            left.errorbar(x, gain, yerr=[low, high], fmt=markers[k % 4] + style, color=ROLE_COLORS["router"],
+                          capsize=3, markersize=4, label=f"{recipe}, seed {seed}")
+            right.plot([r["size"] for r in rows], [r["train_seconds"] for r in rows], markers[k % 4] + style,
+                       color=ROLE_COLORS["router"], label=f"{recipe}, seed {seed}")
     oracle = [np.mean([r["oracle"] - r["best_single"] for r in results if r["size"] == s]) * 100 for s in sizes]
     left.axhline(0, color=ROLE_COLORS["best single"], linewidth=1.2, label="best single expert")
     left.set_xticks(sizes)
@@ -89,7 +93,7 @@ def plot(results: list[dict], path: Path) -> Path:
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
     twin = left.twinx()
-    twin.plot(sizes, oracle, "--", color=ROLE_COLORS["oracle"], label="oracle - best single (right axis)")
+    twin.plot(sizes, oracle, "o--", color=ROLE_COLORS["oracle"], label="oracle - best single (right axis)")
     twin.set_ylabel("oracle - best single (points)", color=ROLE_COLORS["oracle"])
     twin.legend(fontsize=7, loc="lower right")
     right.axhline(180, color="black", linestyle=":", linewidth=1, label="3 min")
@@ -109,7 +113,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 8, 11])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=["query-m0"], choices=sorted(RECIPES))
-    parser.add_argument("--workers", type=int, default=1, help="parallel runs (more than 1 inflates the timings)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="parallel runs (more than 1 inflates the timings)")
     parser.add_argument("--plot", type=Path, default=Path("pool_sizes.png"), help="PNG; the results go beside it as JSON")
     args = parser.parse_args()
     if not 2 <= min(args.sizes) <= max(args.sizes) <= len(POOL_ORDER):

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _pools import add_pool_arguments, fit_shipped_recipe, run_pool_jobs
+from _pools import add_pool_arguments, check_pool_indices, fit_shipped_recipe, run_pool_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "mmlu_pro"
@@ -58,12 +58,15 @@ def run_one(job: tuple[list[str], int, str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_pool_arguments(parser, RECORDS, "router_pools.png")
+    parser.add_argument("--replot", type=Path, default=None,
+                        help="redraw --plot from this results JSON of an earlier run instead of training")
     args = parser.parse_args()
+    check_pool_indices(parser, args, POOLS)
     from benchcoe_plugins.training.plots import grouped_bars
 
-    results = run_pool_jobs(run_one, POOLS, args)
+    results = json.loads(args.replot.read_text()) if args.replot else run_pool_jobs(run_one, POOLS, args)
     print("| pool | seed | best single | subject router | query router | oracle |")
     print("|---|---:|---:|---:|---:|---:|")
     below = []
@@ -82,8 +85,9 @@ def main() -> None:
     grouped_bars(args.plot, labels, {f"{name} router - best single": [r[name] - r["best_single"] for r in results]
                                      for name in ("subject", "query")},
                  "Held-out gain over the best single expert (MMLU-Pro, 30 % test)", ylabel="accuracy gain", ylim=None, legend_below=False)
-    args.plot.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"plot: {args.plot}; results: {args.plot.with_suffix('.json')}")
+    if not args.replot:
+        args.plot.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"plot: {args.plot}; results: {args.replot or args.plot.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ QUESTIONS = REPO.parent / "shared" / "data" / "mmlu_pro" / "questions.jsonl.gz"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
