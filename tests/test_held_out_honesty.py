@@ -273,3 +273,16 @@ def test_tasks_without_a_subject_field_are_their_own_subjects(slice_dir, tmp_pat
     assert main(["train", *samples, "--router", "table", "--output", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert "has no subject field" in err and "--router subject or query" in err and "Traceback" not in err
+
+
+def test_report_compares_routers_with_their_own_experts_by_default(slice_dir, tmp_path, capsys):  # noqa: F811
+    """Without --experts the best single expert is one the routers could have chosen, not any model of
+    the records (a router over two experts must not be measured against a third it never routes to)."""
+    two = tmp_path / "two"
+    assert main(["train", "--records", str(slice_dir), "--experts", *EXPERTS[1:], "--router", "subject", "--seed", "1",
+                 "--output", str(two), "--quiet", "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--records", str(slice_dir), "--router", f"s={two}", "--output", str(tmp_path / "r")]) == 0
+    assert "the routers' own" in capsys.readouterr().out
+    written = json.loads((tmp_path / "r" / "per_subject.json").read_text())
+    assert written["best_single"] in EXPERTS[1:] and EXPERTS[0] not in json.dumps(written)

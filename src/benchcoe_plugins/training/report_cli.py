@@ -69,6 +69,10 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
 
     pairs = _pairs(args.router, "--router")
     routers = [(label, Router.load(path)) for label, path in pairs]
+    if not args.experts and routers:
+        # the best single expert a router is compared with must be one it could have chosen
+        args.experts = list(dict.fromkeys(e for _, router in routers for e in router.experts_))
+        print(f"benchcoe report: experts: the routers' own, {args.experts} (--experts to choose others)")
     data = load_data(args)
     split_path = args.split or (pairs[0][1] / "split.json" if routers else None)
     if split_path is None or not split_path.is_file():
