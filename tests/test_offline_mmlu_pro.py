@@ -122,7 +122,8 @@ def test_a_damaged_seed_is_set_aside_and_a_download_is_never_hidden_unasked(tmp_
     assert "set aside" in repaired.stderr and "0123abcd.incomplete" in repaired.stderr
     assert _load_rows(env, tmp_path).startswith("11962 ")
     (tmp_path / folder / MARKER).write_text('{"rows":')
-    run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env)
+    again = run_cli(["benchcoe", "offline-data"], cwd=tmp_path, env=env)
+    assert "does not read back whole" in again.stderr and "0123abcd" not in again.stderr, "set aside once"
     assert run_cli(["benchcoe", "offline-data", "--check"], cwd=tmp_path, env=env).returncode == 0
 
     # a download: the same dataset folder without benchcoe's marker, written after the seed

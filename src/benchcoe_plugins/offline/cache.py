@@ -71,16 +71,23 @@ def is_complete(folder: Path, name: str, splits: Iterable[str]) -> bool:
     return True
 
 
+def visible_folders(target: Path) -> list[Path]:
+    """The ``<config>/<version>/<hash>`` folders of ``target``'s dataset and config that the loader sees
+    (its ``glob`` skips names starting with a dot; pathlib's does not)."""
+    return [f for f in target.parents[1].glob("*/*")
+            if f.is_dir() and not f.name.startswith(".") and not f.parent.name.startswith(".")]
+
+
 def loaded_folder(target: Path) -> Path | None:
     """The folder an offline ``load_dataset`` of ``target``'s dataset and config reads: the newest
     visible ``<config>/<version>/<hash>`` folder holding a ``dataset_info.json``; None if there is none."""
-    candidates = [f for f in target.parents[1].glob("*/*") if f.is_dir() and (f / "dataset_info.json").is_file()]
+    candidates = [f for f in visible_folders(target) if (f / "dataset_info.json").is_file()]
     return max(candidates, key=lambda f: f.stat().st_mtime) if candidates else None
 
 
 def foreign_copies(target: Path) -> list[Path]:
     """Copies of ``target``'s dataset and config that this package did not write (downloads)."""
-    return sorted(f for f in target.parents[1].glob("*/*") if f != target and f.is_dir()
+    return sorted(f for f in visible_folders(target) if f != target
                   and (f / "dataset_info.json").is_file() and not (f / MARKER).is_file())
 
 
@@ -104,8 +111,8 @@ def seed_cache_folder(target: Path, name: str, splits: Iterable[str], force: boo
     ``target`` are set aside first. A copy this package did not write is left as the one loads read,
     unless ``force``: then the seed, being newer, hides it (said once)."""
     splits = list(splits)
-    for folder in target.parents[1].glob("*/*"):
-        if folder.is_dir() and not (folder / "dataset_info.json").is_file():
+    for folder in visible_folders(target):
+        if not (folder / "dataset_info.json").is_file():
             set_aside(folder, "holds no dataset_info.json, so every offline load of this dataset fails on it")
     if is_complete(target, name, splits) and not force:
         return loaded_folder(target) or target
@@ -156,6 +163,7 @@ def write_cache_folder(target: Path, name: str, config: str, features: Any, tabl
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for sibling in version_dir.iterdir():
-        if sibling != target and sibling.is_dir() and (sibling / MARKER).is_file():
+        if (sibling != target and sibling.is_dir() and not sibling.name.startswith(".")
+                and (sibling / MARKER).is_file()):
             shutil.rmtree(sibling, ignore_errors=True)
     return target
