@@ -54,9 +54,9 @@ def recorded_run(results_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def router_copy(results_dir: Path, results_file: Path, copy_name: str) -> Path | None:
-    """The recorded router copy: beside the results JSON, else anywhere under the results folder (the
-    copy is written beside the routing log, which ``routing_log:`` or a ``.json`` ``--output_path``
-    puts elsewhere). Its checksum is checked by the caller."""
+    """The recorded router copy: beside the results JSON, else anywhere under the results folder (runs
+    before stop 26 wrote it beside the routing log, which ``routing_log:`` could put in a subfolder).
+    Its checksum is checked by the caller."""
     beside = results_file.parent / copy_name
     if beside.is_dir():
         return beside
