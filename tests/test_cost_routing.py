@@ -289,8 +289,9 @@ def test_a_share_budget_counts_every_router_expert_a_config_expert_plays(fitted,
                        "cheap": {"model": "hf", "cost": 1.0}}}
     with pytest.raises(ConfigError, match="cannot be met"):
         CoESession(load_config(raw, known_models=lambda: ["hf"]), lambda spec: None)
-    # no budget.expert: the most expensive configured expert, with both router experts it plays
-    default = {**raw, "budget": {"share": 0.0}}
+    # no budget.expert: the most expensive configured expert, with both router experts it plays, gets every
+    # document, so 99 % cannot be met (counting one of the two router experts, it could)
+    default = {**raw, "budget": {"share": 0.99}}
     with pytest.raises(ConfigError, match="cannot be met"):
         CoESession(load_config(default, known_models=lambda: ["hf"]), lambda spec: None)
     both = CostAwareRouter(router, COSTS, budget=Budget(share=1.0, expert=(WEAK, STRONG)))
