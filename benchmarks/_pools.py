@@ -35,17 +35,10 @@ def add_pool_arguments(parser: Any, records: Any, plot: str) -> None:
     parser.add_argument("--records", type=Path, default=records)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pools", type=int, nargs="+", help="indices into POOLS (default: all)")
+    from benchcoe_plugins.training.train_cli import positive_int
+
     parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--plot", type=Path, default=Path(plot), help="PNG; the results go beside it as JSON")
-
-
-def positive_int(text: str) -> int:
-    import argparse
-
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
-    return value
 
 
 def check_pool_indices(parser: Any, args: Any, all_pools: list[list[str]]) -> None:

@@ -6,6 +6,8 @@ import time
 from collections import defaultdict
 from typing import Any, Sequence
 
+from benchcoe_plugins.experts.isolated import IsolatedExpert
+
 
 def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
     """(token count of the string answers, how they were counted): the answer text re-tokenised by the
@@ -13,14 +15,14 @@ def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
     tokenizers whose ``encode`` fails on them). Counting never fails a run."""
     texts = [a for a in answers if isinstance(a, str)]
     tokenizer = getattr(model, "tokenizer", None)
-    if callable(getattr(tokenizer, "encode", None)):
+    # tiktoken's and lm-eval's remote tokenizers take the text alone (TypeError on the keyword)
+    for keywords in ({"add_special_tokens": False}, {}) if callable(getattr(tokenizer, "encode", None)) else ():
         try:
-            try:
-                return sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), "tokenizer"
-            except TypeError:  # tiktoken's and lm-eval's remote tokenizers take the text alone
-                return sum(len(tokenizer.encode(t)) for t in texts), "tokenizer"
+            return sum(len(tokenizer.encode(t, **keywords)) for t in texts), "tokenizer"
+        except TypeError:
+            continue
         except Exception:  # noqa: BLE001 - a count is not worth an answer
-            pass
+            break
     return sum(len(t.split()) for t in texts), "whitespace words"
 
 
@@ -37,8 +39,6 @@ class SpendMeter:
         return time.perf_counter()
 
     def add(self, expert: str, model: Any, request_type: str, answers: Sequence[Any], started: float) -> None:
-        from benchcoe_plugins.experts.isolated import IsolatedExpert
-
         row = self.experts[expert]
         row["process"] = f"worker {model.process.pid}" if isinstance(model, IsolatedExpert) else "harness"
         row["wall_seconds"] += time.perf_counter() - started

@@ -114,12 +114,13 @@ def seed_cache_folder(target: Path, name: str, splits: Iterable[str], force: boo
     for folder in visible_folders(target):
         if not (folder / "dataset_info.json").is_file():
             set_aside(folder, "holds no dataset_info.json, so every offline load of this dataset fails on it")
-    if is_complete(target, name, splits) and not force:
+    whole = is_complete(target, name, splits)
+    if whole and not force:
         return loaded_folder(target) or target
     others = foreign_copies(target)
     if others and not force:
         return loaded_folder(target) or others[-1]
-    if target.is_dir() and not is_complete(target, name, splits):
+    if target.is_dir() and not whole:
         set_aside(target, "does not read back whole (an interrupted copy?)")
     written = write()
     for other in others:

@@ -45,8 +45,13 @@ class Budget:
                 if v is not None}
 
 
+def is_finite_non_negative(value: Any) -> bool:
+    """A number (not a bool) that is finite and >= 0: what a cost, a cost weight or a budget must be."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
 def finite_non_negative(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_finite_non_negative(value):
         raise ConfigError(f"{where}: {value!r} must be a finite number >= 0.")
     return float(value)
 

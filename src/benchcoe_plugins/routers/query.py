@@ -440,10 +440,9 @@ class QueryRouter(Router):
             raise RouterFormatError(f"{folder}: query router state incomplete ({error!r}); re-train it.") from None
         self.subject_accuracy_ = tensors["subject_accuracy"]
         self.calibration_scores_ = tensors.get("calibration_scores")
-        if self.calibration_scores_ is not None:
-            scores = self.calibration_scores_
-            require_shape(folder, "calibration_scores", scores.shape,
-                          (scores.shape[0] if scores.ndim == 2 else -1, len(self.experts_)))
+        if self.calibration_scores_ is not None:  # one row per calibration document, one column per expert
+            shape = self.calibration_scores_.shape
+            require_shape(folder, "calibration_scores", shape, shape[:1] + (len(self.experts_),))
         self.subject_head_ = LinearHead.from_tensors(tensors, "subject_head")
         try:
             if self.head == "knn":

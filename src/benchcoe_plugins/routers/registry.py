@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RouterFormatError
 from benchcoe_plugins.resources import resource_dir
 from benchcoe_plugins.routers.base import FORMAT, FORMAT_VERSION, MANIFEST_NAME, Router
+from benchcoe_plugins.routers.cost import is_finite_non_negative
 
 ROUTER_KINDS = {
     "table": "benchcoe_plugins.routers.table:TableRouter",
@@ -59,8 +59,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
             or not set(table.values()) <= set(experts)):
         raise RouterFormatError(f"{path}: 'table' must map subjects to experts listed in 'experts'.")
     costs = manifest.get("costs") or {}
-    bad = {name: value for name, value in costs.items() if isinstance(value, bool)
-           or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0} if isinstance(costs, dict) else costs
+    bad = ({name: value for name, value in costs.items() if not is_finite_non_negative(value)}
+           if isinstance(costs, dict) else costs)
     if bad:
         raise RouterFormatError(f"{path}: 'costs' {bad!r} must map experts to finite numbers >= 0. Re-train with "
                                 f"'benchcoe train --costs FILE', or give each expert 'cost:' in the config.")

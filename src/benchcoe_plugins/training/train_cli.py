@@ -19,10 +19,10 @@ from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
 
 def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse turns the ValueError into one usage line)."""
+    """argparse type: a whole number >= 1 (argparse turns the error into one usage line)."""
     value = int(text)
     if value < 1:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
     return value
 
 
