@@ -190,7 +190,7 @@ def test_config_costs_and_budget(fitted, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=words):
             load_config({**raw, **change}, known_models=lambda: ["hf"])
     TableRouter.from_table({"law": WEAK}, experts=[WEAK, STRONG]).save(tmp_path / "table")
-    with pytest.raises(ConfigError, match="need a query router.*is a table router"):
+    with pytest.raises(ConfigError, match="need a query or cascade router.*is a table router"):
         load_config({**raw, "router": str(tmp_path / "table")}, known_models=lambda: ["hf"])
     with pytest.raises(ConfigError, match="kind 'query'"):
         CostAwareRouter(TableRouter.load(tmp_path / "table"), config.costs, cost_weight=0.1)

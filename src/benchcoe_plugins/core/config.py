@@ -476,9 +476,10 @@ def _check_router_matches(config: CoEConfig) -> None:
         if name in config.experts and name not in config.costs and isinstance(stored.get(router_name), (int, float)):
             config.costs[name] = float(stored[router_name])
     if config.cost_weight is not None or config.budget is not None:
-        if manifest.get("kind") != "query":
-            raise ConfigError(f"cost_weight/budget need a query router (it scores every expert's accuracy per "
-                              f"document); router {config.router.name!r} is a {manifest.get('kind')} router.")
+        if manifest.get("kind") not in ("query", "cascade"):
+            raise ConfigError(f"cost_weight/budget need a query or cascade router (they score every expert's "
+                              f"accuracy per document); router {config.router.name!r} is a {manifest.get('kind')} "
+                              f"router.")
         cost_vector(router_experts, config.router_costs(router_experts), "cost_weight/budget")
 
 

@@ -47,6 +47,7 @@ class RoutedDocument:
     expert: str
     decision: RouteDecision
     reason: str
+    first_expert: str | None = None  # a cascade's first expert, which answered before this decision
 
 
 class CoESession:
@@ -54,7 +55,12 @@ class CoESession:
                  world_size: int = 1) -> None:
         self.config = config
         self.router = load_router(config.router)
-        if config.cost_weight is not None or config.budget is not None:
+        self.gain_threshold = 0.0  # a cascade escalates where the expected gain exceeds it
+        if self.router.kind == "cascade":
+            from benchcoe_plugins.routers.cost import cascade_gain_threshold
+
+            self.gain_threshold = cascade_gain_threshold(self.router, config)
+        elif config.cost_weight is not None or config.budget is not None:
             from benchcoe_plugins.routers.cost import CostAwareRouter
 
             budget = config.budget
@@ -158,6 +164,12 @@ class CoESession:
         # request objects equal to earlier ones. A request whose content already has an answer is
         # not run again; extra copies (lm-eval pads a rank with its last request) reuse the last
         # answer, so every rank runs the same pool passes.
+        if self.router.kind == "cascade":
+            refused = sorted(kind for kind, reqs in work.items() if kind != "generate_until" and reqs)
+            if refused:
+                raise RoutingError(f"a cascade router reads the first expert's generated answer, so it serves "
+                                   f"generate_until tasks only, and {refused} requests came (a task scored by "
+                                   f"log-likelihood?). Run a generative task, or use a query or subject router.")
         needed: list[tuple[str, Any, str]] = []
         current_keys: list[str] = []
         filling: set[tuple[str, str]] = set()  # keys first answered in this call (repeats run each)
@@ -169,19 +181,34 @@ class CoESession:
                 if not self._stash[(kind, key)] or (kind, key) in filling:
                     filling.add((kind, key))
                     needed.append((kind, request, key))
-        experts = self.route([document_of(r) for _, r, _ in needed]) if needed else []
-        jobs = []
-        occurrence: Counter = Counter()
-        for (kind, request, key), expert in zip(needed, experts):
-            expert_request = prepare(expert, kind, request)
-            store_key = key if expert_request is request else request_key(kind, expert_request)
-            # the n-th copy of one request content (repeats) gets its own result-store entry
-            n = occurrence[(expert, kind, store_key)]
-            occurrence[(expert, kind, store_key)] += 1
-            jobs.append(Job(expert, kind, expert_request, store_key if n == 0 else f"{store_key}#{n}"))
+        documents = [document_of(r) for _, r, _ in needed]
+        experts = self.route(documents) if needed else []
+
+        def jobs_of(items: Sequence[tuple[str, Any, str]], chosen: Sequence[str]) -> list[Job]:
+            jobs = []
+            occurrence: Counter = Counter()
+            for (kind, request, key), expert in zip(items, chosen):
+                expert_request = prepare(expert, kind, request)
+                store_key = key if expert_request is request else request_key(kind, expert_request)
+                # the n-th copy of one request content (repeats) gets its own result-store entry
+                n = occurrence[(expert, kind, store_key)]
+                occurrence[(expert, kind, store_key)] += 1
+                jobs.append(Job(expert, kind, expert_request, store_key if n == 0 else f"{store_key}#{n}"))
+            return jobs
+
+        def run(jobs: list[Job]) -> list[Any]:
+            return self.pool.run(jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1,
+                                 keep_last=not pending)
+
+        jobs = jobs_of(needed, experts)
         # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
-        answers = [] if answered_ahead and not jobs else self.pool.run(
-            jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1, keep_last=not pending)
+        answers = [] if answered_ahead and not jobs else run(jobs)
+        if self.router.kind == "cascade" and needed:
+            escalated = self._escalate(documents, experts, answers)
+            second = [needed[i] for i in escalated]
+            for i, answer in zip(escalated, run(jobs_of(second, [self.routes[documents[i].key].expert
+                                                                 for i in escalated]))):
+                answers[i] = answer
         for (kind, _, key), answer in zip(needed, answers):
             self._stash[(kind, key)].append(answer)
         served: Counter = Counter()
@@ -191,6 +218,32 @@ class CoESession:
             results.append(stashed[min(served[key], len(stashed) - 1)])
             served[key] += 1
         return results
+
+    def _escalate(self, documents: Sequence[RoutingDocument], experts: Sequence[str], answers: Sequence[Any]) -> list[int]:
+        """A cascade's second decision, once per document its first expert answered: reads those answers
+        (a document's requests joined) and returns the positions whose requests the second expert answers."""
+        first = self.config.played_by(self.router.first)
+        second = self.config.played_by(self.router.second)
+        answered: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for document, expert, answer in zip(documents, experts, answers):
+            routed = self.routes[document.key]
+            if expert == first and routed.first_expert is None and routed.decision.expert == self.router.first:
+                answered[document.key].append(answer if isinstance(answer, str) else "")
+        if answered:
+            undecided = [self.routes[key].document for key in answered]
+            start = time.perf_counter()
+            escalate, gain = self.router.escalate(undecided, ["\n".join(answered[d.key]) for d in undecided],
+                                                  self.gain_threshold)
+            self.router_seconds += time.perf_counter() - start
+            for document, up, value in zip(undecided, escalate.tolist(), gain.tolist()):
+                chosen = self.router.second if up else self.router.first
+                reason = (f"cascade: escalated (expected gain {value:.4f} > {self.gain_threshold:.4g})" if up else
+                          f"cascade: first expert's answer kept (expected gain {value:.4f} <= {self.gain_threshold:.4g})")
+                self.routes[document.key] = RoutedDocument(document, second if up else first,
+                                                           RouteDecision(chosen, float(value), None, reason), reason,
+                                                           first_expert=first)
+        return [i for i, (document, expert) in enumerate(zip(documents, experts))
+                if expert == first and self.routes[document.key].expert == second != first]
 
     # -- record ----------------------------------------------------------------------------
     def log_rows(self) -> list[dict[str, Any]]:
@@ -204,6 +257,7 @@ class CoESession:
                 "score": routed.decision.score,
                 "subject": routed.decision.subject,
                 "reason": routed.reason,
+                **({"first_expert": routed.first_expert} if routed.first_expert is not None else {}),
             })
         rows.sort(key=_log_order)
         return rows
@@ -211,8 +265,12 @@ class CoESession:
     def summary(self, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
         rows = self.log_rows() if rows is None else rows
         counts: dict[str, Counter] = defaultdict(Counter)
+        called: Counter = Counter()  # documents each expert answered, a cascade's first expert included
         for row in rows:
             counts[row["task"]][row["expert"]] += 1
+            called[row["expert"]] += 1
+            if row.get("first_expert") not in (None, row["expert"]):
+                called[row["first_expert"]] += 1
         manifest_path = self.config.router / "router.json"
         manifest = json.loads(manifest_path.read_text())
         return {
@@ -232,14 +290,14 @@ class CoESession:
             "answers_from_result_cache": dict(self.pool.from_store),
             "router_seconds": self.router_seconds,
             **({"memory": self.pool.memory} if self.pool.memory is not None else {}),
-            "spend": self.spend(counts),
+            "spend": self.spend(called),
             "cost_routing": self.router.describe() if hasattr(self.router, "describe") else None,
         }
 
-    def spend(self, counts: dict[str, Counter]) -> dict[str, Any]:
-        """Per expert: documents routed to it, and this rank's requests, generated tokens, wall
-        seconds (answers from the result store cost nothing); ``cost`` where the config gives one."""
-        documents = sum(counts.values(), Counter())
+    def spend(self, documents: Counter) -> dict[str, Any]:
+        """Per expert: documents it answered (``documents``; a cascade's first expert answers every
+        document it saw), and this rank's requests, generated tokens, wall seconds (answers from the
+        result store cost nothing); ``cost`` where the config gives one."""
         measured = self.pool.spend.record()
         out: dict[str, Any] = {}
         for name in self.config.experts:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -208,3 +208,24 @@ class CostAwareRouter:
 def calibration_missing(folder: str) -> RouterFormatError:
     return RouterFormatError(f"router {folder!r} stores no calibration scores, which a budget needs; re-train it "
                              f"with this version (benchcoe train --router query), or give cost_weight instead.")
+
+
+def cascade_gain_threshold(router: Router, config: Any) -> float:
+    """The expected gain above which a cascade escalates, from the config's ``cost_weight`` or ``budget``:
+    ``cost_weight x cost(second)``. A budget fixes the weight on the cascade's calibration documents,
+    where escalating costs both experts (the first answered already) and a share budget counts the
+    second expert's share. No cost setting: 0 (escalate wherever the second is expected to do better)."""
+    if config.cost_weight is None and config.budget is None:
+        return 0.0
+    experts = list(router.experts_)
+    costs = cost_vector(experts, config.router_costs(experts), "the cascade's experts")
+    paid = np.array([costs[0], costs[0] + costs[1]])
+    if config.budget is None:
+        return finite_non_negative(config.cost_weight, "cost_weight") * float(costs[1])
+    budget = config.budget
+    if budget.share is not None:
+        if budget.expert not in (None, router.second, config.played_by(router.second)):
+            raise ConfigError(f"budget.expert {budget.expert!r}: a cascade's share budget counts its second expert "
+                              f"{config.played_by(router.second)!r}; drop budget.expert or name that one.")
+        budget = replace(budget, expert=router.second)
+    return calibrate_cost_weight(router.calibration_scores(), paid, budget, experts) * float(costs[1])

@@ -19,6 +19,7 @@ ROUTER_KINDS = {
     "table": "benchcoe_plugins.routers.table:TableRouter",
     "subject": "benchcoe_plugins.routers.subject:SubjectRouter",
     "query": "benchcoe_plugins.routers.query:QueryRouter",
+    "cascade": "benchcoe_plugins.routers.cascade:CascadeRouter",
 }
 
 

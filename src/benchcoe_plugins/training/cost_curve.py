@@ -138,8 +138,9 @@ def operating_point(points: tuple[list[float], list[dict[str, Any]]], share: flo
 
 def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
                accuracy_choices: np.ndarray, strong: str | None = None, weak: str | None = None,
-               calibration_scores: np.ndarray | None = None) -> dict[str, Any]:
-    """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns."""
+               calibration_scores: np.ndarray | None = None, reference_cost: float | None = None) -> dict[str, Any]:
+    """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns;
+    ``reference_cost``: what the mean-cost budgets are fractions of (default: the strong expert's cost)."""
     correct = np.asarray(correct, dtype=np.float64)  # float32 means put a point recovering exactly p below p
     experts = list(experts)
     strong = strong or experts[int(np.argmax(costs))]
@@ -187,18 +188,43 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
                                  float(min(p["cost"] for p in matching) / singles[strong]["cost"])),
     }
     if calibration_scores is not None:
-        result["calibrated_budgets"] = calibrated_budgets(calibration_scores, scores, correct, experts, costs, strong)
+        result["calibrated_budgets"] = calibrated_budgets(calibration_scores, scores, correct, experts, costs, strong,
+                                                          reference_cost)
     return result
 
 
+def cascade_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
+                  calibration_scores: np.ndarray) -> dict[str, Any]:
+    """:func:`cost_curve` of a cascade ([first, second]): escalating costs the first expert's cost plus the
+    second's, so the sweep runs on those costs (choosing by gain > cost_weight x cost(second)); the second
+    expert's own point and the cost of matching it are then given at its cost alone."""
+    first_cost, second_cost = float(costs[0]), float(costs[1])
+    paid = np.array([first_cost, first_cost + second_cost])
+    accuracy_choices = (np.asarray(scores)[:, 1] > np.asarray(scores)[:, 0]).astype(int)
+    curve = cost_curve(scores, correct, experts, paid, accuracy_choices, strong=experts[1], weak=experts[0],
+                       calibration_scores=calibration_scores, reference_cost=second_cost)
+    curve["singles"][experts[1]]["cost"] = second_cost
+    candidates = curve["sweep"] + [{**v, "name": k} for k, v in curve["singles"].items()]
+    curve["pareto_front"] = [candidates[i] for i in pareto_front(candidates)]
+    curve["costs"] = {experts[0]: first_cost, experts[1]: second_cost}
+    if curve["cost_to_match_strong"] is not None:
+        curve["cost_to_match_strong"] *= paid[1] / second_cost
+    curve["cascade"] = {"first": experts[0], "second": experts[1],
+                        "note": "the first expert answers every document; strong_share is the share escalated to "
+                                "the second, and every cost includes the first expert's"}
+    return curve
+
+
 def calibrated_budgets(calibration_scores: np.ndarray, scores: np.ndarray, correct: np.ndarray,
-                       experts: Sequence[str], costs: np.ndarray, strong: str) -> list[dict[str, Any]]:
+                       experts: Sequence[str], costs: np.ndarray, strong: str,
+                       reference_cost: float | None = None) -> list[dict[str, Any]]:
     """Strong-share and mean-cost budgets calibrated on the router's calibration documents, applied
     to the held-out ones: what a deployed budget gives, with the stated tolerance."""
     correct = np.asarray(correct, dtype=np.float64)
     strong_index = list(experts).index(strong)
     budgets = [Budget(share=p, expert=strong) for p in (0.2, 0.3, 0.5, 0.8)]
-    budgets += [Budget(mean_cost=round(f * float(costs[strong_index]), 6)) for f in (0.3, 0.5)]
+    reference = float(costs[strong_index]) if reference_cost is None else reference_cost
+    budgets += [Budget(mean_cost=round(f * reference, 6)) for f in (0.3, 0.5)]
     rows = []
     for budget in budgets:
         try:
@@ -247,10 +273,12 @@ def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     sweep = sorted(curve["sweep"], key=lambda p: p["cost"])
     ax.plot([p["cost"] for p in sweep], [p["accuracy"] for p in sweep], "-", color=ROLE_COLORS["router"],
-            label="router swept over cost weight", zorder=2)
+            label="cascade swept over its escalation threshold" if curve.get("cascade") else "router swept over cost weight",
+            zorder=2)
     mix = curve["random_mix"]
     ax.plot([p["cost"] for p in mix], [p["accuracy"] for p in mix], "--", color="black", alpha=0.6,
-            label=f"random mix {curve['weak']} / {curve['strong']}")
+            label=(f"random escalation {curve['weak']} -> {curve['strong']}" if curve.get("cascade")
+                   else f"random mix {curve['weak']} / {curve['strong']}"))
     best = max(curve["singles"], key=lambda name: curve["singles"][name]["accuracy"])
     for name, point in curve["singles"].items():
         ax.scatter(point["cost"], point["accuracy"], zorder=3,

@@ -36,6 +36,7 @@ class ExpertRow:
     document: RoutingDocument
     correct: float
     subject: str | None = None
+    output: str | None = None  # the expert's answer text, where the source logs it (sample logs)
 
 
 @dataclass

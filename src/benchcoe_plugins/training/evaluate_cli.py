@@ -35,11 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cost.add_argument("--no-cost-curve", action="store_true")
 
 
+def cascade_choices(router: Any, data: BenchmarkData, outputs: list[str] | None,
+                    gain_threshold: float = 0.0) -> list[str]:
+    """Which expert's answer counts per document: the second where the cascade escalates."""
+    if outputs is None:
+        raise RecordsError("a cascade router is evaluated on the first expert's answer texts; give --records or "
+                           "--samples that hold them.")
+    escalated, _ = router.escalate(data.documents, outputs, gain_threshold)
+    return [router.second if up else router.first for up in escalated.tolist()]
+
+
 def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048,
-                    scenario: dict[str, Any] | None = None) -> dict[str, Any]:
+                    scenario: dict[str, Any] | None = None, outputs: list[str] | None = None) -> dict[str, Any]:
     """Routes ``test`` (batched, with a progress bar) and compares with the baselines from ``train``
     (the documents the router's final fit saw: the best single expert is chosen there too).
-    ``scenario`` (see :mod:`.scenarios`) says what ``test`` is; the reports print it."""
+    ``scenario`` (see :mod:`.scenarios`) says what ``test`` is; the reports print it. ``outputs``: a
+    cascade's first-expert answer texts of ``test``."""
     from tqdm.auto import tqdm
 
     from benchcoe_plugins.routers.guard import guard_note
@@ -52,8 +63,11 @@ def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batc
     test = test.select_experts(router.experts_)
     train = train.select_experts(router.experts_)
     choices: list[str | None] = []
-    for start in tqdm(range(0, len(test), batch_size), desc="routing", unit="batch", disable=len(test) <= batch_size):
-        choices.extend(router.predict(test.documents[start:start + batch_size]))
+    if router.kind == "cascade":
+        choices.extend(cascade_choices(router, test, outputs))
+    else:
+        for start in tqdm(range(0, len(test), batch_size), desc="routing", unit="batch", disable=len(test) <= batch_size):
+            choices.extend(router.predict(test.documents[start:start + batch_size]))
     if not len(train):
         raise RecordsError("no training documents in the split: baselines (best single, true-subject table) "
                            "need the training part.")
@@ -123,14 +137,23 @@ def run(args: argparse.Namespace) -> int:
             scenario = validation_scenario(split)
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
-    wants_curve = not args.no_cost_curve and callable(getattr(router, "expected_accuracy", None))
+    cascade = router.kind == "cascade"
+    if cascade and args.test_source:
+        raise RecordsError("a cascade is evaluated on the source it reads the first expert's answers from; drop "
+                           "--test-source.")
+    wants_curve = not args.no_cost_curve and (cascade or callable(getattr(router, "expected_accuracy", None)))
     costs = expert_costs(args, router) if wants_curve else None
-    evaluation = evaluate_router(router, fit_data, held_out, scenario=scenario)
+    outputs = None
+    if cascade:
+        from benchcoe_plugins.training.outputs import expert_outputs
+
+        outputs = expert_outputs(args, router.first, held_out.select_experts(router.experts_))
+    evaluation = evaluate_router(router, fit_data, held_out, scenario=scenario, outputs=outputs)
     name = json.loads((args.router / "router.json").read_text()).get("name", args.router.name)
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)
     if costs is not None:
-        write_cost_curve(router, held_out, costs, args, output, name)
+        write_cost_curve(router, held_out, costs, args, output, name, outputs)
     print(f"benchcoe evaluate: {name}: {summary_line(evaluation)}")
     if evaluation["guard_note"]:
         print(evaluation["guard_note"])
@@ -158,20 +181,25 @@ def expert_costs(args: argparse.Namespace, router: Any) -> Any:
 
 
 def write_cost_curve(router: Any, held_out: BenchmarkData, costs: Any, args: argparse.Namespace, output: Path,
-                     name: str) -> dict[str, Any]:
-    """The accuracy-cost curve on the held-out documents: JSON, PNG and the summary line."""
+                     name: str, outputs: list[str] | None = None) -> dict[str, Any]:
+    """The accuracy-cost curve on the held-out documents: JSON, PNG and the summary line. A cascade
+    pays its first expert on every document, so its second expert costs both there."""
     import numpy as np
 
-    from benchcoe_plugins.training.cost_curve import cost_curve, plot_cost_curve
+    from benchcoe_plugins.training.cost_curve import cascade_curve, cost_curve, plot_cost_curve
 
     held_out = held_out.select_experts(router.experts_)
-    scores = router.expected_accuracy(held_out.documents)
     index = {e: i for i, e in enumerate(router.experts_)}
-    fallback = getattr(router, "best_expert_", router.experts_[0])
-    choices = np.array([index[c if c is not None else fallback] for c in router.predict(held_out.documents)])
-    calibration = getattr(router, "calibration_scores_", None)
-    curve = cost_curve(scores, held_out.correct, router.experts_, costs, choices, args.strong, args.weak,
-                       calibration_scores=calibration)
+    if router.kind == "cascade":
+        curve = cascade_curve(router.expected_accuracy_given(held_out.documents, outputs), held_out.correct,
+                              router.experts_, costs, router.calibration_scores_)
+    else:
+        scores = router.expected_accuracy(held_out.documents)
+        fallback = getattr(router, "best_expert_", router.experts_[0])
+        choices = np.array([index[c if c is not None else fallback] for c in router.predict(held_out.documents)])
+        calibration = getattr(router, "calibration_scores_", None)
+        curve = cost_curve(scores, held_out.correct, router.experts_, costs, choices, args.strong, args.weak,
+                           calibration_scores=calibration)
     curve["cost_label"] = "billions of parameters" if args.costs is None else f"from {args.costs}"
     output.mkdir(parents=True, exist_ok=True)
     (output / "cost_curve.json").write_text(json.dumps(curve, indent=2) + "\n")

@@ -90,6 +90,14 @@ def row_doc(row: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def first_response(row: Mapping[str, Any]) -> str | None:
+    """The text of the row's first response (``resps``: one list of responses per request), if any."""
+    value = row.get("resps")
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value if isinstance(value, str) else None
+
+
 def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
     doc = row.get("doc")
     if isinstance(doc, Mapping):
@@ -148,7 +156,7 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
                                    f"same folder?); give each expert one run's sample logs.")
             # a task without a subject field (e.g. gsm8k or arc) is its own subject, which the subject and
             # query routers then learn to predict from the text like any subject
-            rows[key] = ExpertRow(document, score, doc_subject(task, doc) or task)
+            rows[key] = ExpertRow(document, score, doc_subject(task, doc) or task, first_response(row))
     return rows, used
 
 

@@ -28,7 +28,9 @@ def positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    parser.add_argument("--router", choices=("subject", "query", "table"), default="query", help="router kind")
+    parser.add_argument("--router", choices=("subject", "query", "table", "cascade"), default="query",
+                        help="router kind; cascade: the first of two --experts answers every document and the "
+                             "second answers again where the first's answer looks wrong")
     parser.add_argument("--name", help="checkpoint name (default: the output folder's name)")
     parser.add_argument("--output", type=Path, help="checkpoint folder (default: router_ckpts/<name>)")
     split = parser.add_argument_group("split")
@@ -66,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="query router: the prior blended with the head is the experts' accuracy on training "
                             "documents with the same value of this document field (MMLU-Pro: src), shrunk toward "
                             "the subject prior; unseen values keep the subject prior")
+    model.add_argument("--fields", nargs="+", metavar="FIELD",
+                       help="cascade: document fields whose values are features too (MMLU-Pro: src)")
+    model.add_argument("--answer-pattern", default=None,
+                       help="cascade: regular expression that finds an answer in the first expert's text "
+                            "(default: lm-eval's mmlu_pro filter, 'answer is (X)')")
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
@@ -100,6 +107,14 @@ def build_router(args: argparse.Namespace) -> Any:
                              batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                              progress=not args.quiet, text=args.text, guard_z=guard_z(args),
                              subject_prior=args.subject_prior)
+    if args.router == "cascade":
+        from benchcoe_plugins.routers.cascade import DEFAULT_ANSWER_PATTERN, CascadeRouter
+
+        if args.backbone != "tfidf":
+            raise RecordsError("the cascade reads TF-IDF features; drop --backbone.")
+        return CascadeRouter(C=args.C, max_features=args.max_features, text=args.text,
+                             answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN, fields=args.fields,
+                             folds=args.folds, seed=args.seed)
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
@@ -185,7 +200,20 @@ def run(args: argparse.Namespace) -> int:
                                                               "description": f"the split of {args.split}"}
     if not len(test):
         raise RecordsError("the test split is empty; evaluation needs held-out documents.")
-    if args.router in ("subject", "query") and not any(d.text for d in train.documents):
+    if args.router == "cascade" and args.test_source:
+        raise RecordsError("--router cascade is trained and tested on one source (it reads the first expert's "
+                           "answer texts there); drop --test-source.")
+    if args.router == "cascade" and len(data.experts) != 2:
+        raise RecordsError(f"--router cascade takes two --experts, the first (answers every document) then the "
+                           f"second; got {data.experts}.")
+    if args.answer_pattern is not None:
+        import re
+
+        try:
+            re.compile(args.answer_pattern)
+        except re.error as error:
+            raise RecordsError(f"--answer-pattern {args.answer_pattern!r} is not a regular expression ({error}).") from None
+    if args.router in ("subject", "query", "cascade") and not any(d.text for d in train.documents):
         raise RecordsError(f"the documents of {data.source} carry no question text, so a text router cannot learn "
                            f"from them; use --router table, or sample logs whose docs hold the question.")
     reason = why_nothing_to_learn(train)
@@ -203,18 +231,27 @@ def run(args: argparse.Namespace) -> int:
     # Which parts the final fit sees. Table/subject routers choose nothing on validation, so with
     # --refit they simply fit on it too; the query router takes validation apart and (refit / cv)
     # ends fitted on both.
-    uses_validation = bool(len(validation)) and (args.refit or (args.router == "query" and args.tuning == "cv"))
+    uses_validation = bool(len(validation)) and (args.refit or args.router == "cascade"
+                                                 or (args.router == "query" and args.tuning == "cv"))
     fitted_on = ["train", "validation"] if uses_validation else ["train"]
     fit_data = parts_subset(data, indices, fitted_on)
     held_validation = (validation.documents, validation.correct, validation.subjects) if len(validation) else None
-    if args.router == "table":
+    test_outputs = None
+    if args.router == "cascade":  # its own cross-validation of the fit documents chooses its setting
+        from benchcoe_plugins.training.outputs import expert_outputs
+
+        first = data.experts[0]
+        test_outputs = expert_outputs(args, first, test)
+        router.fit(fit_data.documents, fit_data.correct, fit_data.experts, expert_outputs(args, first, fit_data),
+                   subjects=fit_data.subjects)
+    elif args.router == "table":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts, subjects=fit_data.subjects,
                    validation=None if uses_validation else held_validation)
     else:
         router.fit(train.documents, train.correct, train.experts, subjects=train.subjects, validation=held_validation)
-    evaluation = evaluate_router(router, fit_data, test, scenario=scenario)
+    evaluation = evaluate_router(router, fit_data, test, scenario=scenario, outputs=test_outputs)
     router.metadata_.update({
         "data": {**data.summary(), "split": {"seed": None if args.split else args.seed,
                                               "file": str(args.split) if args.split else None,
@@ -237,6 +274,11 @@ def run(args: argparse.Namespace) -> int:
     write_split(output / "split.json", data, indices, None if args.split else args.seed, fitted_on=fitted_on,
                 scenario=scenario, test_keys=test.keys() if test_data is not None else None)
     files = write_evaluation(output / "report", name, evaluation, plots_too=not args.no_plots)
+    if args.router == "cascade" and costs is not None:  # what the cascade trades: accuracy against cost
+        from benchcoe_plugins.training.evaluate_cli import write_cost_curve
+
+        write_cost_curve(router, test, np.array([costs[e] for e in router.experts_]), args, output / "report", name,
+                         test_outputs)
     base = evaluation["baselines"]
     print(f"benchcoe train: wrote {output} ({time.time() - started:.0f}s)")
     print(json.dumps({"router": evaluation["accuracy"], **{k: v["accuracy"] for k, v in base.items()},
@@ -247,7 +289,13 @@ def run(args: argparse.Namespace) -> int:
         print(evaluation["guard_note"])
     print(f"report: {files['markdown']}")
     if args.in_sample:
-        in_sample = evaluate_router(router, fit_data, fit_data, scenario=scenario_summary(args, in_sample=True))
+        fit_outputs = None
+        if args.router == "cascade":
+            from benchcoe_plugins.training.outputs import expert_outputs
+
+            fit_outputs = expert_outputs(args, data.experts[0], fit_data)
+        in_sample = evaluate_router(router, fit_data, fit_data, scenario=scenario_summary(args, in_sample=True),
+                                    outputs=fit_outputs)
         in_files = write_evaluation(output / "report" / "in_sample", f"{name} (IN-SAMPLE)", in_sample,
                                     plots_too=not args.no_plots)
         print(f"benchcoe train: {summary_line(in_sample)}")

@@ -1,0 +1,235 @@
+"""Cascade router: the first (cheap) expert answers every document; its answer decides whether the
+second (strong) expert answers again.
+
+A router that decides before any expert runs sees only the question. A cascade also reads what
+the first expert wrote: whether an answer can be extracted at all, how many different answers it
+named, how long it ran, how much it repeated itself. Two logistic heads over the question's
+TF-IDF features, its subject, the values of ``fields`` (MMLU-Pro: ``src``) and those answer
+features give P(first right) and P(second right); a document escalates when
+
+    P(second right) - P(first right) > cost_weight x cost(second)
+
+(``cost_weight = 0``: whenever the second is expected to do better). A budget on the second
+expert's share or on the mean cost fixes ``cost_weight`` on calibration documents (out-of-fold
+scores), as for the query router (:mod:`benchcoe_plugins.routers.cost`), with the cascade's costs:
+the first expert's cost on every document, plus the second's where it escalates.
+
+``C`` (when None) is chosen by ``folds``-fold cross-validation of the fit documents: the setting
+whose out-of-fold escalation order recovers the most accuracy averaged over every escalation share.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from benchcoe_plugins.core.documents import RoutingDocument, subject_of
+from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
+from benchcoe_plugins.routers.encoders import TfidfEncoder
+from benchcoe_plugins.routers.guard import cross_validation_splits
+from benchcoe_plugins.routers.query import field_value
+from benchcoe_plugins.routers.subject import (
+    LinearHead,
+    check_training_inputs,
+    document_subjects,
+    document_texts,
+    route_readable,
+    sigmoid,
+)
+
+# lm-eval's mmlu_pro answer filter and MMLU-Pro's own extraction look for this phrase
+DEFAULT_ANSWER_PATTERN = r"answer is \(?([A-J])\)?"
+C_GRID = (0.1, 0.3, 1.0, 3.0)
+ANSWER_FEATURES = ("answered", "distinct_answers", "log_characters", "distinct_line_share")
+
+
+def answer_features(outputs: Sequence[str], pattern: str) -> np.ndarray:
+    """(n, 4) per first-expert answer: an answer found, how many different ones, log length, and the
+    share of its non-empty lines that are distinct (a model stuck in a loop repeats lines)."""
+    compiled = re.compile(pattern)
+    rows = []
+    for text in outputs:
+        text = text or ""
+        found = compiled.findall(text)
+        lines = [line for line in text.split("\n") if line.strip()]
+        rows.append([float(bool(found)), float(min(len(set(found)), 3)), math.log1p(len(text)),
+                     len(set(lines)) / len(lines) if lines else 1.0])
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_FEATURES))
+
+
+def recovered_area(gain_order: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
+    """Mean accuracy over every escalation share (0 .. all documents) when documents escalate in order of
+    ``gain_order`` (highest first): the quantity the choice of ``C`` maximises."""
+    order = np.argsort(-gain_order, kind="stable")
+    accuracy = (first.sum() + np.concatenate([[0.0], np.cumsum(second[order] - first[order])])) / len(first)
+    return float(((accuracy[:-1] + accuracy[1:]) / 2).mean())
+
+
+class CascadeRouter(Router):
+    kind = "cascade"
+
+    def __init__(self, C: float | None = None, max_features: int = 30000, text: str = "question+options",
+                 answer_pattern: str = DEFAULT_ANSWER_PATTERN, fields: list[str] | None = None, folds: int = 5,
+                 seed: int = 0) -> None:
+        self.C = C
+        self.max_features = max_features
+        self.text = text
+        self.answer_pattern = answer_pattern
+        self.fields = fields
+        self.folds = folds
+        self.seed = seed
+
+    # -- features ----------------------------------------------------------------------------
+    def _category_columns(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
+        """One-hot of the document's subject and of each of ``fields``' values seen in training."""
+        columns = np.zeros((len(documents), len(self.categories_)), dtype=np.float32)
+        index = {name: i for i, name in enumerate(self.categories_)}
+        for row, document in enumerate(documents):
+            subject = subject_of(document.task, document.doc)
+            names = [f"subject={subject}"] if subject else []
+            names += [f"{f}={value}" for f in self.fields or [] if (value := field_value(document, f)) is not None]
+            for name in names:
+                if name in index:
+                    columns[row, index[name]] = 1.0
+        return columns
+
+    def _features(self, documents: Sequence[RoutingDocument], outputs: Sequence[str]) -> Any:
+        from scipy import sparse
+
+        answers = (answer_features(outputs, self.answer_pattern) - self.answer_mean_) / self.answer_scale_
+        return sparse.hstack([self.tfidf_.transform(document_texts(documents, self.text)),
+                              sparse.csr_matrix(self._category_columns(documents)),
+                              sparse.csr_matrix(answers.astype(np.float32))], format="csr")
+
+    def _prepare(self, documents: Sequence[RoutingDocument], outputs: Sequence[str],
+                 subjects: Sequence[str]) -> Any:
+        """Fits the feature maps (TF-IDF vocabulary, categories, answer-feature scaling) on ``documents``."""
+        self.tfidf_ = TfidfEncoder(self.max_features).fit(document_texts(documents, self.text))
+        names = {f"subject={s}" for s in subjects}
+        for f in self.fields or []:
+            names |= {f"{f}={v}" for d in documents if (v := field_value(d, f)) is not None}
+        self.categories_ = sorted(names)
+        raw = answer_features(outputs, self.answer_pattern)
+        self.answer_mean_ = raw.mean(axis=0)
+        self.answer_scale_ = np.where(raw.std(axis=0) > 0, raw.std(axis=0), 1.0)
+        return self._features(documents, outputs)
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
+            outputs: Sequence[str], subjects: Sequence[str | None] | None = None) -> "CascadeRouter":
+        """``experts`` = [first, second]; ``outputs``: the first expert's answer text per document."""
+        correct = check_training_inputs(documents, correct, experts)
+        if len(experts) != 2:
+            raise RecordsError(f"a cascade has two experts, the first (answers every document) and the second "
+                               f"(answers again where the first seems wrong); got {list(experts)}.")
+        if len(outputs) != len(documents):
+            raise RecordsError(f"{len(outputs)} first-expert answers for {len(documents)} documents.")
+        if not any(outputs):
+            raise RecordsError(f"the records of {experts[0]!r} hold no answer text (generated_text / response / "
+                               f"resps), which a cascade reads; give records or sample logs with the outputs.")
+        if len(documents) < max(20, 2 * self.folds):
+            raise RecordsError(f"{len(documents)} documents are too few for {self.folds}-fold tuning of a cascade.")
+        documents, outputs = list(documents), list(outputs)
+        subject_names = document_subjects(documents, subjects)
+        self.experts_ = list(experts)
+        grid = C_GRID if self.C is None else (self.C,)
+        out_of_fold = {c: np.zeros((len(documents), 2)) for c in grid}
+        for inside, fold in cross_validation_splits(len(documents), self.folds, self.seed):
+            model = CascadeRouter(**self.get_params())
+            features = model._prepare([documents[i] for i in inside], [outputs[i] for i in inside],
+                                      [subject_names[i] for i in inside])
+            fold_features = model._features([documents[i] for i in fold], [outputs[i] for i in fold])
+            for c in grid:
+                head = LinearHead.fit_binary_columns(features, correct[inside], c)
+                out_of_fold[c][fold] = sigmoid(head.logits(fold_features))
+        areas = {c: recovered_area(p[:, 1] - p[:, 0], correct[:, 0], correct[:, 1]) for c, p in out_of_fold.items()}
+        self.C_ = max(grid, key=lambda c: (areas[c], -c))  # first best: the stronger regularisation
+        self.calibration_scores_ = out_of_fold[self.C_].astype(np.float32)
+        self.head_ = LinearHead.fit_binary_columns(self._prepare(documents, outputs, subject_names), correct, self.C_)
+        self.subjects_, self.table_ = [], {}
+        self.metadata_ = {"tuning": {"method": f"{self.folds}-fold cross-validation of the fit documents",
+                                     "C": self.C_, "recovered_area": {str(c): round(a, 6) for c, a in areas.items()},
+                                     "documents": len(documents)},
+                          "first_expert": self.experts_[0], "second_expert": self.experts_[1],
+                          "best_expert": self.experts_[int(np.argmax(correct.mean(axis=0)))]}
+        return self
+
+    # -- inference ---------------------------------------------------------------------------
+    @property
+    def first(self) -> str:
+        return self.experts_[0]
+
+    @property
+    def second(self) -> str:
+        return self.experts_[1]
+
+    def expected_accuracy_given(self, documents: Sequence[RoutingDocument], outputs: Sequence[str]) -> np.ndarray:
+        """(n, 2): P(first right), P(second right), having read the first expert's answers."""
+        if len(outputs) != len(documents):
+            raise ValueError(f"{len(outputs)} first-expert answers for {len(documents)} documents")
+        if not len(documents):
+            return np.zeros((0, 2), dtype=np.float32)
+        return sigmoid(self.head_.logits(self._features(documents, outputs))).astype(np.float32)
+
+    def escalate(self, documents: Sequence[RoutingDocument], outputs: Sequence[str],
+                 gain_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(escalate?, expected gain) per document: escalate where the gain exceeds ``gain_threshold``
+        (``cost_weight x cost(second)``; 0: wherever the second is expected to do better)."""
+        scores = self.expected_accuracy_given(documents, outputs)
+        gain = (scores[:, 1] - scores[:, 0]).astype(np.float64)
+        return gain > gain_threshold, gain
+
+    def calibration_scores(self) -> np.ndarray:
+        return self.calibration_scores_
+
+    def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
+        """Every readable document goes to the first expert; :meth:`escalate` decides on its answer."""
+        return route_readable(documents, lambda readable: [RouteDecision(self.first, None, None, "cascade: first expert")
+                                                           for _ in readable])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        from safetensors.numpy import save_file
+
+        tensors = {**self.head_.tensors("head"), "calibration_scores": self.calibration_scores_,
+                   "answer_mean": self.answer_mean_.astype(np.float64),
+                   "answer_scale": self.answer_scale_.astype(np.float64)}
+        save_file(tensors, str(folder / "cascade.safetensors"))
+        return {"cascade": {"weights": "cascade.safetensors", "C": self.C_, "categories": self.categories_,
+                            "tfidf": self.tfidf_.save(folder), "answer_features": list(ANSWER_FEATURES)}}
+
+    def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
+        from safetensors.numpy import load_file
+
+        state = manifest.get("cascade")
+        if not isinstance(state, dict) or not isinstance(state.get("categories"), list):
+            raise RouterFormatError(f"{folder}: router.json lacks the cascade's state; re-train the router.")
+        if len(self.experts_) != 2:
+            raise RouterFormatError(f"{folder}: a cascade has two experts, this one lists {self.experts_}.")
+        try:
+            tensors = load_file(str(folder / state.get("weights", "cascade.safetensors")))
+        except (OSError, ValueError) as error:
+            raise RouterFormatError(f"{folder}: cascade weights unreadable ({error}); re-train the router.") from None
+        self.C_ = state.get("C")
+        self.categories_ = [str(c) for c in state["categories"]]
+        self.tfidf_ = TfidfEncoder.load(folder, state.get("tfidf", {}))
+        try:
+            self.head_ = LinearHead.from_tensors(tensors, "head")
+            self.calibration_scores_ = tensors["calibration_scores"]
+            self.answer_mean_, self.answer_scale_ = tensors["answer_mean"], tensors["answer_scale"]
+        except KeyError as error:
+            raise RouterFormatError(f"{folder}: cascade weights lack {error}; re-train the router.") from None
+        width = self.tfidf_.dim + len(self.categories_) + len(ANSWER_FEATURES)
+        require_shape(folder, "head.coef", self.head_.coef.shape, (2, width))
+        require_shape(folder, "answer_mean", self.answer_mean_.shape, (len(ANSWER_FEATURES),))
+        require_shape(folder, "answer_scale", self.answer_scale_.shape, (len(ANSWER_FEATURES),))
+        if self.calibration_scores_.ndim != 2 or self.calibration_scores_.shape[1] != 2:
+            raise RouterFormatError(f"{folder}: calibration_scores has shape {self.calibration_scores_.shape}, "
+                                    f"not (documents, 2); re-train the router.")
+        if not np.isfinite(self.head_.coef).all() or not np.isfinite(self.answer_scale_).all():
+            raise RouterFormatError(f"{folder}: the cascade's weights hold NaN or infinite values; re-train it.")

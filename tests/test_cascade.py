@@ -1,0 +1,221 @@
+"""The cascade router on real MMLU-Pro records (Llama-3.1-8B-Instruct first, Llama-3.1-70B second):
+train / evaluate / reload through the CLI, budgets on held-out documents, and the real ``lm_eval``
+CLI with replay experts, where the first expert's recorded text decides each escalation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchcoe_plugins.cli import main
+from benchcoe_plugins.core.config import load_config
+from benchcoe_plugins.routers.base import Router
+from benchcoe_plugins.routers.cascade import DEFAULT_ANSWER_PATTERN, answer_features
+from benchcoe_plugins.routers.cost import cascade_gain_threshold
+from benchcoe_plugins.training.dataset import read_split, split_from_keys
+from benchcoe_plugins.training.outputs import record_outputs
+from benchcoe_plugins.training.records import load_mmlu_pro, read_jsonl
+from conftest import SHARED_DATA, harness_env, read_results, read_samples, run_cli
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mmlu_pro").is_dir(), reason="needs ../shared/data")
+MMLU = SHARED_DATA / "mmlu_pro"
+FIRST, SECOND = "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B"
+COSTS = {"models": {FIRST: {"parameters": 8.0}, SECOND: {"parameters": 70.6}}}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """Every 5th real question (2,407, all subjects) with both experts' records, outputs included."""
+    root = tmp_path_factory.mktemp("cascade_records")
+    rows = [row for i, row in enumerate(read_jsonl(MMLU / "questions.jsonl.gz")) if i % 5 == 0]
+    ids = {row["question_id"] for row in rows}
+    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    (root / "records").mkdir()
+    for expert in (FIRST, SECOND):
+        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(MMLU / "records" / f"{expert}.jsonl.gz")
+                              if r["question_id"] in ids)
+    (root / "costs.json").write_text(json.dumps(COSTS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(records: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cascade") / "router"
+    assert main(["train", "--records", str(records), "--experts", FIRST, SECOND, "--router", "cascade",
+                 "--text", "question+options", "--fields", "src", "--costs", str(records / "costs.json"),
+                 "--quiet", "--no-plots", "--output", str(out)]) == 0
+    return out
+
+
+def held_out(records: Path, router_dir: Path):
+    data = load_mmlu_pro(records, [FIRST, SECOND])
+    return data.subset(split_from_keys(data, read_split(router_dir / "split.json"))["test"])
+
+
+def test_answer_features_read_what_the_first_expert_wrote() -> None:
+    texts = ["Step one.\nThe answer is (C).", "I think A.\nI think A.\nI think A.", "the answer is (B), no, the answer is D", ""]
+    features = answer_features(texts, DEFAULT_ANSWER_PATTERN)
+    assert features[:, 0].tolist() == [1, 0, 1, 0], "an answer the task's filter can extract"
+    assert features[:, 1].tolist() == [1, 0, 2, 0], "how many different answers it named"
+    assert features[1, 3] == pytest.approx(1 / 3) and features[0, 3] == 1.0, "a looping answer repeats its lines"
+    assert features[3, 2] == 0.0 and features[0, 2] == pytest.approx(np.log1p(len(texts[0])))
+
+
+def test_train_evaluate_reload_on_real_records(records: Path, trained: Path, tmp_path: Path, capsys) -> None:
+    manifest = json.loads((trained / "router.json").read_text())
+    assert manifest["kind"] == "cascade" and manifest["experts"] == [FIRST, SECOND]
+    assert manifest["tuning"]["C"] in (0.1, 0.3, 1.0, 3.0) and len(manifest["tuning"]["recovered_area"]) == 4
+    router = Router.load(trained)
+    test = held_out(records, trained)
+    outputs = record_outputs(records, FIRST, test)
+    escalate, gain = router.escalate(test.documents, outputs)
+    again = Router.load(trained).escalate(test.documents, outputs)
+    assert (escalate == again[0]).all() and np.allclose(gain, again[1]), "identical decisions after reload"
+    assert 0.05 < escalate.mean() < 0.95, "it escalates some documents, not all or none"
+    # documents with no extractable answer gain most from escalating: the 8B is almost always wrong there
+    answered = answer_features(outputs, DEFAULT_ANSWER_PATTERN)[:, 0] > 0
+    assert gain[~answered].mean() > gain[answered].mean() + 0.1
+
+    assert main(["evaluate", "--router", str(trained), "--records", str(records), "--experts", FIRST, SECOND,
+                 "--no-plots", "--output", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "CPT(50 %)" in printed
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    chosen = np.where(escalate, test.correct[:, 1], test.correct[:, 0])
+    assert evaluation["documents"] == len(test)
+    assert evaluation["accuracy"] == pytest.approx(chosen.mean(), abs=1e-6), "accuracy of the escalation decisions"
+    curve = json.loads((tmp_path / "eval" / "cost_curve.json").read_text())
+    assert curve["cascade"]["first"] == FIRST and curve["costs"] == {FIRST: 8.0, SECOND: 70.6}
+    assert curve["accuracy_router"]["strong_share"] == pytest.approx(escalate.mean())
+    assert curve["accuracy_router"]["cost"] == pytest.approx(8.0 + 70.6 * escalate.mean()), "the first is always paid"
+    random_at = {round(p["strong_share"], 1): p["accuracy"] for p in curve["random_mix"]}
+    assert curve["at_share"]["0.5"]["router"] > random_at[0.5], "better than escalating at random"
+    assert all(row["holds"] for row in curve["calibrated_budgets"])
+
+
+@pytest.mark.parametrize("budget", [{"share": 0.2}, {"share": 0.5}, {"mean_cost": 40.0}])
+def test_a_budget_holds_on_held_out_documents(records: Path, trained: Path, tmp_path: Path, budget: dict) -> None:
+    router = Router.load(trained)
+    config = load_config({"router": str(trained), "budget": budget,
+                          "experts": {FIRST: {"model": "hf", "model_args": {"pretrained": "x"}, "parameters": 8.0},
+                                      SECOND: {"model": "hf", "model_args": {"pretrained": "y"}, "parameters": 70.6}}},
+                         known_models=lambda: ["hf"])
+    threshold = cascade_gain_threshold(router, config)
+    test = held_out(records, trained)
+    escalate, _ = router.escalate(test.documents, record_outputs(records, FIRST, test), threshold)
+    n, calibration = len(test), len(router.calibration_scores())
+    if "share" in budget:
+        p = budget["share"]
+        tolerance = 3 * np.sqrt(p * (1 - p) * (1 / n + 1 / calibration))
+        assert escalate.mean() <= p + tolerance and escalate.mean() >= p - 0.1
+    else:
+        cost = 8.0 + 70.6 * escalate.mean()
+        assert cost <= 40.0 + 3 * 70.6 * np.sqrt(0.25 * (1 / n + 1 / calibration)) and cost >= 30.0
+    weightless = load_config({**config.raw, "budget": None, "cost_weight": 0}, known_models=lambda: ["hf"])
+    assert cascade_gain_threshold(router, weightless) == 0.0, "cost weight 0: escalate wherever the second is better"
+
+
+def lm_eval_config(tmp_path: Path, router: Path, **extra) -> Path:
+    replay = {FIRST: {"replay": "text"}, SECOND: {"replay": "answer"}}
+    config = {"router": str(router), **extra,
+              "experts": {name: {"model": "coe_replay", "parameters": COSTS["models"][name]["parameters"],
+                                 "model_args": {"records": str(MMLU / "records" / f"{name}.jsonl.gz"),
+                                                "key": "question_id", **replay[name]}} for name in (FIRST, SECOND)}}
+    path = tmp_path / "cascade.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("hf_home")
+    env = harness_env({"HF_HOME": str(home)})
+    run_cli(["benchcoe", "offline-data"], cwd=home, env=env)
+    return env
+
+
+@pytest.mark.slow
+def test_lm_eval_cascade_escalates_on_the_first_experts_answer(env, trained: Path, tmp_path: Path) -> None:
+    """The unchanged ``mmlu_pro_biology`` task through the real CLI: the 8B replays its recorded text,
+    the router reads it, the 70B answers the escalated documents; the score is recomputed exactly."""
+    config = lm_eval_config(tmp_path, trained)
+    out = tmp_path / "out"
+    run_cli(["lm_eval", "--model", "coe", "--model_args", f"config={config}", "--tasks", "mmlu_pro_biology",
+             "--limit", "60", "--output_path", str(out), "--log_samples"], cwd=tmp_path, env=env)
+    samples = read_samples(out)
+    log = [json.loads(line) for line in next(out.rglob("*routing*.jsonl")).read_text().splitlines()]
+    assert len(log) == len(samples) == 60
+    docs = {row["doc_id"]: samples[("mmlu_pro_biology", row["doc_id"])]["doc"] for row in log}
+    texts = {r["question_id"]: r["generated_text"] for r in read_jsonl(MMLU / "records" / f"{FIRST}.jsonl.gz")}
+    second = {r["question_id"]: r for r in read_jsonl(MMLU / "records" / f"{SECOND}.jsonl.gz")}
+    router = Router.load(trained)
+    from benchcoe_plugins.core.documents import RoutingDocument
+
+    documents = [RoutingDocument("mmlu_pro_biology", row["doc_id"], docs[row["doc_id"]]["question"], docs[row["doc_id"]])
+                 for row in log]
+    escalate, gain = router.escalate(documents, [texts[d.doc["question_id"]] for d in documents])
+    assert [row["expert"] for row in log] == [SECOND if up else FIRST for up in escalate.tolist()]
+    assert all(row["first_expert"] == FIRST for row in log)
+    assert np.allclose([row["score"] for row in log], gain, atol=1e-6)
+    assert 0 < escalate.sum() < 60
+
+    def first_correct(doc: dict) -> bool:  # the task's own filter: the first "answer is (X)" of the text
+        found = re.search(r"answer is \(?([ABCDEFGHIJ])\)?", texts[doc["question_id"]])
+        return bool(found) and found.group(1) == doc["answer"]
+
+    expected = np.mean([second[d.doc["question_id"]]["pred"] == d.doc["answer"] if up else first_correct(d.doc)
+                        for d, up in zip(documents, escalate.tolist())])
+    results = read_results(out)
+    assert results["results"]["mmlu_pro_biology"]["exact_match,custom-extract"] == pytest.approx(expected)
+    spend = results["config"]["coe"]["spend"]
+    assert spend[FIRST]["documents"] == 60, "the first expert answered every document"
+    assert spend[SECOND]["documents"] == int(escalate.sum())
+    assert spend[FIRST]["requests"] == 60 and spend[SECOND]["requests"] == int(escalate.sum())
+
+
+@pytest.mark.slow
+def test_lm_eval_cascade_refuses_log_likelihood_tasks_before_any_expert_runs(env, trained: Path, tmp_path: Path) -> None:
+    config = lm_eval_config(tmp_path, trained)
+    result = run_cli(["lm_eval", "--model", "coe", "--model_args", f"config={config}", "--tasks",
+                      "leaderboard_mmlu_pro", "--limit", "3", "--output_path", str(tmp_path / "out")],
+                     cwd=tmp_path, env=env, check=False)
+    assert result.returncode != 0
+    assert "generate_until tasks only" in result.stderr and "loglikelihood" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cascade_bad_input_is_one_line(records: Path, tmp_path: Path, capsys) -> None:
+    def folder(name: str, first_rows) -> Path:
+        root = tmp_path / name
+        (root / "records").mkdir(parents=True)
+        (root / "questions.jsonl.gz").write_bytes((records / "questions.jsonl.gz").read_bytes())
+        (root / "records" / f"{SECOND}.jsonl.gz").write_bytes((records / "records" / f"{SECOND}.jsonl.gz").read_bytes())
+        for expert in (FIRST, "another"):
+            with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in first_rows)
+        return root
+
+    rows = list(read_jsonl(records / "records" / f"{FIRST}.jsonl.gz"))
+    out = tmp_path / "router"
+
+    def train(root: Path, *extra: str) -> str:
+        assert main(["train", "--records", str(root), "--router", "cascade", "--quiet", "--no-plots",
+                     "--output", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not out.exists(), "nothing fitted or written"
+        return err
+
+    three = folder("three", rows)
+    assert "takes two --experts" in train(three, "--experts", FIRST, SECOND, "another")
+    bare = folder("bare", [{k: v for k, v in r.items() if k != "generated_text"} for r in rows])
+    assert "no answer text" in train(bare, "--experts", FIRST, SECOND)
+    assert "not a regular expression" in train(three, "--experts", FIRST, SECOND, "--answer-pattern", "answer is (")
