@@ -99,6 +99,10 @@ def test_train_evaluate_reload_on_real_records(records: Path, trained: Path, tmp
     random_at = {round(p["strong_share"], 1): p["accuracy"] for p in curve["random_mix"]}
     assert curve["at_share"]["0.5"]["router"] > random_at[0.5], "better than escalating at random"
     assert all(row["holds"] for row in curve["calibrated_budgets"])
+    assert main(["report", "--records", str(records), "--router", f"cascade={trained}", "--output",
+                 str(tmp_path / "report")]) == 0
+    reported = json.loads((tmp_path / "report" / "per_subject.json").read_text())["accuracy"]["CoE cascade"]
+    assert reported["overall"] == pytest.approx(chosen.mean()), "report counts the escalated documents' second answers"
 
 
 @pytest.mark.parametrize("budget", [{"share": 0.2}, {"share": 0.5}, {"mean_cost": 40.0}])

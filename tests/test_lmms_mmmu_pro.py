@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 import yaml
-from conftest import REPO, harness_env, run_cli
+from conftest import REPO, SHARED_DATA, harness_env, run_cli
 
 from benchcoe_plugins.offline.mmmu_pro import TASK, VLM_POOL
 
@@ -255,3 +255,44 @@ def test_an_expert_with_its_own_task_prompt_is_warned_about(workspace) -> None:
     assert log.count(warning) == 1, log[-3000:]
     assert f"expert '{FALLBACK}' answers with the task's default ones" in log
     assert "'InternVL2-8B' answers" not in log  # coe_replay has no section of its own
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mmmu_pro").is_dir(), reason="needs ../shared/data")
+def test_cascade_through_lmms_eval_escalates_under_a_budget(workspace) -> None:
+    """A cascade InternVL2-8B -> LLaVA-OV-72B trained on the real MMMU-Pro records, run by the real
+    lmms-eval CLI under ``budget: {share: 0.5}``: the 8B replays its recorded text, the routing log's
+    escalations are the router's own decisions on that text, and ``mmmu_acc`` is recomputed exactly."""
+    from benchcoe_plugins.cli import main
+    from benchcoe_plugins.core.config import load_config
+    from benchcoe_plugins.routers.base import Router
+    from benchcoe_plugins.routers.cost import cascade_gain_threshold
+    from benchcoe_plugins.training.outputs import record_outputs
+    from benchcoe_plugins.training.records import load_mmmu_pro
+
+    first, second = "InternVL2-8B", FALLBACK
+    assert main(["train", "--records", str(SHARED_DATA / "mmmu_pro"), "--experts", first, second, "--router",
+                 "cascade", "--answer-pattern", r"([A-J])", "--text", "question+options", "--quiet", "--no-plots",
+                 "--output", str(workspace / "cascade")]) == 0
+    experts = {first: {**replay_expert(first), "parameters": 8.0}, second: {**replay_expert(second), "parameters": 72.0}}
+    experts[first]["model_args"] = {**experts[first]["model_args"], "replay": "text"}
+    config = {"name": "vlm-cascade", "router": "cascade", "result_cache": False, "budget": {"share": 0.5},
+              "experts": experts}
+    (workspace / "cascade.yaml").write_text(yaml.safe_dump(config))
+    accuracy, samples, routing = read_run(lmms_eval(workspace, "cascade.yaml", "cascade_run", LIMIT))
+
+    router = Router.load(workspace / "cascade")
+    threshold = cascade_gain_threshold(router, load_config(workspace / "cascade.yaml", known_models=lambda: [
+        "coe_replay"]))
+    data = load_mmmu_pro(SHARED_DATA / "mmmu_pro", [first, second])
+    by_id = {d.doc_id: i for i, d in enumerate(data.documents)}
+    ids = [samples[d]["mmmu_acc"]["id"] for d in sorted(samples)]
+    subset = data.subset([by_id[i] for i in ids])
+    escalate, gain = router.escalate(subset.documents, record_outputs(SHARED_DATA / "mmmu_pro", first, subset), threshold)
+    rows = [routing[d] for d in sorted(samples)]
+    assert all(row["first_expert"] == first for row in rows)
+    assert [row["expert"] for row in rows] == [second if up else first for up in escalate.tolist()]
+    assert [round(row["score"], 5) for row in rows] == [round(g, 5) for g in gain.tolist()], "the same text, read alike"
+    assert 0.2 <= escalate.mean() <= 0.8, "about half escalated under the share budget"
+    recorded = records()
+    recomputed = sum(recorded[row["expert"]][i]["correct"] for row, i in zip(rows, ids)) / LIMIT
+    assert accuracy == round(recomputed, 5)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.special import expit  # the logistic function, without overflow warnings at large logits
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
@@ -39,7 +40,6 @@ from benchcoe_plugins.routers.subject import (
     document_subjects,
     document_texts,
     route_readable,
-    sigmoid,
 )
 
 # lm-eval's mmlu_pro answer filter and MMLU-Pro's own extraction look for this phrase
@@ -146,7 +146,7 @@ class CascadeRouter(Router):
             fold_features = model._features([documents[i] for i in fold], [outputs[i] for i in fold])
             for c in grid:
                 head = LinearHead.fit_binary_columns(features, correct[inside], c)
-                out_of_fold[c][fold] = sigmoid(head.logits(fold_features))
+                out_of_fold[c][fold] = expit(head.logits(fold_features))
         areas = {c: recovered_area(p[:, 1] - p[:, 0], correct[:, 0], correct[:, 1]) for c, p in out_of_fold.items()}
         self.C_ = max(grid, key=lambda c: (areas[c], -c))  # first best: the stronger regularisation
         self.calibration_scores_ = out_of_fold[self.C_].astype(np.float32)
@@ -174,7 +174,7 @@ class CascadeRouter(Router):
             raise ValueError(f"{len(outputs)} first-expert answers for {len(documents)} documents")
         if not len(documents):
             return np.zeros((0, 2), dtype=np.float32)
-        return sigmoid(self.head_.logits(self._features(documents, outputs))).astype(np.float32)
+        return expit(self.head_.logits(self._features(documents, outputs))).astype(np.float32)
 
     def escalate(self, documents: Sequence[RoutingDocument], outputs: Sequence[str],
                  gain_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

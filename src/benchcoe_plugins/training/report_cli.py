@@ -99,7 +99,14 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
         routing["best_single"] = test.experts[best]
     for label, router in routers:
         # a document the router cannot place goes to the best single expert, as in evaluate
-        hits = accuracy_of(test.correct, test.experts, router.predict(test.documents),
+        if router.kind == "cascade":  # the second expert's answer counts where the first's answer escalates
+            from benchcoe_plugins.training.evaluate_cli import cascade_choices
+            from benchcoe_plugins.training.outputs import expert_outputs
+
+            choices = cascade_choices(router, test, expert_outputs(args, router.first, test))
+        else:
+            choices = router.predict(test.documents)
+        hits = accuracy_of(test.correct, test.experts, choices,
                            fallback=test.experts[best] if best is not None else None)
         series[f"CoE {label}"] = {s: float(hits[mask[s]].mean()) for s in subjects}
         series[f"CoE {label}"]["overall"] = float(hits.mean())

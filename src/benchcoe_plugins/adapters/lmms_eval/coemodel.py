@@ -192,6 +192,10 @@ class _CoEModel(lmms):
                 continue
             documents = [self._document(r) for r in requests]
             experts = self.session.route(documents)
+            if self.session.router.kind == "cascade":  # its second expert may answer any document the first did
+                second = self.config.played_by(self.session.router.second)
+                escalable = [d for d, e in zip(documents, experts) if e != second]
+                documents, experts = documents + escalable, experts + [second] * len(escalable)
             self._warn_model_specific_settings({(d.task, e) for d, e in zip(documents, experts)})
             for expert in dict.fromkeys(experts):
                 if (request_type, expert) in self._checked:
