@@ -108,10 +108,10 @@ def test_train_evaluate_reload_on_real_records(records: Path, trained: Path, tmp
 @pytest.mark.parametrize("budget", [{"share": 0.2}, {"share": 0.5}, {"mean_cost": 40.0}])
 def test_a_budget_holds_on_held_out_documents(records: Path, trained: Path, tmp_path: Path, budget: dict) -> None:
     router = Router.load(trained)
-    config = load_config({"router": str(trained), "budget": budget,
-                          "experts": {FIRST: {"model": "hf", "model_args": {"pretrained": "x"}, "parameters": 8.0},
-                                      SECOND: {"model": "hf", "model_args": {"pretrained": "y"}, "parameters": 70.6}}},
-                         known_models=lambda: ["hf"])
+    experts = {name: {"model": "coe_replay", "parameters": COSTS["models"][name]["parameters"],
+                      "model_args": {"records": str(records / "records" / f"{name}.jsonl.gz")}} for name in (FIRST, SECOND)}
+    config = load_config({"router": str(trained), "budget": budget, "experts": experts},
+                         known_models=lambda: ["coe_replay"])
     threshold = cascade_gain_threshold(router, config)
     test = held_out(records, trained)
     escalate, _ = router.escalate(test.documents, record_outputs(records, FIRST, test), threshold)
@@ -123,7 +123,7 @@ def test_a_budget_holds_on_held_out_documents(records: Path, trained: Path, tmp_
     else:
         cost = 8.0 + 70.6 * escalate.mean()
         assert cost <= 40.0 + 3 * 70.6 * np.sqrt(0.25 * (1 / n + 1 / calibration)) and cost >= 30.0
-    weightless = load_config({**config.raw, "budget": None, "cost_weight": 0}, known_models=lambda: ["hf"])
+    weightless = load_config({**config.raw, "budget": None, "cost_weight": 0}, known_models=lambda: ["coe_replay"])
     assert cascade_gain_threshold(router, weightless) == 0.0, "cost weight 0: escalate wherever the second is better"
 
 
