@@ -223,3 +223,83 @@ def test_cascade_bad_input_is_one_line(records: Path, tmp_path: Path, capsys) ->
     bare = folder("bare", [{k: v for k, v in r.items() if k != "generated_text"} for r in rows])
     assert "no answer text" in train(bare, "--experts", FIRST, SECOND)
     assert "not a regular expression" in train(three, "--experts", FIRST, SECOND, "--answer-pattern", "answer is (")
+    assert "at least 2 folds" in train(three, "--experts", FIRST, SECOND, "--folds", "1")
+
+
+def session_run(trained: Path, tmp_path: Path, requests: list[dict], experts: dict | None = None,
+                world_size: int = 1, rank_loading: str = "needed"):
+    """A CoESession over the trained cascade with stand-in experts that answer from the records (no model
+    loads): the first returns its recorded text, the second a fixed answer. Returns the session and the
+    (expert, question index, has_image) of every request each expert was called with."""
+    from benchcoe_plugins.core.documents import RoutingDocument
+    from benchcoe_plugins.core.session import CoESession
+
+    questions = list(read_jsonl(MMLU / "questions.jsonl.gz"))[:40]
+    texts = {r["question_id"]: r["generated_text"] for r in read_jsonl(MMLU / "records" / f"{FIRST}.jsonl.gz")}
+    experts = experts or {FIRST: {"model": "hf"}, SECOND: {"model": "hf"}}
+    for name, spec in experts.items():
+        folder = tmp_path / f"weights_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec.setdefault("model_args", {"pretrained": str(folder)})
+    (tmp_path / "coe.yaml").write_text(yaml.safe_dump({"router": str(trained), "experts": experts,
+                                                       "result_cache": False, "rank_loading": rank_loading}))
+    session = CoESession(load_config(tmp_path / "coe.yaml", known_models=lambda: ["hf", "llava_hf"]),
+                         lambda spec: spec.name, world_size=world_size)
+    calls: list[tuple] = []
+
+    def call(model, kind, batch):
+        calls.extend((model, r["i"], r["image"]) for r in batch)
+        return [texts[questions[r["i"]]["question_id"]] if model == FIRST else "The answer is (A)." for r in batch]
+
+    def document(r):
+        q = questions[r["i"]]
+        return RoutingDocument("mmlu_pro_biology", r["i"], q["question"], q, r["image"])
+
+    session.answer("generate_until", requests, None, document, lambda e, k, r: r, lambda k, r: str(r["i"]), call)
+    return session, calls
+
+
+def test_copies_of_a_request_do_not_change_the_escalation(trained: Path, tmp_path: Path) -> None:
+    """lm-eval pads a rank with copies of its last request and repeats requests: the cascade must read
+    each distinct request once, so N ranks decide as one process."""
+    once, _ = session_run(trained, tmp_path / "once", [{"i": i, "image": None} for i in range(20)])
+    copies, _ = session_run(trained, tmp_path / "copies", [{"i": i, "image": None} for i in range(20) for _ in (0, 1)])
+    decisions = {k: (r.expert, r.decision.score) for k, r in once.routes.items()}
+    assert decisions == {k: (r.expert, r.decision.score) for k, r in copies.routes.items()}
+    assert len({expert for expert, _ in decisions.values()}) == 2, "some escalate, some not: the test can fail"
+
+
+def test_every_expert_loads_once_per_rank_with_rank_loading_all(trained: Path, tmp_path: Path) -> None:
+    session, _ = session_run(trained, tmp_path, [{"i": i, "image": None} for i in range(20)], world_size=2,
+                             rank_loading="all")
+    assert dict(session.pool.loads) == {FIRST: 1, SECOND: 1}
+
+
+def test_image_free_documents_never_escalate_to_an_expert_that_needs_an_image(trained: Path, tmp_path: Path) -> None:
+    experts = {FIRST: {"model": "hf", "modality": "text"}, SECOND: {"model": "llava_hf", "modality": "vision"}}
+    session, calls = session_run(trained, tmp_path, [{"i": i, "image": False} for i in range(20)], experts=experts)
+    assert not [c for c in calls if c[0] == SECOND], "the image-only expert got an image-free document"
+    reasons = [r.reason for r in session.routes.values()]
+    assert any("needs an image" in reason for reason in reasons), "some would have escalated: the test can fail"
+
+
+@pytest.mark.parametrize("damage", ["pattern", "nan"])
+def test_a_damaged_cascade_folder_is_one_error_at_load(trained: Path, tmp_path: Path, damage: str) -> None:
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from benchcoe_plugins.core.errors import RouterFormatError
+
+    folder = tmp_path / "router"
+    shutil.copytree(trained, folder)
+    if damage == "pattern":
+        manifest = json.loads((folder / "router.json").read_text())
+        manifest["params"]["answer_pattern"] = "answer is ("
+        (folder / "router.json").write_text(json.dumps(manifest))
+    else:
+        tensors = load_file(str(folder / "cascade.safetensors"))
+        tensors["head.intercept"] = np.full_like(tensors["head.intercept"], np.nan)
+        save_file(tensors, str(folder / "cascade.safetensors"))
+    with pytest.raises(RouterFormatError, match="re-train"):
+        Router.load(folder)

@@ -196,19 +196,16 @@ class CoESession:
                 jobs.append(Job(expert, kind, expert_request, store_key if n == 0 else f"{store_key}#{n}"))
             return jobs
 
-        def run(jobs: list[Job]) -> list[Any]:
+        def run(jobs: list[Job], walk: Sequence[str] | None = None) -> list[Any]:
             return self.pool.run(jobs, call, load_all=self.config.rank_loading == "all" and self.world_size > 1,
-                                 keep_last=not pending)
+                                 keep_last=not pending, walk=walk)
 
         jobs = jobs_of(needed, experts)
-        # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
-        answers = [] if answered_ahead and not jobs else run(jobs)
         if self.router.kind == "cascade" and needed:
-            escalated = self._escalate(documents, experts, answers)
-            second = [needed[i] for i in escalated]
-            for i, answer in zip(escalated, run(jobs_of(second, [self.routes[documents[i].key].expert
-                                                                 for i in escalated]))):
-                answers[i] = answer
+            answers = self._run_cascade(needed, documents, experts, jobs, jobs_of, run)
+        else:
+            # a type answered ahead needs no pool pass (the same on every rank, so 'all' stays in step)
+            answers = [] if answered_ahead and not jobs else run(jobs)
         for (kind, _, key), answer in zip(needed, answers):
             self._stash[(kind, key)].append(answer)
         served: Counter = Counter()
@@ -219,15 +216,38 @@ class CoESession:
             served[key] += 1
         return results
 
-    def _escalate(self, documents: Sequence[RoutingDocument], experts: Sequence[str], answers: Sequence[Any]) -> list[int]:
+    def _run_cascade(self, needed: list[tuple[str, Any, str]], documents: list[RoutingDocument], experts: list[str],
+                     jobs: list[Job], jobs_of: Callable, run: Callable) -> list[Any]:
+        """Two pool passes: every expert but the second on its documents (the first on all it was routed),
+        then the second on the documents routed to it and on those the first one's answers escalate. Each
+        pass walks its own experts, so with ``rank_loading: all`` every expert still loads once."""
+        second = self.config.played_by(self.router.second)
+        answers: list[Any] = [None] * len(jobs)
+        first_pass = [i for i, job in enumerate(jobs) if job.expert != second]
+        for i, answer in zip(first_pass, run([jobs[i] for i in first_pass], [n for n in self.config.experts if n != second])):
+            answers[i] = answer
+        escalated = self._escalate(documents, experts, answers, [key for _, _, key in needed])
+        second_pass = [i for i, job in enumerate(jobs) if job.expert == second] + escalated
+        second_jobs = [jobs[i] for i, job in enumerate(jobs) if job.expert == second]
+        second_jobs += jobs_of([needed[i] for i in escalated], [second] * len(escalated))
+        for i, answer in zip(second_pass, run(second_jobs, [second])):
+            answers[i] = answer
+        return answers
+
+    def _escalate(self, documents: Sequence[RoutingDocument], experts: Sequence[str], answers: Sequence[Any],
+                  keys: Sequence[str]) -> list[int]:
         """A cascade's second decision, once per document its first expert answered: reads those answers
-        (a document's requests joined) and returns the positions whose requests the second expert answers."""
+        (each distinct request of the document once, joined: copies from rank padding or repeats do not
+        change what it reads) and returns the positions whose requests the second expert answers."""
         first = self.config.played_by(self.router.first)
         second = self.config.played_by(self.router.second)
         answered: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for document, expert, answer in zip(documents, experts, answers):
+        read: set[tuple[tuple[str, str], str]] = set()
+        for document, expert, answer, key in zip(documents, experts, answers, keys):
             routed = self.routes[document.key]
-            if expert == first and routed.first_expert is None and routed.decision.expert == self.router.first:
+            if (expert == first and routed.first_expert is None and routed.decision.expert == self.router.first
+                    and (document.key, key) not in read):
+                read.add((document.key, key))
                 answered[document.key].append(answer if isinstance(answer, str) else "")
         if answered:
             undecided = [self.routes[key].document for key in answered]
@@ -235,10 +255,13 @@ class CoESession:
             escalate, gain = self.router.escalate(undecided, ["\n".join(answered[d.key]) for d in undecided],
                                                   self.gain_threshold)
             self.router_seconds += time.perf_counter() - start
+            needs_image = not self.config.experts[second].handles_text_only
             for document, up, value in zip(undecided, escalate.tolist(), gain.tolist()):
-                chosen = self.router.second if up else self.router.first
                 reason = (f"cascade: escalated (expected gain {value:.4f} > {self.gain_threshold:.4g})" if up else
                           f"cascade: first expert's answer kept (expected gain {value:.4f} <= {self.gain_threshold:.4g})")
+                if up and document.has_image is False and needs_image:
+                    up, reason = False, f"cascade: first expert's answer kept (image-free document; {second} needs an image)"
+                chosen = self.router.second if up else self.router.first
                 self.routes[document.key] = RoutedDocument(document, second if up else first,
                                                            RouteDecision(chosen, float(value), None, reason), reason,
                                                            first_expert=first)

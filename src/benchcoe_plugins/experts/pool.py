@@ -64,6 +64,7 @@ class ExpertPool:
         self._loaded_name: str | None = None
         self._loaded_model: Any = None
         self._stores: dict[str, ResultStore] = {}
+        self.finished: list[str] = []  # experts whose answers of this run are all stored, for the resume message
         # snapshots before the first load and after each free, only when BENCHCOE_RECORD_MEMORY is set
         self.memory: list[dict[str, Any]] | None = [] if recording_memory() else None
 
@@ -114,15 +115,16 @@ class ExpertPool:
         call: Callable[[Any, str, list[Any]], list[Any]],
         load_all: bool = False,
         keep_last: bool = False,
+        walk: Sequence[str] | None = None,
     ) -> list[Any]:
-        """Answers of ``jobs`` in their order. ``load_all`` loads every expert even without work
-        (collective experts need the same load order on every rank)."""
+        """Answers of ``jobs`` in their order. ``load_all`` loads every expert (of ``walk``, default all)
+        even without work (collective experts need the same load order on every rank)."""
         results: list[Any] = [None] * len(jobs)
         by_expert: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for index, job in enumerate(jobs):
             by_expert[job.expert][job.request_type].append(index)
-        names = list(self.specs) if load_all else self.order(list(by_expert))
-        finished: list[str] = []
+        names = [n for n in self.specs if walk is None or n in walk] if load_all else self.order(list(by_expert))
+        finished = self.finished
         for name in names:
             store = self._store(name)
             work = by_expert.get(name, {})
@@ -159,13 +161,14 @@ class ExpertPool:
                         self.spend.add(name, model, request_type, answers, started)
             except Exception as error:
                 self.release()
-                resume = (f"answers of finished experts {finished} are saved in {self.result_dir}; fix the cause and "
+                resume = (f"answers of finished experts {[n for n in finished if n != name]} are saved in {self.result_dir}; fix the cause and "
                           f"rerun the same command: finished experts are not run again." if store else
                           "fix the cause and rerun the same command (result_cache is off, so every expert runs again).")
                 raise ExpertError(
                     f"expert {name!r} ({self.specs[name].model}) failed: {error!r}. {resume}"
                 ) from error
-            finished.append(name)
+            if name not in finished:
+                finished.append(name)
             if not (keep_last and name == names[-1]):
                 self.release()
         return results

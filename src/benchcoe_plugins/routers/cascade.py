@@ -132,6 +132,9 @@ class CascadeRouter(Router):
         if not any(outputs):
             raise RecordsError(f"the records of {experts[0]!r} hold no answer text (generated_text / response / "
                                f"resps), which a cascade reads; give records or sample logs with the outputs.")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise RecordsError(f"folds={self.folds!r}: the cascade chooses C by cross-validation, which needs at least "
+                               f"2 folds.")
         if len(documents) < max(20, 2 * self.folds):
             raise RecordsError(f"{len(documents)} documents are too few for {self.folds}-fold tuning of a cascade.")
         documents, outputs = list(documents), list(outputs)
@@ -212,6 +215,12 @@ class CascadeRouter(Router):
         if len(self.experts_) != 2:
             raise RouterFormatError(f"{folder}: a cascade has two experts, this one lists {self.experts_}.")
         try:
+            re.compile(self.answer_pattern)
+            document_texts([], self.text)
+        except (re.error, TypeError, ValueError) as error:
+            raise RouterFormatError(f"{folder}: params answer_pattern / text are unusable ({error}); fix "
+                                    f"router.json or re-train the router.") from None
+        try:
             tensors = load_file(str(folder / state.get("weights", "cascade.safetensors")))
         except (OSError, ValueError) as error:
             raise RouterFormatError(f"{folder}: cascade weights unreadable ({error}); re-train the router.") from None
@@ -231,5 +240,6 @@ class CascadeRouter(Router):
         if self.calibration_scores_.ndim != 2 or self.calibration_scores_.shape[1] != 2:
             raise RouterFormatError(f"{folder}: calibration_scores has shape {self.calibration_scores_.shape}, "
                                     f"not (documents, 2); re-train the router.")
-        if not np.isfinite(self.head_.coef).all() or not np.isfinite(self.answer_scale_).all():
+        if not all(np.isfinite(a).all() for a in (self.head_.coef, self.head_.intercept, self.answer_mean_,
+                                                  self.answer_scale_, self.calibration_scores_)):
             raise RouterFormatError(f"{folder}: the cascade's weights hold NaN or infinite values; re-train it.")

@@ -194,7 +194,8 @@ class _CoEModel(lmms):
             experts = self.session.route(documents)
             if self.session.router.kind == "cascade":  # its second expert may answer any document the first did
                 second = self.config.played_by(self.session.router.second)
-                escalable = [d for d, e in zip(documents, experts) if e != second]
+                text_only = self.config.experts[second].handles_text_only  # else image-free documents stay put
+                escalable = [d for d, e in zip(documents, experts) if e != second and (text_only or d.has_image is not False)]
                 documents, experts = documents + escalable, experts + [second] * len(escalable)
             self._warn_model_specific_settings({(d.task, e) for d, e in zip(documents, experts)})
             for expert in dict.fromkeys(experts):
