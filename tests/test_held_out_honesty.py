@@ -97,6 +97,13 @@ def test_a_task_scored_through_two_filters_needs_one_named(slice_dir, tmp_path):
     np.testing.assert_array_equal(chosen.correct, data.correct)
     with pytest.raises(RecordsError, match="no rows of filter 'strict'"):
         load_sample_logs(paths, filter_name="strict")
+    for expert in EXPERTS[:2]:  # a run of one more task, scored through one filter ('none')
+        other = sorted((tmp_path / expert).glob("samples_*.jsonl"))[0]
+        single = other.with_name(other.name.replace("samples_", "samples_single_", 1))
+        rows = [json.loads(line) for line in other.read_text().splitlines() if '"custom-extract"' in line]
+        single.write_text("".join(json.dumps({**r, "filter": "none"}) + "\n" for r in rows))
+    mixed = load_sample_logs(paths, filter_name="custom-extract")
+    assert len(mixed) == len(data) + len(rows), "the single-filter task keeps its rows under --filter"
 
 
 def test_test_source_samples_reads_a_folder_per_expert(slice_dir, subject_router, tmp_path):  # noqa: F811
@@ -286,3 +293,21 @@ def test_report_compares_routers_with_their_own_experts_by_default(slice_dir, tm
     assert "the routers' own" in capsys.readouterr().out
     written = json.loads((tmp_path / "r" / "per_subject.json").read_text())
     assert written["best_single"] in EXPERTS[1:] and EXPERTS[0] not in json.dumps(written)
+
+
+def test_evaluate_refuses_to_call_training_documents_held_out(slice_dir, subject_router, tmp_path, capsys):  # noqa: F811
+    """A split file (or a test source) naming documents the router was fitted on is refused, not scored as
+    held-out; a split whose parts share documents is refused by every command that reads it."""
+    own = json.loads((subject_router / "split.json").read_text())
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps({"train": own["test"], "validation": [], "test": own["train"]}))
+    assert main(["evaluate", "--router", str(subject_router), "--records", str(slice_dir), "--split", str(swapped),
+                 "--no-plots", "--output", str(tmp_path / "ev")]) == 2
+    assert "was fitted on" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+    overlapping = tmp_path / "overlapping.json"
+    overlapping.write_text(json.dumps({**own, "test": own["train"][:50]}))
+    for command in (["evaluate", "--router", str(subject_router)], ["train", "--router", "table", "--output",
+                                                                     str(tmp_path / "t")]):
+        assert main([*command, "--records", str(slice_dir), "--split", str(overlapping), "--no-plots"]) == 2
+        assert "are in both 'train' and 'test'" in capsys.readouterr().err

@@ -247,6 +247,9 @@ def test_benchcoe_cache_lists_and_clears(tmp_path: Path) -> None:
     missing = run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", "zeta"], cwd=tmp_path,
                       check=False)
     assert missing.returncode != 0 and "matches no cached expert" in missing.stderr
+    empty = run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", ""], cwd=tmp_path, check=False)
+    assert empty.returncode != 0 and "--expert is empty" in empty.stderr
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite")) == ["aaaa1111", "cccc3333"], "nothing cleared"
     run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path)], cwd=tmp_path)
     assert not list(tmp_path.glob("*.sqlite*"))
 

@@ -91,3 +91,25 @@ def test_use_cache_refuses_a_changed_routing(replay_workspace: Path) -> None:
     run(replay_workspace, "cached", "coe.yaml", "--use_cache", cache)
     refused = run(replay_workspace, "swapped", "swapped.yaml", "--use_cache", cache, check=False)
     assert refused.returncode != 0 and "holds answers of another model, router or expert set" in refused.stderr
+
+
+def test_a_rank_never_sets_aside_another_ranks_store_file(tmp_path) -> None:
+    """Every rank opens its store at once; rank 0 reading a sibling that rank 1 is still creating must
+    leave it where it is (moving it would leave rank 1 writing to a file that is gone)."""
+    import sqlite3
+
+    from benchcoe_plugins.experts.result_store import FORMAT, VERSION, ResultStore
+
+    creating = sqlite3.connect(tmp_path / "ident.rank1.sqlite", isolation_level=None)
+    creating.execute("BEGIN IMMEDIATE")  # rank 1 inside its create transaction: no tables visible yet
+    creating.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    creating.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, value TEXT)")
+    creating.execute("INSERT INTO meta VALUES ('format', ?), ('version', ?)", (FORMAT, str(VERSION)))
+    assert ResultStore(tmp_path, "ident", rank=0).get_many(["k1"]) == {}
+    creating.execute("COMMIT")
+    creating.execute("INSERT INTO answers VALUES ('k1', ?)", ('"x"',))  # would fail if its file had been moved
+    assert not list(tmp_path.glob("*.unusable-*"))
+    assert ResultStore(tmp_path, "ident", rank=0).get_many(["k1"]) == {"k1": "x"}
+    (tmp_path / "ident.rank2.sqlite").write_bytes(b"not a database")
+    assert ResultStore(tmp_path, "ident", rank=0).get_many(["k2"]) == {}
+    assert (tmp_path / "ident.rank2.sqlite").exists(), "another rank's damaged file is skipped, not moved"

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{identity[:16]}  {label}  {entries} entries  {size:.2f} MB  {when}{note}")
         return 0
     chosen = grouped
+    if args.expert is not None and not args.expert.strip():
+        raise ConfigError("--expert is empty (an unset variable?); give an identity prefix or an expert name, or "
+                          "leave --expert out to clear every expert.")
     if args.expert:
         chosen = {identity: paths for identity, paths in grouped.items()
                   if identity.startswith(args.expert)

@@ -147,9 +147,10 @@ class ResultStore:
         self.path = self.folder / f"{expert_identity}.rank{rank}{SUFFIX}"
         self._connection: sqlite3.Connection | None = None
         self._warned_entries = False
+        self._skipped: set[Path] = set()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._connection = self._open(self.path, create=True)
+            self._connection = self._open(self.path)
             if label is not None and self._connection is not None:
                 self._connection.execute("INSERT OR REPLACE INTO meta VALUES ('expert', ?)", (label,))
         except (OSError, sqlite3.Error, StoreUnusable) as error:
@@ -162,12 +163,13 @@ class ResultStore:
         return self._connection is not None
 
     @staticmethod
-    def _open(path: Path, create: bool) -> sqlite3.Connection | None:
+    def _open(path: Path) -> sqlite3.Connection:
+        """This rank's own store: an unusable file there is set aside and a new one created."""
         try:
-            return open_store_file(path, create)
+            return open_store_file(path, create=True)
         except StoreUnusable as error:
             set_aside(path, str(error))
-        return open_store_file(path, create) if create else None
+        return open_store_file(path, create=True)
 
     def _sibling_paths(self) -> list[Path]:
         """Files of the same expert written by other ranks (a run with another world size)."""
@@ -200,15 +202,26 @@ class ResultStore:
                 break
             connection = self._connection if path == self.path else None
             try:
-                connection = connection or self._open(path, create=False)
-                if connection is not None:
-                    self._read(connection, missing, found)
-            except sqlite3.DatabaseError as error:
-                self._drop(path, connection, str(error))
+                # another rank's file is only read, never set aside: it may be that rank's store being created
+                # right now, and moving it would leave that rank writing to a file that is gone
+                connection = connection or open_store_file(path, create=False)
+                self._read(connection, missing, found)
+            except (StoreUnusable, sqlite3.DatabaseError) as error:
+                if path == self.path:
+                    self._drop(path, connection, str(error))
+                else:
+                    connection = None if isinstance(error, StoreUnusable) else connection
+                    self._skip_sibling(path, error)
             finally:
                 if connection is not None and connection is not self._connection:
                     connection.close()
         return found
+
+    def _skip_sibling(self, path: Path, error: Exception) -> None:
+        if path not in self._skipped:
+            self._skipped.add(path)
+            logger.warning("benchcoe: not reading the result cache file %s of another rank (%s); its answers are "
+                           "recomputed where needed", path.name, error)
 
     def _drop(self, path: Path, connection: sqlite3.Connection | None, why: str) -> None:
         if connection is self._connection:

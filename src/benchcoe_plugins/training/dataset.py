@@ -175,6 +175,14 @@ def read_split(path: Path) -> dict[str, list[str]]:
         raise RecordsError(f"cannot read split file {path}: {error}") from None
     if not isinstance(split, dict) or not any(split.get(n) for n in SPLIT_NAMES):
         raise RecordsError(f"{path} is not a split file: expected lists under {SPLIT_NAMES}.")
+    parts = {name: {str(key) for key in split.get(name) or []} for name in SPLIT_NAMES}
+    for index, first in enumerate(SPLIT_NAMES):
+        for second in SPLIT_NAMES[index + 1:]:
+            shared = parts[first] & parts[second]
+            if shared:
+                raise RecordsError(f"{path}: {len(shared)} documents are in both '{first}' and '{second}' (e.g. "
+                                   f"{sorted(shared)[:2]}), so a figure on them would not be held-out. Give each "
+                                   f"document one part.")
     return split
 
 
@@ -191,6 +199,21 @@ def write_split(path: Path, data: BenchmarkData, indices: Mapping[str, np.ndarra
     if scenario is not None:
         payload["scenario"] = dict(scenario)
     Path(path).write_text(json.dumps(payload) + "\n")
+
+
+def require_held_out(routers: Sequence[tuple[str, Path]], test_keys: set[str]) -> None:
+    """Every router is scored on ``test_keys``: none of them may have been fitted on one of those."""
+    for label, folder in routers:
+        if not (folder / "split.json").is_file():
+            continue
+        own = read_split(folder / "split.json")
+        fitted = {k for part in own.get("fitted_on", ["train"]) for k in own.get(part, [])}
+        overlap = len(fitted & test_keys)
+        if overlap:
+            raise RecordsError(f"router {label!r} was fitted on {overlap} of the {len(test_keys)} test documents (its "
+                               f"split.json differs from the one used), so its figures would not be held-out. Compare "
+                               f"routers trained on the same split (same --seed), or pass --split with documents "
+                               f"none of them saw.")
 
 
 def why_nothing_to_learn(data: BenchmarkData) -> str | None:

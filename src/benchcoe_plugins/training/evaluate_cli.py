@@ -137,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
             scenario = validation_scenario(split)
     if not len(held_out):
         raise RecordsError(f"none of the {args.subset} documents of {split_path} are in the given data.")
+    if not scenario.get("in_sample"):  # a figure called held-out must be on documents the router never fitted
+        from benchcoe_plugins.training.dataset import require_held_out
+
+        require_held_out([(args.router.name, args.router)], set(held_out.keys()))
     cascade = router.kind == "cascade"
     if cascade and args.test_source:
         raise RecordsError("a cascade is evaluated on the source it reads the first expert's answers from; drop "

@@ -43,26 +43,9 @@ def _pairs(items: list[str], flag: str) -> list[tuple[str, Path]]:
     return pairs
 
 
-def require_held_out(routers: list[tuple[str, Path]], test_keys: set[str]) -> None:
-    """Every router is scored on ``test_keys``: none of them may have been fitted on one of those."""
-    from benchcoe_plugins.training.dataset import read_split
-
-    for label, folder in routers:
-        if not (folder / "split.json").is_file():
-            continue
-        own = read_split(folder / "split.json")
-        fitted = {k for part in own.get("fitted_on", ["train"]) for k in own.get(part, [])}
-        overlap = len(fitted & test_keys)
-        if overlap:
-            raise RecordsError(f"router {label!r} was fitted on {overlap} of the {len(test_keys)} test documents (its "
-                               f"split.json differs from the one used), so its figures would not be held-out. Compare "
-                               f"routers trained on the same split (same --seed), or pass --split with documents "
-                               f"none of them saw.")
-
-
 def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
     from benchcoe_plugins.routers.base import Router
-    from benchcoe_plugins.training.dataset import note_outside_split, read_split, split_from_keys
+    from benchcoe_plugins.training.dataset import note_outside_split, read_split, require_held_out, split_from_keys
     from benchcoe_plugins.routers.table import best_single_index
     from benchcoe_plugins.training.dataset import parts_subset
     from benchcoe_plugins.training.metrics import accuracy_of, paired_difference

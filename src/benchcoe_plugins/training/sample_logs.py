@@ -138,13 +138,16 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
             if "doc_id" not in row:
                 raise RecordsError(f"{path}: rows lack doc_id; is this a --log_samples file?")
         filters = sorted({str(row["filter"]) for row in parsed if row.get("filter") is not None})
-        if filter_name is not None and filters and filter_name not in filters:
+        # --filter chooses among a task's several filters; a task scored through one keeps its rows
+        # (lm-eval writes "none" for it), so one run of several tasks stays readable
+        choosing = filter_name is not None and len(filters) > 1
+        if choosing and filter_name not in filters:
             raise RecordsError(f"{path}: no rows of filter {filter_name!r}; its filters are {filters}.")
         if filter_name is None and len(filters) > 1:
             raise RecordsError(f"{path}: task {task} is scored through several filters {filters}; choose the one "
                                f"that gives correctness with --filter NAME.")
         for row in parsed:
-            if filter_name is not None and row.get("filter") not in (None, filter_name):
+            if choosing and row.get("filter") not in (None, filter_name):
                 continue
             score, name = correctness(row, metric, path)
             used.add(name)
