@@ -43,19 +43,21 @@ def test_demo_harness_accuracy_equals_accuracy_from_records(tmp_path) -> None:
     for key, row in samples.items():  # per document, not only on average
         assert bool(row["exact_match"]) == records[routing[key]][row["doc"]["question_id"]]["correct"], key
 
-    # And `benchcoe evaluate`, on the same documents from the records, reports the same accuracy.
+    # And `benchcoe evaluate`, on the same documents from the records, reports the same accuracy. The router
+    # was fitted on some of them, so they are evaluated as what they are: in-sample (evaluate refuses to call
+    # them held-out).
     keys = [f"mmlu_pro_{row['doc']['category'].replace(' ', '_')}/{row['doc']['question_id']}"
             for row in samples.values()]
     split = json.loads((REPO / "router_ckpts" / "mmlu_pro_subject" / "split.json").read_text())
-    split["train"] = [k for k in split["train"] + split["validation"] + split["test"] if k not in set(keys)]
-    split["validation"], split["test"] = [], keys
+    rest = [k for k in split["train"] + split["validation"] + split["test"] if k not in set(keys)]
+    split.update({"train": keys, "validation": [], "test": rest, "fitted_on": ["train"]})
     (tmp_path / "split.json").write_text(json.dumps(split))
     experts = [path.name[: -len(".jsonl.gz")] for path in REPLAY.glob("*.jsonl.gz")]
     run_cli(["benchcoe", "evaluate", "--router", str(REPO / "router_ckpts" / "mmlu_pro_subject"), "--records",
              str(SHARED_DATA / "mmlu_pro"), "--experts", *experts, "--split", str(tmp_path / "split.json"),
-             "--output", str(tmp_path / "evaluate"), "--no-plots"], cwd=tmp_path, env=env)
+             "--subset", "in-sample", "--output", str(tmp_path / "evaluate"), "--no-plots"], cwd=tmp_path, env=env)
     evaluation = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
-    assert evaluation["documents"] == len(samples)
+    assert evaluation["documents"] == len(samples) and evaluation["scenario"]["in_sample"]
     assert evaluation["accuracy"] == pytest.approx(harness, abs=1e-6)
 
 
