@@ -27,7 +27,7 @@ import numpy as np
 from scipy import sparse
 from scipy.special import expit
 
-from benchcoe_plugins.routers.cascade import C_GRID, DEFAULT_ANSWER_PATTERN, answer_features
+from benchcoe_plugins.routers.cascade import C_GRID, DEFAULT_ANSWER_PATTERN, answer_features, recovered_area
 from benchcoe_plugins.routers.cost import parameter_counts
 from benchcoe_plugins.routers.encoders import TfidfEncoder
 from benchcoe_plugins.routers.guard import cross_validation_splits
@@ -74,11 +74,10 @@ def choices(proba: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def escalation_area(proba: np.ndarray, correct: np.ndarray) -> float:
+    """The shipped cascade's criterion, with the kept answer that of the first expert most likely right."""
     best_first = proba[:, :-1].argmax(axis=1)
-    kept = correct[np.arange(len(correct)), best_first]
-    order = np.argsort(-(proba[:, -1] - proba[np.arange(len(proba)), best_first]), kind="stable")
-    accuracy = (kept.sum() + np.concatenate([[0.0], np.cumsum(correct[order, -1] - kept[order])])) / len(kept)
-    return float(((accuracy[:-1] + accuracy[1:]) / 2).mean())
+    rows = np.arange(len(correct))
+    return recovered_area(proba[:, -1] - proba[rows, best_first], correct[rows, best_first], correct[:, -1])
 
 
 def run_seed(data, outputs, costs: np.ndarray, seed: int) -> dict:

@@ -54,6 +54,36 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, check
     return result
 
 
+def mmlu_pro_questions() -> list[dict]:
+    from benchcoe_plugins.training.records import read_jsonl
+
+    return list(read_jsonl(SHARED_DATA / "mmlu_pro" / "questions.jsonl.gz"))
+
+
+def write_mmlu_pro_records(root: Path, rows: list[dict], experts: list[str]) -> Path:
+    """A records folder at ``root``: the question ``rows`` and those experts' real records of them."""
+    import gzip
+
+    from benchcoe_plugins.training.records import read_jsonl
+
+    ids = {row["question_id"] for row in rows}
+    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    (root / "records").mkdir()
+    for expert in experts:
+        source = SHARED_DATA / "mmlu_pro" / "records" / f"{expert}.jsonl.gz"
+        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(source) if r["question_id"] in ids)
+    return root
+
+
+def seeded_harness_env(home: Path) -> dict[str, str]:
+    """The harness environment with ``home`` as HF_HOME, its datasets cache seeded by ``benchcoe offline-data``."""
+    env = harness_env({"HF_HOME": str(home)})
+    run_cli(["benchcoe", "offline-data"], cwd=home, env=env)
+    return env
+
+
 def free_port() -> int:
     """A free local TCP port for torchrun's rendezvous (parallel runs must not share 29500)."""
     with socket.socket() as sock:

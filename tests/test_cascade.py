@@ -21,7 +21,8 @@ from benchcoe_plugins.routers.cost import cascade_gain_threshold
 from benchcoe_plugins.training.dataset import read_split, split_from_keys
 from benchcoe_plugins.training.outputs import record_outputs
 from benchcoe_plugins.training.records import load_mmlu_pro, read_jsonl
-from conftest import SHARED_DATA, harness_env, read_results, read_samples, run_cli
+from conftest import (SHARED_DATA, mmlu_pro_questions, read_results, read_samples, run_cli, seeded_harness_env,
+                      write_mmlu_pro_records)
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "mmlu_pro").is_dir(), reason="needs ../shared/data")
 MMLU = SHARED_DATA / "mmlu_pro"
@@ -32,16 +33,7 @@ COSTS = {"models": {FIRST: {"parameters": 8.0}, SECOND: {"parameters": 70.6}}}
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
     """Every 5th real question (2,407, all subjects) with both experts' records, outputs included."""
-    root = tmp_path_factory.mktemp("cascade_records")
-    rows = [row for i, row in enumerate(read_jsonl(MMLU / "questions.jsonl.gz")) if i % 5 == 0]
-    ids = {row["question_id"] for row in rows}
-    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    (root / "records").mkdir()
-    for expert in (FIRST, SECOND):
-        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(MMLU / "records" / f"{expert}.jsonl.gz")
-                              if r["question_id"] in ids)
+    root = write_mmlu_pro_records(tmp_path_factory.mktemp("cascade_records"), mmlu_pro_questions()[::5], [FIRST, SECOND])
     (root / "costs.json").write_text(json.dumps(COSTS))
     return root
 
@@ -140,10 +132,7 @@ def lm_eval_config(tmp_path: Path, router: Path, **extra) -> Path:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("hf_home")
-    env = harness_env({"HF_HOME": str(home)})
-    run_cli(["benchcoe", "offline-data"], cwd=home, env=env)
-    return env
+    return seeded_harness_env(tmp_path_factory.mktemp("hf_home"))
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ the accuracy router, missing costs fail at start-up, the spend record and the ac
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from benchcoe_plugins.routers.base import Router
 from benchcoe_plugins.routers.cost import Budget, CostAwareRouter, budget_tolerance, calibrate_cost_weight, choose
 from benchcoe_plugins.routers.query import QueryRouter
 from benchcoe_plugins.training.dataset import parts_subset, read_split, split_from_keys, split_indices
-from benchcoe_plugins.training.records import load_mmlu_pro, read_jsonl
-from conftest import SHARED_DATA, read_results, run_cli
+from benchcoe_plugins.training.records import load_mmlu_pro
+from conftest import SHARED_DATA, mmlu_pro_questions, read_results, run_cli, write_mmlu_pro_records
 from coe_workspace import workspace_env
 
 MMLU = SHARED_DATA / "mmlu_pro"
@@ -119,17 +118,7 @@ def test_lm_eval_results_record_what_each_expert_spent(runs) -> None:
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
     """A records folder with every 15th real question (802, all subjects) for the two experts."""
-    root = tmp_path_factory.mktemp("cost_records")
-    rows = [row for i, row in enumerate(read_jsonl(MMLU / "questions.jsonl.gz")) if i % 15 == 0]
-    ids = {row["question_id"] for row in rows}
-    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    (root / "records").mkdir()
-    for expert in (WEAK, STRONG):
-        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(MMLU / "records" / f"{expert}.jsonl.gz")
-                              if r["question_id"] in ids)
-    return root
+    return write_mmlu_pro_records(tmp_path_factory.mktemp("cost_records"), mmlu_pro_questions()[::15], [WEAK, STRONG])
 
 
 def test_evaluate_draws_the_accuracy_cost_curve(records: Path, tmp_path: Path, capsys) -> None:

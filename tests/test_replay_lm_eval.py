@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, harness_env, read_results, read_samples, run_cli
+from conftest import REPO, read_results, read_samples, run_cli, seeded_harness_env
 
 pytestmark = pytest.mark.slow
 TASKS = "mmlu_pro_biology,leaderboard_mmlu_pro"
@@ -17,10 +17,7 @@ REPLAY = REPO / "tasks" / "mmlu_pro" / "replay"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("hf_home")
-    env = harness_env({"HF_HOME": str(home)})
-    run_cli(["benchcoe", "offline-data"], cwd=home, env=env)
-    return env
+    return seeded_harness_env(tmp_path_factory.mktemp("hf_home"))
 
 
 @pytest.fixture(scope="module")

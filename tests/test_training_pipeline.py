@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from benchcoe_plugins.training.dataset import split_indices
 from benchcoe_plugins.training.metrics import routing_entropy
 from benchcoe_plugins.training.records import load_mmlu_pro, load_mmmu, read_jsonl
 from benchcoe_plugins.training.sample_logs import load_sample_logs
+from conftest import write_mmlu_pro_records
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MMLU = SHARED / "mmlu_pro"
@@ -27,20 +27,12 @@ def slice_dir(tmp_path_factory) -> Path:
     """A records folder holding a real 400-question slice (4 subjects) of the shared MMLU-Pro records."""
     root = tmp_path_factory.mktemp("mmlu_slice")
     wanted = {"math": 100, "law": 100, "psychology": 100, "biology": 100}
-    rows, ids = [], set()
+    rows = []
     for row in read_jsonl(MMLU / "questions.jsonl.gz"):
         if wanted.get(row["category"], 0) > 0:
             wanted[row["category"]] -= 1
             rows.append(row)
-            ids.add(row["question_id"])
-    with gzip.open(root / "questions.jsonl.gz", "wt") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    (root / "records").mkdir()
-    for expert in EXPERTS:
-        with gzip.open(root / "records" / f"{expert}.jsonl.gz", "wt") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in read_jsonl(MMLU / "records" / f"{expert}.jsonl.gz")
-                              if r["question_id"] in ids)
-    return root
+    return write_mmlu_pro_records(root, rows, EXPERTS)
 
 
 def write_lm_eval_logs(folder: Path, data, expert: int, drop: int = 0) -> Path:
