@@ -20,6 +20,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
+from benchcoe_plugins.training.mmmu_acc import mmmu_row_score
 from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts, stable_id
 
 DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
@@ -52,7 +53,8 @@ def sample_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple[float, str]:
-    """(0/1 or fractional score, metric used) of one sample row."""
+    """(0/1 or fractional score, metric used) of one sample row. An lmms-eval ``mmmu_acc`` dict is scored
+    as lmms-eval scores it (:mod:`benchcoe_plugins.training.mmmu_acc`)."""
     names = [metric] if metric else [m for m in DEFAULT_METRICS if m in row]
     if not names or names[0] not in row:
         numeric = sorted(k for k, v in row.items() if k not in NOT_METRICS and isinstance(v, (int, float, dict)))
@@ -71,11 +73,12 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
             if isinstance(value.get(field), (int, float, bool)):
                 return float(value[field]), name
         if "answer" in value and "parsed_pred" in value:
-            answer, pred = value["answer"], value["parsed_pred"]
-            answers = answer if isinstance(answer, list) else [answer]
-            preds = pred if isinstance(pred, list) else [pred]
-            norm = lambda x: str(x).strip().lower()  # noqa: E731
-            return float(any(norm(p) == norm(a) for p in preds for a in answers)), name
+            score = mmmu_row_score(value)
+            if score is None:
+                raise RecordsError(f"{path}: metric {name!r} of document {row.get('doc_id')} pairs answer "
+                                   f"{value['answer']!r} with parsed_pred {value['parsed_pred']!r}, a row lmms-eval "
+                                   f"leaves unscored. Choose another metric with --metric.")
+            return score, name
     raise RecordsError(f"{path}: metric {name!r} has value {value!r}, which is not a score. Choose another with --metric.")
 
 
