@@ -82,5 +82,5 @@ def test_lmms_eval_gives_the_expected_score(value: dict[str, Any], layout: str, 
 
 def test_a_row_lmms_eval_leaves_unscored_is_refused() -> None:
     """mmmu_pro counts a row only when answer and parsed_pred are both a letter or both a list."""
-    with pytest.raises(RecordsError, match=r"lmms-eval leaves unscored\. Choose another metric with --metric"):
+    with pytest.raises(RecordsError, match=r"lmms-eval leaves unscored \(both must be a letter, or both a list\)"):
         correctness({"doc_id": 7, "mmmu_acc": pro("A", ["A"])}, None, Path("samples_mmmu_pro_standard.jsonl"))

@@ -20,8 +20,8 @@ from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
-from benchcoe_plugins.training.mmmu_acc import mmmu_row_score
 from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts, stable_id
+from benchcoe_plugins.training.mmmu_acc import mmmu_row_score
 
 DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
 QUESTION_FIELDS = ("question", "problem", "query", "input", "text")
@@ -77,7 +77,8 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
             if score is None:
                 raise RecordsError(f"{path}: metric {name!r} of document {row.get('doc_id')} pairs answer "
                                    f"{value['answer']!r} with parsed_pred {value['parsed_pred']!r}, a row lmms-eval "
-                                   f"leaves unscored. Choose another metric with --metric.")
+                                   f"leaves unscored (both must be a letter, or both a list); use the log lmms-eval "
+                                   f"wrote, or choose another metric with --metric.")
             return score, name
     raise RecordsError(f"{path}: metric {name!r} has value {value!r}, which is not a score. Choose another with --metric.")
 
