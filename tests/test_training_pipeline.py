@@ -14,7 +14,7 @@ from benchcoe_plugins.routers.base import Router
 from benchcoe_plugins.training.dataset import split_indices
 from benchcoe_plugins.training.metrics import routing_entropy
 from benchcoe_plugins.training.records import load_mmlu_pro, load_mmmu, read_jsonl
-from benchcoe_plugins.training.sample_logs import load_sample_logs
+from benchcoe_plugins.training.sample_logs import load_sample_logs, task_of
 from conftest import write_mmlu_pro_records
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -168,13 +168,59 @@ def test_report_from_harness_results_folders(slice_dir, tmp_path):
     data = load_mmlu_pro(slice_dir, EXPERTS[:2])
     runs = [f"{e}={write_lm_eval_logs(tmp_path / e, data, j)}" for j, e in enumerate(EXPERTS[:2])]
     coe = write_lm_eval_logs(tmp_path / "coe", data, 0)
-    (coe / "routing_2025.jsonl").write_text("".join(json.dumps({"task": d.task, "doc_id": i, "expert": EXPERTS[0]}) + "\n"
-                                                    for i, d in enumerate(data.documents)))
+    # the routing log names documents as the harness does: task and the task's own doc_id
+    routed = [{"task": task_of(path), "doc_id": json.loads(line)["doc_id"], "expert": EXPERTS[0]}
+              for path in sorted(coe.glob("samples_*.jsonl")) for line in path.read_text().splitlines()]
+    (coe / "routing_2025.jsonl").write_text("".join(json.dumps(r) + "\n" for r in routed))
     assert main(["report", "--run", runs[0], "--run", runs[1], "--run", f"coe={coe}", "--output", str(tmp_path / "r")]) == 0
     table = json.loads((tmp_path / "r" / "per_subject.json").read_text())
     assert table["accuracy"]["coe"]["math"] == pytest.approx(table["accuracy"][EXPERTS[0]]["math"])
     assert table["routing"]["coe"]["documents_per_expert"] == {EXPERTS[0]: 400}
     assert table["accuracy"][EXPERTS[1]]["overall"] == pytest.approx(float(data.correct[:, 1].mean()))
+
+def write_math_run(folder: Path, scores: dict[str, list[float]]) -> Path:
+    """An lm-eval output folder of task mmlu_pro_math: per filter name, the scores of questions 0, 1, ..."""
+    folder.mkdir(parents=True)
+    rows = [{"doc_id": i, "doc": {"question_id": i, "category": "math", "question": f"q{i}"}, "target": "A",
+             "resps": [["x"]], "filtered_resps": ["x"], "filter": name, "exact_match": score}
+            for name, values in scores.items() for i, score in enumerate(values)]
+    (folder / "samples_mmlu_pro_math_2025-01-01T00-00-00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "results_2025-01-01T00-00-00.json").write_text(json.dumps({"results": {}}))
+    return folder
+
+
+def test_report_scores_each_run_through_the_chosen_filter(tmp_path, capsys):
+    runs = [f"--run={name}={write_math_run(tmp_path / name, {'strict-match': [right] * 4, 'flexible-extract': [0.0] * 4})}"
+            for name, right in (("a", 1.0), ("b", 0.0))]
+    assert main(["report", *runs, "--filter", "strict-match", "--output", str(tmp_path / "r")]) == 0
+    table = json.loads((tmp_path / "r" / "per_subject.json").read_text())
+    assert table["accuracy"]["a"]["overall"] == 1.0 and table["documents"]["overall"] == 4
+    capsys.readouterr()
+    assert main(["report", *runs, "--output", str(tmp_path / "r2")]) == 2
+    error = capsys.readouterr().err
+    assert "several filters ['flexible-extract', 'strict-match']" in error and "--filter NAME" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "r2").exists()
+
+
+def test_report_compares_runs_over_the_documents_all_of_them_scored(tmp_path, capsys):
+    small = write_math_run(tmp_path / "small", {"none": [1.0, 1.0]})
+    big = write_math_run(tmp_path / "big", {"none": [1.0, 1.0] + [0.0] * 8})
+    (big / "routing_2025.jsonl").write_text("".join(json.dumps({"task": "mmlu_pro_math", "doc_id": i, "expert": "x"}) + "\n"
+                                                    for i in range(10)))
+    runs = [f"--run=small={small}", f"--run=big={big}"]
+    assert main(["report", *runs, "--output", str(tmp_path / "r")]) == 0
+    assert "every figure is over the 2 documents all of them scored" in capsys.readouterr().out
+    table = json.loads((tmp_path / "r" / "per_subject.json").read_text())
+    assert table["accuracy"]["big"] == {"math": 1.0, "overall": 1.0} and table["documents"]["overall"] == 2
+    assert table["shared_documents"] == {"documents": 2, "documents_per_run": {"small": 2, "big": 10}}
+    assert table["routing"]["big"]["documents_per_expert"] == {"x": 2}
+    assert "over the 2 documents all runs scored (documents per run: small 2, big 10)" in (
+        tmp_path / "r" / "per_subject.md").read_text()
+    assert main(["report", *runs, "--strict-missing", "--output", str(tmp_path / "r2")]) == 2
+    error = capsys.readouterr().err
+    assert "hold different documents (per run: small 2, big 10; 2 in all of them)" in error
+    assert len(error.splitlines()) == 1
+
 
 
 def test_cli_errors_are_clear(slice_dir, tmp_path, capsys):

@@ -5,19 +5,22 @@ Two sources:
 - records + router checkpoints: ``--records DIR --experts ... --router subject=router_ckpts/mmlu_pro_subject
   --router query=router_ckpts/mmlu_pro_query``; evaluated on the first router's held-out test split.
 - harness results folders: ``--run NAME=DIR`` per expert run and per CoE run (each holding
-  results_*.json + samples_*.jsonl per task; a CoE run's routing_*.jsonl adds its routing counts).
+  results_*.json + samples_*.jsonl per task; a CoE run's routing_*.jsonl adds its routing counts), read
+  as training reads sample logs (--filter, --metric) and compared over the documents every run scored
+  (said in the output; --strict-missing refuses runs that scored different documents).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.dataset import ExpertRow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,47 +104,84 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     return subjects + ["overall"], series, counts, routing
 
 
-def _subject_for(task: str, row: dict[str, Any]) -> str:
-    from benchcoe_plugins.training.sample_logs import doc_subject, row_doc
+def _subject_for(task: str, doc: dict[str, Any]) -> str:
+    from benchcoe_plugins.training.sample_logs import doc_subject
 
-    subject = doc_subject(task, row_doc(row))
+    subject = doc_subject(task, doc)
     if subject:
         return subject
     return task.replace("mmlu_pro_", "").replace("_", " ")
 
 
-def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
-    from benchcoe_plugins.core.jsonl import read_jsonl
-    from benchcoe_plugins.training.sample_logs import correctness, sample_files, task_of
+def _run_rows(name: str, folder: Path, args: argparse.Namespace) -> dict[Any, ExpertRow]:
+    """One harness run's score per document, keyed as training keys documents (task, own id)."""
+    from benchcoe_plugins.training.sample_logs import read_expert_log
 
-    series: dict[str, dict[str, float]] = {}
-    counts: dict[str, int] = {}
+    if not folder.is_dir():
+        raise RecordsError(f"--run {name}: {folder} is not a folder.")
+    if not list(folder.rglob("*results*.json")):
+        raise RecordsError(f"--run {name}: no results JSON (results_*.json, or lmms-eval's *_results.json) under "
+                           f"{folder}; is it a harness --output_path?")
+    rows, _ = read_expert_log([folder], args.metric, filter_name=args.filter_name)
+    if not rows:
+        raise RecordsError(f"--run {name}: the sample logs under {folder} are empty.")
+    return rows
+
+
+def _shared_documents(runs: dict[str, dict[Any, ExpertRow]], strict: bool) -> tuple[list[Any], dict[str, Any]]:
+    """The documents every run scored, and a note when some run scored others too."""
+    shared = set.intersection(*(set(rows) for rows in runs.values()))
+    held = {name: len(rows) for name, rows in runs.items()}
+    listed = ", ".join(f"{name} {n}" for name, n in held.items())
+    if not shared:
+        raise RecordsError(f"the --run folders share no documents (documents per run: {listed}); compare runs of "
+                           f"the same tasks.")
+    if all(n == len(shared) for n in held.values()):
+        return sorted(shared, key=str), {}
+    if strict:
+        raise RecordsError(f"the --run folders hold different documents (per run: {listed}; {len(shared)} in all "
+                           f"of them); run them on the same tasks and --limit, or drop --strict-missing to compare "
+                           f"over the shared documents.")
+    note = {"documents": len(shared), "documents_per_run": held}
+    print(f"benchcoe report: the runs hold different documents ({listed}); every figure is over the {len(shared)} "
+          f"documents all of them scored.")
+    return sorted(shared, key=str), note
+
+
+def _routing_counts(folder: Path, rows: dict[Any, ExpertRow], keys: list[Any]) -> dict[str, Any] | None:
+    """Documents per expert in a CoE run's routing log, over the compared documents only."""
+    from benchcoe_plugins.core.jsonl import read_jsonl
+
+    logs = sorted(folder.rglob("routing_*.jsonl"))
+    if not logs:
+        return None
+    compared = {(rows[key].document.task, str(rows[key].document.doc_id)) for key in keys}
+    routed = Counter(row["expert"] for row in read_jsonl(logs[-1])
+                     if (row.get("task"), str(row.get("doc_id"))) in compared)
+    return {"log": str(logs[-1]), "documents_per_expert": dict(sorted(routed.items()))}
+
+
+def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
+    """Accuracy per subject of each --run, over the documents all runs scored (one filter per task)."""
+    folders = dict(_pairs(args.run, "--run"))
+    runs = {name: _run_rows(name, folder, args) for name, folder in folders.items()}
+    keys, note = _shared_documents(runs, args.strict_missing)
+    first = next(iter(runs.values()))
+    subject_of_key = {key: _subject_for(first[key].document.task, dict(first[key].document.doc)) for key in keys}
+    subjects = sorted(set(subject_of_key.values()))
+    by_subject = {s: [key for key in keys if subject_of_key[key] == s] for s in subjects}
+    by_subject["overall"] = keys
+    series = {name: {s: sum(rows[key].correct for key in members) / len(members) for s, members in by_subject.items()}
+              for name, rows in runs.items()}
+    counts = {s: len(members) for s, members in by_subject.items()}
     routing: dict[str, Any] = {}
-    for name, folder in _pairs(args.run, "--run"):
-        if not folder.is_dir():
-            raise RecordsError(f"--run {name}: {folder} is not a folder.")
-        if not list(folder.rglob("*results*.json")):
-            raise RecordsError(f"--run {name}: no results JSON (results_*.json, or lmms-eval's *_results.json) under "
-                               f"{folder}; is it a harness --output_path?")
-        scores: dict[str, list[float]] = defaultdict(list)
-        for path in sample_files([folder]):
-            task = task_of(path)
-            for row in read_jsonl(path):
-                scores[_subject_for(task, row)].append(correctness(row, args.metric, path)[0])
-        if not scores:
-            raise RecordsError(f"--run {name}: the sample logs under {folder} are empty.")
-        every = [v for values in scores.values() for v in values]
-        series[name] = {s: sum(v) / len(v) for s, v in scores.items()}
-        series[name]["overall"] = sum(every) / len(every)
-        for s, v in scores.items():
-            counts[s] = max(counts.get(s, 0), len(v))
-        counts["overall"] = max(counts.get("overall", 0), len(every))
-        logs = sorted(folder.rglob("routing_*.jsonl"))
-        if logs:
-            routed = Counter(row["expert"] for row in read_jsonl(logs[-1]))
-            routing[name] = {"log": str(logs[-1]), "documents_per_expert": dict(sorted(routed.items()))}
-    subjects = sorted(s for s in counts if s != "overall") + ["overall"]
-    return subjects, series, counts, routing
+    for name, rows in runs.items():
+        counted = _routing_counts(folders[name], rows, keys)
+        if counted:
+            routing[name] = counted
+    if note:
+        routing["shared_documents"] = note
+    return subjects + ["overall"], series, counts, routing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,6 +210,11 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"| {s} | {counts.get(s, '-')} | " + " | ".join(cells) + " |")
     gains = routing.pop("minus_best_single", {})
     best_expert = routing.pop("best_single", None)
+    shared = routing.pop("shared_documents", None)
+    if shared:
+        held = ", ".join(f"{name} {n}" for name, n in shared["documents_per_run"].items())
+        lines += ["", f"Every figure is over the {shared['documents']} documents all runs scored (documents per run: "
+                      f"{held})."]
     if routing:
         lines += ["", "Routing: " + "; ".join(f"{k}: {v['documents_per_expert']}" for k, v in routing.items())]
     if gains:
@@ -188,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     (output / "per_subject.json").write_text(json.dumps({"subjects": subjects, "documents": counts,
                                                          "accuracy": series, "routing": routing,
                                                          "best_single": best_expert,
-                                                         "router_minus_best_single": gains}, indent=2) + "\n")
+                                                         "router_minus_best_single": gains,
+                                                         "shared_documents": shared}, indent=2) + "\n")
     print(f"benchcoe report: {png} and {output / 'per_subject.md'}")
     return 0
