@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -87,6 +87,19 @@ def validation_scenario(split: dict[str, Any]) -> dict[str, Any]:
             "description": f"IN-SAMPLE: the validation documents; the router {how}, so this figure is optimistic"}
 
 
+def check_subset_arguments(args: argparse.Namespace) -> None:
+    """--subset options that another option would override, refused before anything is read."""
+    if args.subset == "in-sample":
+        ignored = " / ".join(flag for flag, value in (("--test-where", args.test_where),
+                                                      ("--test-source", args.test_source)) if value)
+        if ignored:
+            raise RecordsError(f"--subset in-sample scores every document the router was fitted on, so {ignored} "
+                               f"would have no effect; drop {ignored}, or use --subset test.")
+    elif args.subset == "validation" and args.test_source:
+        raise RecordsError("--test-source tests on another record set, so --subset validation would have no effect; "
+                           "drop --subset validation, or --test-source.")
+
+
 def summary_line(evaluation: dict[str, Any]) -> str:
     """The console's one-line verdict: router vs. best single with its paired 95 % interval."""
     difference = evaluation["router_minus_best_single"]
@@ -106,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.training.scenarios import (load_test_source, require_disjoint, require_experts,
                                                      scenario_summary, where_mask)
 
+    check_data_arguments(args)
+    check_subset_arguments(args)
     router = Router.load(args.router)
     data = load_data(args)
     split_path = args.split or args.router / "split.json"

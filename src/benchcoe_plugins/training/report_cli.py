@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,7 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     from benchcoe_plugins.training.dataset import parts_subset
     from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
 
+    check_data_arguments(args)
     pairs = _pairs(args.router, "--router")
     routers = [(label, Router.load(path)) for label, path in pairs]
     if not args.experts and routers:
