@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
     from benchcoe_plugins.training.dataset import note_outside_split, parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
-    from benchcoe_plugins.training.scenarios import (load_test_source, require_disjoint, require_experts,
-                                                     scenario_summary, where_mask)
+    from benchcoe_plugins.training.scenarios import (load_test_source, recorded_scenario, require_disjoint,
+                                                     require_experts, scenario_summary, where_mask)
 
     check_data_arguments(args)
     check_subset_arguments(args)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             held_out = data.subset(split_from_keys(data, {args.subset: split.get(args.subset, [])})[args.subset])
         if args.test_where:
             held_out = held_out.subset(np.flatnonzero(where_mask(held_out, args.test_where, "--test-where")))
-        scenario = split.get("scenario") or scenario_summary(args)
+        scenario = recorded_scenario(split, split_path, None if args.split else getattr(router, "metadata_", None))
         if args.test_source:
             require_disjoint(fit_data, held_out)
             scenario = scenario_summary(args)
