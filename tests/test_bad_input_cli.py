@@ -171,6 +171,7 @@ NO_DATA = ["--samples", "a=no_logs/a", "--samples", "b=no_logs/b"]  # never read
     (["evaluate", "--router", "no_router", *NO_DATA, "--subset", "validation", "--test-source", "records=x"],
      "--test-source tests on another record set, so --subset validation would have no effect"),
     (["report", *NO_DATA, "--limit", "3", "--router", "no_router"], "--limit 3 takes the first N questions"),
+    (["report", "--run", "no_run", "--experts", "a", "--limit", "3"], "--experts / --limit would have no effect on --run"),
 ])
 def test_an_option_the_data_would_ignore_is_one_line_before_anything_is_read(tmp_path: Path, capsys, monkeypatch,
                                                                              argv: list[str], words: str) -> None:

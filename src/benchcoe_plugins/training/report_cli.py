@@ -151,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run and (args.records or args.mmmu or args.samples or args.router):
         raise RecordsError("give either --run folders (harness results) or records/samples with --router, not both.")
+    records_only = " / ".join(flag for flag, value in (("--experts", args.experts), ("--limit", args.limit is not None),
+                                                       ("--split", args.split)) if value)
+    if args.run and records_only:
+        raise RecordsError(f"{records_only} would have no effect on --run folders, which are read whole; drop "
+                           f"{records_only}.")
     if args.run:
         subjects, series, counts, routing = from_results(args)
     else:
