@@ -157,3 +157,13 @@ def test_evaluate_labels_the_split_by_its_own_seed_and_a_seedless_split_by_its_f
         assert main([*args, *split_args, "--output", str(tmp_path / output)]) == 0
         assert json.loads((tmp_path / output / "evaluation.json").read_text())["scenario"]["description"] == description
         assert "seed None" not in (tmp_path / output / "evaluation.md").read_text()
+
+
+def test_train_on_a_split_file_names_the_file_not_a_seed(slice_dir, tmp_path, capsys):
+    first = tmp_path / "first"
+    common = ["train", "--records", str(slice_dir), "--experts", *EXPERTS, "--router", "table", "--no-plots", "--quiet"]
+    assert main([*common, "--output", str(first)]) == 0
+    capsys.readouterr()
+    assert main([*common, "--split", str(first / "split.json"), "--output", str(tmp_path / "second")]) == 0
+    (parts,) = [line for line in capsys.readouterr().out.splitlines() if " / test " in line]
+    assert "seed" not in parts and f"the split of {first / 'split.json'}" in parts

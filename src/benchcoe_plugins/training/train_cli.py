@@ -235,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
         raise RecordsError(f"--output {output} is a folder with other files and no router; give a new or empty "
                            f"folder (a router folder is replaced whole).")
     name = args.name or output.name
+    split_seed = "" if args.split else f" (seed {args.seed})"  # a split file's parts are not drawn by the seed
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
-          f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed}); "
+          f"train {len(train)} / validation {len(validation)} / test {len(test)}{split_seed}; "
           f"scenario {scenario['name']}: {scenario['description']}")
     router = build_router(args)
     # Which parts the final fit sees. Table/subject routers choose nothing on validation, so with
