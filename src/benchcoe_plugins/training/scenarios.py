@@ -159,7 +159,8 @@ def recorded_scenario(split: dict[str, Any], split_path: Path, router_metadata: 
     with no seed is labelled by its file, never as "seed None"."""
     if split.get("scenario"):
         return dict(split["scenario"])
-    seed = split["seed"] if "seed" in split else ((router_metadata or {}).get("data") or {}).get("split", {}).get("seed")
+    recorded_split = ((router_metadata or {}).get("data") or {}).get("split") or {}
+    seed = split["seed"] if "seed" in split else recorded_split.get("seed")
     if seed is None:
         return {"name": "split file", "in_sample": False, "description": f"the split of {split_path}"}
     return {"name": "random", "in_sample": False, "description": f"random split by seed {seed}"}
