@@ -151,3 +151,34 @@ def test_rerun_warns_when_an_expert_adapter_changed(tmp_path: Path) -> None:
     (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"adapter-2")
     (change,) = revision_changes(config, record)
     assert change.startswith("expert a: adapters was")
+
+
+NO_DATA = ["--samples", "a=no_logs/a", "--samples", "b=no_logs/b"]  # never read: the options are refused first
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", *NO_DATA, "--limit", "5"], "--limit 5 takes the first N questions of --records only; --samples"),
+    (["train", "--mmmu", "no_mmmu", "--limit", "5"], "--limit 5 takes the first N questions of --records only; --mmmu"),
+    (["train", "--records", "no_records", "--limit", "0"], "--limit 0: give a whole number >= 1"),
+    (["evaluate", "--router", "no_router", "--records", "no_records", "--limit", "-3"], "--limit -3: give a whole"),
+    (["train", *NO_DATA, "--experts", "a", "c"], "--experts ['c']: no --samples NAME=PATH for them"),
+    (["train", *NO_DATA, "--split", "no_split.json", "--test-where", "subject=law"],
+     "--split names the documents itself, so --test-where would have no effect"),
+    (["evaluate", "--router", "no_router", *NO_DATA, "--subset", "in-sample", "--test-where", "subject=law"],
+     "--subset in-sample scores every document the router was fitted on, so --test-where would have no effect"),
+    (["evaluate", "--router", "no_router", *NO_DATA, "--subset", "in-sample", "--test-source", "records=x"],
+     "so --test-source would have no effect"),
+    (["evaluate", "--router", "no_router", *NO_DATA, "--subset", "validation", "--test-source", "records=x"],
+     "--test-source tests on another record set, so --subset validation would have no effect"),
+    (["report", *NO_DATA, "--limit", "3", "--router", "no_router"], "--limit 3 takes the first N questions"),
+    (["report", "--run", "no_run", "--experts", "a", "--limit", "3"], "--experts / --limit would have no effect on --run"),
+])
+def test_an_option_the_data_would_ignore_is_one_line_before_anything_is_read(tmp_path: Path, capsys, monkeypatch,
+                                                                             argv: list[str], words: str) -> None:
+    from benchcoe_plugins import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and words in errors[0], errors
+    assert not list(tmp_path.iterdir()), "nothing written"

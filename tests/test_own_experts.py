@@ -301,3 +301,39 @@ def test_rerun_drops_the_harness_answer_cache(tmp_path) -> None:
     command = rerun_command(short, tmp_path / "coe.yaml", tmp_path / "out")
     assert command[3:] == ["run", "--model", "coe", "--model_args", f"config={tmp_path / 'coe.yaml'}",
                            "--output_path", str(tmp_path / "out"), "--limit", "3"]
+
+
+def recorded_coe(root: Path, model_args: list[str], file_cache: str | None) -> dict:
+    """A CoE record whose run started in ``root/start`` with ``config=../conf/coe.yaml`` and ``model_args``."""
+    router = root / "results" / "router_copy"
+    TableRouter.from_table({"biology": "alpha"}, experts=["alpha"]).save(router)
+    config = {"router": "router", "experts": {"alpha": {"model": "hf", "model_args": {"pretrained": "m"}}},
+              "result_cache": file_cache or "from_command_line"}
+    return {"config_file": str(root / "conf" / "coe.yaml"), "config": config,
+            "experts": {"alpha": {"model_args": {"pretrained": "m"}}},
+            "reproducibility": {"harness": "lm_eval", "cwd": str(root / "start"),
+                                "command": ["lm_eval", "--model", "coe", *model_args, "--tasks", "toy"],
+                                "router": {"copy": router.name, "sha256": folder_checksum(router)}}}
+
+
+@pytest.mark.parametrize("model_args", [
+    ["--model_args", "config=../conf/coe.yaml,result_cache=from_command_line"],  # lmms-eval's one string
+    ["-a", "config=../conf/coe.yaml", "result_cache=from_command_line"],  # lm-eval's several words
+    ["--model_args={\"config\": \"../conf/coe.yaml\", \"result_cache\": \"from_command_line\"}"],  # lm-eval's JSON
+])
+def test_rerun_reads_a_command_line_result_cache_from_the_run_s_working_folder(tmp_path, model_args) -> None:
+    """load_config reads a relative --model_args path from the working folder, not the config's folder."""
+    from benchcoe_plugins.core.rerun_cli import rebuilt_config
+
+    coe = recorded_coe(tmp_path, model_args, file_cache=None)
+    rebuilt = rebuilt_config(tmp_path / "results" / "results_x.json", coe, use_result_cache=True)
+    assert rebuilt["result_cache"] == str(tmp_path / "start" / "from_command_line")
+
+
+def test_rerun_reads_a_config_file_result_cache_from_the_config_s_folder(tmp_path) -> None:
+    from benchcoe_plugins.core.rerun_cli import rebuilt_config
+
+    coe = recorded_coe(tmp_path, ["--model_args", "config=../conf/coe.yaml"], file_cache="in_file")
+    rebuilt = rebuilt_config(tmp_path / "results" / "results_x.json", coe, use_result_cache=True)
+    assert rebuilt["result_cache"] == str(tmp_path / "conf" / "in_file")
+    assert rebuilt_config(tmp_path / "results" / "results_x.json", coe, use_result_cache=False)["result_cache"] is False

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from test_training_pipeline import EXPERTS, slice_dir  # noqa: F401  (real 400-question MMLU-Pro slice)
 
+from conftest import REPO, SHARED_DATA
 from benchcoe_plugins.cli import main
 from benchcoe_plugins.routers.base import Router
 from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
@@ -136,3 +137,33 @@ def test_router_best_single_and_oracle_keep_their_colours_in_every_plot():
     routers = series_colors(["CoE subject", "CoE query", "llama", "subject-level (shrunk)", "best single (llama)"])
     assert routers[0] == ROLE_COLORS["router"] and len({routers[0], routers[1], routers[3]}) == 3
     assert routers[4] == ROLE_COLORS["best single"] and routers[2] not in (routers[0], routers[1], routers[3])
+
+
+SHIPPED_EXPERTS = ["Meta-Llama-3_1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B", "gemma-7b", "Qwen1.5-7B-Chat"]
+
+
+def test_evaluate_labels_the_split_by_its_own_seed_and_a_seedless_split_by_its_file(tmp_path, capsys):
+    """router_ckpts/mmlu_pro_subject's split.json was written before splits recorded their scenario: its
+    seed says what it is. A split file without a seed gets no seed label."""
+    router = REPO / "router_ckpts" / "mmlu_pro_subject"
+    split = json.loads((router / "split.json").read_text())
+    assert "scenario" not in split and split["seed"] == 0
+    seedless = tmp_path / "seedless.json"
+    seedless.write_text(json.dumps({k: v for k, v in split.items() if k != "seed"}))
+    args = ["evaluate", "--router", str(router), "--records", str(SHARED_DATA / "mmlu_pro"), "--experts",
+            *SHIPPED_EXPERTS, "--limit", "300", "--no-plots", "--no-cost-curve"]
+    for split_args, output, description in (([], "own", "random split by seed 0"),
+                                            (["--split", str(seedless)], "seedless", f"the split of {seedless}")):
+        assert main([*args, *split_args, "--output", str(tmp_path / output)]) == 0
+        assert json.loads((tmp_path / output / "evaluation.json").read_text())["scenario"]["description"] == description
+        assert "seed None" not in (tmp_path / output / "evaluation.md").read_text()
+
+
+def test_train_on_a_split_file_names_the_file_not_a_seed(slice_dir, tmp_path, capsys):
+    first = tmp_path / "first"
+    common = ["train", "--records", str(slice_dir), "--experts", *EXPERTS, "--router", "table", "--no-plots", "--quiet"]
+    assert main([*common, "--output", str(first)]) == 0
+    capsys.readouterr()
+    assert main([*common, "--split", str(first / "split.json"), "--output", str(tmp_path / "second")]) == 0
+    (parts,) = [line for line in capsys.readouterr().out.splitlines() if " / test " in line]
+    assert "seed" not in parts and f"the split of {first / 'split.json'}" in parts

@@ -83,10 +83,51 @@ def rebuilt_config(results_file: Path, coe: dict[str, Any], use_result_cache: bo
     cache = config.get("result_cache")
     if not use_result_cache:
         config["result_cache"] = False
-    elif isinstance(cache, str) and not Path(cache).expanduser().is_absolute() and coe.get("config_file"):
-        # the recorded config read it from its own folder; the rebuilt one lives elsewhere
-        config["result_cache"] = str(Path(coe["config_file"]).resolve().parent / cache)
+    elif isinstance(cache, str) and not Path(cache).expanduser().is_absolute():
+        # the rebuilt config lives elsewhere, so a relative folder is pinned to the one the run read
+        config["result_cache"] = str(recorded_folder(coe, "result_cache") / cache)
     return config
+
+
+def recorded_folder(coe: dict[str, Any], key: str) -> Path:
+    """The folder the recorded run read a relative path setting ``key`` from: its working folder when
+    the setting came from ``--model_args`` (or there was no config file), else the config file's folder."""
+    record = coe["reproducibility"]
+    given_on_command_line = key in model_args_given(record.get("command") or [])
+    if coe.get("config_file") and not given_on_command_line:
+        return Path(coe["config_file"]).resolve().parent
+    return Path(record.get("cwd") or ".")
+
+
+def model_args_given(command: list[str]) -> dict[str, Any]:
+    """The ``--model_args`` settings of a recorded harness command: lmms-eval takes one ``k=v,k=v``
+    string; lm-eval also takes several such words, or a JSON object."""
+    given: dict[str, Any] = {}
+    taking = False
+    for arg in command[1:]:
+        if arg.startswith("-"):
+            flag, sep, value = arg.partition("=")
+            taking = FLAG_ALIASES.get(flag, flag) == "--model_args"
+            if taking and sep:
+                given.update(_parsed_model_args(value))
+        elif taking:
+            given.update(_parsed_model_args(arg))
+    return given
+
+
+def _parsed_model_args(text: str) -> dict[str, Any]:
+    from benchcoe_plugins.core.model_args import parse_model_args
+
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    try:
+        return parse_model_args(text)
+    except ValueError:
+        return {}
 
 
 def revision_changes(config_file: Path, record: dict[str, Any]) -> list[str]:

@@ -26,16 +26,38 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--filter", dest="filter_name", metavar="NAME",
                        help="sample logs of a task scored through several filters (e.g. gsm8k's strict-match / "
                             "flexible-extract): the filter whose score is correctness")
-    group.add_argument("--limit", type=int, help="only the first N questions (records)")
+    group.add_argument("--limit", type=int, help="only the first N >= 1 questions (--records only)")
     group.add_argument("--strict-missing", action="store_true",
                        help="fail when some expert lacks documents (default: drop them and report it)")
 
 
+def require_one_source(args: argparse.Namespace) -> None:
+    if sum([bool(args.records), bool(args.mmmu), bool(args.samples)]) != 1:
+        raise RecordsError("give exactly one source of expert results: --records, --mmmu or --samples NAME=PATH.")
+
+
+def check_data_arguments(args: argparse.Namespace) -> None:
+    """Refuses, before anything is read, a source option the chosen source would ignore."""
+    require_one_source(args)
+    if args.limit is not None and args.limit < 1:
+        raise RecordsError(f"--limit {args.limit}: give a whole number >= 1 (the first N questions of --records), "
+                           f"or drop --limit to read all of them.")
+    test_kind = str(getattr(args, "test_source", None) or "").partition("=")[0].strip().replace("-", "_")
+    if args.limit is not None and not args.records and test_kind != "records":
+        source = "--samples logs are" if args.samples else "--mmmu records are"
+        raise RecordsError(f"--limit {args.limit} takes the first N questions of --records only; {source} read whole. "
+                           f"Drop --limit (a harness run with --limit logs fewer documents).")
+    if args.samples and args.experts:
+        named = {item.partition("=")[0] for item in args.samples}
+        lacking = [expert for expert in args.experts if expert not in named]
+        if lacking:
+            raise RecordsError(f"--experts {lacking}: no --samples NAME=PATH for them (given: {sorted(named)}); "
+                               f"add --samples {lacking[0]}=PATH or drop them from --experts.")
+
+
 def load_data(args: argparse.Namespace) -> BenchmarkData:
     on_missing = "error" if args.strict_missing else "drop"
-    sources = [bool(args.records), bool(args.mmmu), bool(args.samples)]
-    if sum(sources) != 1:
-        raise RecordsError("give exactly one source of expert results: --records, --mmmu or --samples NAME=PATH.")
+    require_one_source(args)
     if args.records:
         from benchcoe_plugins.training.records import load_question_records
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -87,6 +87,19 @@ def validation_scenario(split: dict[str, Any]) -> dict[str, Any]:
             "description": f"IN-SAMPLE: the validation documents; the router {how}, so this figure is optimistic"}
 
 
+def check_subset_arguments(args: argparse.Namespace) -> None:
+    """--subset options that another option would override, refused before anything is read."""
+    if args.subset == "in-sample":
+        ignored = " / ".join(flag for flag, value in (("--test-where", args.test_where),
+                                                      ("--test-source", args.test_source)) if value)
+        if ignored:
+            raise RecordsError(f"--subset in-sample scores every document the router was fitted on, so {ignored} "
+                               f"would have no effect; drop {ignored}, or use --subset test.")
+    elif args.subset == "validation" and args.test_source:
+        raise RecordsError("--test-source tests on another record set, so --subset validation would have no effect; "
+                           "drop --subset validation, or --test-source.")
+
+
 def summary_line(evaluation: dict[str, Any]) -> str:
     """The console's one-line verdict: router vs. best single with its paired 95 % interval."""
     difference = evaluation["router_minus_best_single"]
@@ -103,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.routers.base import Router
     from benchcoe_plugins.training.dataset import note_outside_split, parts_subset, read_split, split_from_keys
     from benchcoe_plugins.training.reports import write_evaluation
-    from benchcoe_plugins.training.scenarios import (load_test_source, require_disjoint, require_experts,
-                                                     scenario_summary, where_mask)
+    from benchcoe_plugins.training.scenarios import (load_test_source, recorded_scenario, require_disjoint,
+                                                     require_experts, scenario_summary, where_mask)
 
+    check_data_arguments(args)
+    check_subset_arguments(args)
     router = Router.load(args.router)
     data = load_data(args)
     split_path = args.split or args.router / "split.json"
@@ -129,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             held_out = data.subset(split_from_keys(data, {args.subset: split.get(args.subset, [])})[args.subset])
         if args.test_where:
             held_out = held_out.subset(np.flatnonzero(where_mask(held_out, args.test_where, "--test-where")))
-        scenario = split.get("scenario") or scenario_summary(args)
+        scenario = recorded_scenario(split, split_path, None if args.split else getattr(router, "metadata_", None))
         if args.test_source:
             require_disjoint(fit_data, held_out)
             scenario = scenario_summary(args)

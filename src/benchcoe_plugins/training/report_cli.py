@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
 from benchcoe_plugins.training.dataset import ExpertRow
 
 
@@ -53,6 +53,7 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     from benchcoe_plugins.training.dataset import parts_subset
     from benchcoe_plugins.training.metrics import accuracy_of, paired_difference
 
+    check_data_arguments(args)
     pairs = _pairs(args.router, "--router")
     routers = [(label, Router.load(path)) for label, path in pairs]
     if not args.experts and routers:
@@ -190,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run and (args.records or args.mmmu or args.samples or args.router):
         raise RecordsError("give either --run folders (harness results) or records/samples with --router, not both.")
+    records_only = " / ".join(flag for flag, value in (("--experts", args.experts), ("--limit", args.limit is not None),
+                                                       ("--split", args.split)) if value)
+    if args.run and records_only:
+        raise RecordsError(f"{records_only} would have no effect on --run folders, which are read whole; drop "
+                           f"{records_only}.")
     if args.run:
         subjects, series, counts, routing = from_results(args)
     else:

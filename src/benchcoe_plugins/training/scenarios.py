@@ -153,6 +153,19 @@ def scenario_summary(args: argparse.Namespace, in_sample: bool = False) -> dict[
             "description": f"random split by seed {getattr(args, 'seed', None)}"}
 
 
+def recorded_scenario(split: dict[str, Any], split_path: Path, router_metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The scenario a split file records. Files written before scenarios were recorded hold only the seed
+    of their random split (``router_metadata``, the router's own, says it when the file lacks it); a split
+    with no seed is labelled by its file, never as "seed None"."""
+    if split.get("scenario"):
+        return dict(split["scenario"])
+    recorded_split = ((router_metadata or {}).get("data") or {}).get("split") or {}
+    seed = split["seed"] if "seed" in split else recorded_split.get("seed")
+    if seed is None:
+        return {"name": "split file", "in_sample": False, "description": f"the split of {split_path}"}
+    return {"name": "random", "in_sample": False, "description": f"random split by seed {seed}"}
+
+
 def require_experts(test: BenchmarkData, experts: Sequence[str]) -> None:
     missing = [e for e in experts if e not in test.experts]
     if missing:

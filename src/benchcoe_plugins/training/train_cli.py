@@ -13,7 +13,7 @@ import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.routers import QUERY_HEADS
-from benchcoe_plugins.training.data_args import add_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
 from benchcoe_plugins.training.dataset import TEST_FRACTION, VALIDATION_FRACTION
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -144,6 +144,19 @@ def guard_z(args: argparse.Namespace) -> float | None:
     return None if args.no_guard else args.guard_z
 
 
+def check_scenario_arguments(args: argparse.Namespace) -> None:
+    """Scenario options that would have no effect, refused before any data is read."""
+    if args.split:
+        ignored = " / ".join(flag for flag, value in (("--train-where", args.train_where),
+                                                      ("--test-where", args.test_where),
+                                                      ("--test-source", args.test_source)) if value)
+        if ignored:
+            raise RecordsError(f"--split names the documents itself, so {ignored} would have no effect; drop "
+                               f"{ignored}, or --split.")
+    elif args.test_where and not (args.train_where or args.test_source):
+        raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
+
+
 def run(args: argparse.Namespace) -> int:
     from benchcoe_plugins.training.dataset import (note_outside_split, parts_subset, read_split, split_from_keys,
                                                    split_indices, why_nothing_to_learn, write_split)
@@ -159,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         where_mask,
     )
 
+    check_data_arguments(args)
+    check_scenario_arguments(args)
     started = time.time()
     data = load_data(args)
     costs = None
@@ -169,8 +184,6 @@ def run(args: argparse.Namespace) -> int:
                                                    f"--costs {args.costs}").tolist()))
     if args.router == "table" and args.backbone != "tfidf":
         raise RecordsError("--backbone applies to subject/query routers only.")
-    if args.split and (args.train_where or args.test_source):
-        raise RecordsError("--split names the documents itself; drop --train-where / --test-source, or --split.")
     test_data = load_test_source(args) if args.test_source else None
     if test_data is not None:
         require_experts(test_data, data.experts)
@@ -189,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.train_where:
         indices = field_split(data, args.train_where, args.test_where, args.seed, args.validation_fraction)
     else:
-        if args.test_where:
-            raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
         indices = split_indices(len(data), args.seed, args.test_fraction, args.validation_fraction)
     train, validation, test = (data.subset(indices[n]) for n in ("train", "validation", "test"))
     if test_data is not None:
@@ -224,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
         raise RecordsError(f"--output {output} is a folder with other files and no router; give a new or empty "
                            f"folder (a router folder is replaced whole).")
     name = args.name or output.name
+    split_seed = "" if args.split else f" (seed {args.seed})"  # a split file's parts are not drawn by the seed
     print(f"benchcoe train: {len(data)} documents x {len(data.experts)} experts; "
-          f"train {len(train)} / validation {len(validation)} / test {len(test)} (seed {args.seed}); "
+          f"train {len(train)} / validation {len(validation)} / test {len(test)}{split_seed}; "
           f"scenario {scenario['name']}: {scenario['description']}")
     router = build_router(args)
     # Which parts the final fit sees. Table/subject routers choose nothing on validation, so with
