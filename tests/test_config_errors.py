@@ -236,4 +236,46 @@ def test_result_cache_and_routing_log_are_read_from_the_config_folder(workspace:
     assert loaded.routing_log == workspace.resolve() / "logs" / "routing.jsonl"
     given = load_config(write_config(workspace, config), overrides={"routing_log": "here.jsonl"},
                         known_models=lambda: KNOWN)
-    assert given.routing_log == Path("here.jsonl"), "a command-line value is read from the working folder"
+    assert given.routing_log == workspace.parent.resolve() / "here.jsonl", "a command-line value is read from the working folder"
+
+
+def both_folders_hold_every_path(config_folder: Path, working_folder: Path) -> None:
+    for folder in (config_folder, working_folder):
+        for name in ("weights", "adapter"):
+            (folder / name).mkdir(parents=True)
+        TableRouter.from_table({"biology": "a"}, experts=["a", "r"]).save(folder / "router")
+        (folder / "records.jsonl").write_text('{"question_id": 1, "pred": "A"}\n')
+
+
+@pytest.mark.parametrize("where_given", ["file", "override"])
+def test_a_relative_path_is_read_from_one_folder_by_where_it_is_given(tmp_path: Path, monkeypatch,
+                                                                       where_given: str) -> None:
+    """README: paths in the file are read from the config's folder, --model_args overrides from the working
+    folder, even where the other folder holds the same name."""
+    config_folder, working_folder = tmp_path / "conf", tmp_path / "start"
+    both_folders_hold_every_path(config_folder, working_folder)
+    monkeypatch.chdir(working_folder)
+    settings = {"router": "router", "result_cache": "cache", "routing_log": "routing.jsonl",
+                "experts.a.model_args.pretrained": "weights", "experts.a.model_args.peft": "adapter",
+                "experts.r.model_args.records": "records.jsonl"}
+    config = {"router": "router", "result_cache": "cache", "routing_log": "routing.jsonl", "experts": {
+        "a": {"model": "hf", "model_args": {"pretrained": "weights", "peft": "adapter"}},
+        "r": {"model": "coe_replay", "model_args": {"records": "records.jsonl"}}}}
+    loaded = load_config(write_config(config_folder, config), overrides=settings if where_given == "override" else None,
+                         known_models=lambda: KNOWN)
+    expected = (working_folder if where_given == "override" else config_folder).resolve()
+    assert loaded.router == expected / "router"
+    assert loaded.result_cache == expected / "cache" and loaded.routing_log == expected / "routing.jsonl"
+    assert loaded.experts["a"].model_args == {"pretrained": str(expected / "weights"), "peft": str(expected / "adapter")}
+    assert loaded.experts["r"].model_args["records"] == str(expected / "records.jsonl")
+
+
+def test_an_override_naming_a_path_only_the_config_folder_holds_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    config_folder, working_folder = tmp_path / "conf", tmp_path / "start"
+    both_folders_hold_every_path(config_folder, working_folder)
+    (config_folder / "weights_only_here").mkdir()
+    monkeypatch.chdir(working_folder)
+    config = {"router": "router", "experts": {"a": {"model": "hf", "model_args": {"pretrained": "weights"}}}}
+    with pytest.raises(ConfigError, match=f"relative paths here are read from {working_folder}"):
+        load_config(write_config(config_folder, config), overrides={"experts.a.model_args.pretrained": "./weights_only_here"},
+                    known_models=lambda: KNOWN)

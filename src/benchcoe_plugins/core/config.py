@@ -203,33 +203,34 @@ def _as_mapping(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where} must be a mapping or a 'key=value,...' string, not {type(value).__name__}.")
 
 
-def _check_weights_exist(spec: ExpertSpec, base: Path, where: str) -> ExpertSpec:
-    """Local weight and adapter paths resolved against the config's folder; a missing one is an error."""
+def _check_weights_exist(spec: ExpertSpec, paths: RelativePaths, where: str) -> ExpertSpec:
+    """Local weight and adapter paths resolved by ``paths``; a value that is no folder there is a hub id,
+    unless it looks like a local path (or the hub is offline): then it is an error."""
     resolved = dict(spec.model_args)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     for key, weights in spec.weight_arguments().items():
-        candidate = Path(weights).expanduser()
-        if not candidate.is_absolute() and (base / candidate).exists():
-            candidate = base / candidate
+        keys = ("experts", spec.name, "model_args", key)
+        candidate = paths.path(weights, *keys)
         if candidate.exists():
             resolved[key] = str(candidate.resolve())
         elif looks_like_local_path(weights) or offline:
             reason = "HF_HUB_OFFLINE is set, so it must be a local folder" if offline else "it looks like a local path"
             raise ConfigError(
                 f"{where}.model_args.{key}: {weights!r} does not exist ({reason}). "
-                f"Fix the path (relative paths are read from {base}) or give a hub id."
+                f"Fix the path (relative paths here are read from {paths.folder(*keys)}) or give a hub id."
             )
     return replace(spec, model_args=resolved)
 
 
 def resolve_router_path(value: str, base: Path) -> Path:
-    """A router folder, a shipped router name, or a hub id ``org/name[@revision]`` (downloaded)."""
+    """A router folder (a relative one under ``base``), a shipped router name, or a hub id
+    ``org/name[@revision]`` (downloaded)."""
     from benchcoe_plugins.routers.hub import looks_like_hub_id, snapshot_router
     from benchcoe_plugins.routers.registry import shipped_router_dirs
 
     candidates = [Path(value).expanduser()]
     if not candidates[0].is_absolute():
-        candidates = [base / value, Path.cwd() / value] + [d / value for d in shipped_router_dirs()]
+        candidates = [base / value] + [d / value for d in shipped_router_dirs()]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
@@ -237,7 +238,7 @@ def resolve_router_path(value: str, base: Path) -> Path:
         return snapshot_router(value)
     shipped = sorted({p.name for d in shipped_router_dirs() for p in d.iterdir() if p.is_dir()})
     raise ConfigError(
-        f"router: {value!r} is neither a folder (looked in {[str(c) for c in candidates[:2]]}), "
+        f"router: {value!r} is neither a folder (looked for {str(candidates[0])!r}), "
         f"a shipped router {shipped} nor a hub id org/name. Give a router checkpoint folder or one of those names."
     )
 
@@ -253,14 +254,21 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     holds dots (an expert named ``Qwen1.5-7B-Chat``) is matched whole where the mapping has it. A
     ``cost_weight`` override replaces the file's ``budget`` and a ``budget.*`` override its ``cost_weight``:
     one of them routes, and the command line says which."""
+    return _merge_overrides(raw, overrides)[0]
+
+
+def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], set[tuple[str, ...]]]:
+    """``apply_overrides``, and the key paths the overrides set (e.g. ``("experts", "a", "model_args", "peft")``)."""
     merged = dict(raw)
     keys = {dotted.split(".")[0] for dotted in overrides}
     for given, replaced in (("cost_weight", "budget"), ("budget", "cost_weight")):
         if given in keys and replaced not in keys:
             merged.pop(replaced, None)
+    set_paths: set[tuple[str, ...]] = set()
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = merged
+        walked: list[str] = []
         while len(parts) > 1:
             # the longest run of parts that names an existing key, else the next part alone
             take = next((n for n in range(len(parts) - 1, 1, -1) if ".".join(parts[:n]) in node), 1)
@@ -270,15 +278,31 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
                 child = _as_mapping(child, dotted)
             node[key] = dict(child) if isinstance(child, dict) else {}
             node = node[key]
+            walked.append(key)
         node[parts[0]] = parse_value(value) if isinstance(value, str) else value
-    return merged
+        set_paths.add((*walked, parts[0]))
+    return merged, set_paths
 
 
-def _file_setting(value: str | os.PathLike, key: str, base: Path, overrides: dict[str, Any] | None) -> Path:
-    """A path setting: relative ones are read from the config's folder, or from the working folder when
-    given on the command line (``--model_args key=...``)."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() or key in (overrides or {}) else base / path
+@dataclass(frozen=True)
+class RelativePaths:
+    """The one rule for relative path settings (router, weights and adapters, replay records and logs,
+    ``result_cache``, ``routing_log``): a value written in the config file is read from the file's folder,
+    a value given as a ``--model_args`` override (or in a config passed as a mapping) from the working
+    folder. Only that one folder is looked in."""
+
+    config_folder: Path
+    overridden: frozenset[tuple[str, ...]] = frozenset()
+
+    def folder(self, *keys: str) -> Path:
+        """The folder a relative value at ``keys`` (e.g. ``"experts", "a", "model_args", "pretrained"``)
+        is read from: the working folder when an override set that key or one holding it."""
+        from_command_line = any(keys[:n] in self.overridden for n in range(1, len(keys) + 1))
+        return Path.cwd() if from_command_line else self.config_folder
+
+    def path(self, value: str | os.PathLike, *keys: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.folder(*keys) / path
 
 
 def load_config(
@@ -298,7 +322,8 @@ def load_config(
         base = path.parent.resolve()
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path or ''} must be a YAML mapping with keys {sorted(TOP_LEVEL_KEYS)}.")
-    raw = apply_overrides(raw, overrides or {})
+    raw, overridden = _merge_overrides(raw, overrides or {})
+    paths = RelativePaths(base, frozenset(overridden))
     _check_expanded_size(raw)
     _unknown_keys(raw, TOP_LEVEL_KEYS, "config")
 
@@ -338,12 +363,13 @@ def load_config(
         spec = ExpertSpec(str(name), model, model_args, modality, handles_text_only, isolated)
         if model == REPLAY_MODEL:
             try:
-                spec = replace(spec, model_args=resolve_replay_paths(model_args, base))
+                spec = replace(spec, model_args=resolve_replay_paths(
+                    model_args, lambda key: paths.folder("experts", str(name), "model_args", key)))
             except ConfigError as error:
                 raise ConfigError(f"{where}.model_args: {error}") from None
             experts[str(name)] = spec
         else:
-            experts[str(name)] = _check_weights_exist(spec, base, where)
+            experts[str(name)] = _check_weights_exist(spec, paths, where)
         cost = _expert_cost(entry, where)
         if cost is not None:
             costs[str(name)] = cost
@@ -351,7 +377,7 @@ def load_config(
     router_value = raw.get("router")
     if not isinstance(router_value, str) or not router_value:
         raise ConfigError("config: 'router' is missing: name a router folder (e.g. router_ckpts/mmlu_pro_subject).")
-    router = resolve_router_path(router_value, base)
+    router = resolve_router_path(router_value, paths.folder("router"))
 
     fallback = raw.get("fallback", next(iter(experts)))
     if not isinstance(fallback, str) or fallback not in experts:
@@ -400,8 +426,8 @@ def load_config(
         router_expert=router_expert,
         question_field=question_field,
         subject_source={str(k): v for k, v in subject_source.items()},
-        routing_log=_file_setting(routing_log, "routing_log", base, overrides) if routing_log else None,
-        result_cache=_file_setting(result_cache, "result_cache", base, overrides) if result_cache else None,
+        routing_log=paths.path(routing_log, "routing_log") if routing_log else None,
+        result_cache=paths.path(result_cache, "result_cache") if result_cache else None,
         rank_loading=rank_loading,
         checkpoint_every=checkpoint_every,
         source=path,

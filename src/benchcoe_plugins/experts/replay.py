@@ -38,7 +38,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from benchcoe_plugins.core.errors import ConfigError, RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
@@ -429,9 +429,9 @@ def replay_args(model_args: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def resolve_replay_paths(model_args: Mapping[str, Any], base: Path) -> dict[str, Any]:
+def resolve_replay_paths(model_args: Mapping[str, Any], folder_of: Callable[[str], Path]) -> dict[str, Any]:
     """``model_args`` with its ``log``/``records`` paths (files, folders or globs) read relative to
-    ``base`` where they match there, and checked to name JSONL files; a ConfigError otherwise."""
+    ``folder_of(key)``, and checked to name JSONL files; a ConfigError otherwise."""
     args = replay_args(model_args)
     key = "log" if args.get("log") is not None else "records"
     value = args[key]
@@ -442,8 +442,8 @@ def resolve_replay_paths(model_args: Mapping[str, Any], base: Path) -> dict[str,
     resolved = []
     for item in items:
         path = Path(item).expanduser()
-        if not path.is_absolute() and ((base / path).exists() or glob.glob(str(base / path))):
-            path = base / path
+        if not path.is_absolute():
+            path = folder_of(key) / path
         files = expand_paths(path, key, samples_only=key == "log")
         if key == "records":
             check_first_record(files[0], args)
