@@ -104,6 +104,8 @@ def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words:
     (["--routers", ","], "--routers: name at least one"),
     (["--router-dir", "rd", "--routers", "query"], "no mmlu_pro_query router in"),
     (["--output", "a_file/demo"], "--output: cannot create"),
+    (["--limit", "0"], "--limit 0: give a whole number >= 1"),
+    (["--limit", "-3"], "--limit -3: give a whole number >= 1"),
 ])
 def test_demo_bad_arguments_are_one_line_before_any_harness_runs(tmp_path: Path, extra: list[str], words: str) -> None:
     (tmp_path / "rd").mkdir()

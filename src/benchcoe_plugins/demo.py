@@ -270,6 +270,9 @@ def comparison(data: DemoData, runs: list[dict[str, Any]], pool: Sequence[str] =
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.limit is not None and args.limit < 1:
+        raise DemoError(f"--limit {args.limit}: give a whole number >= 1 (MMLU-Pro documents per subject, MMMU-Pro "
+                        f"documents), or drop --limit to run every document.")
     output = args.output.resolve()
     try:
         output.mkdir(parents=True, exist_ok=True)
