@@ -178,11 +178,11 @@ def test_report_from_harness_results_folders(slice_dir, tmp_path):
     assert table["routing"]["coe"]["documents_per_expert"] == {EXPERTS[0]: 400}
     assert table["accuracy"][EXPERTS[1]]["overall"] == pytest.approx(float(data.correct[:, 1].mean()))
 
-def write_math_run(folder: Path, scores: dict[str, list[float]]) -> Path:
+def write_math_run(folder: Path, scores: dict[str, list[float]], metric: str = "exact_match") -> Path:
     """An lm-eval output folder of task mmlu_pro_math: per filter name, the scores of questions 0, 1, ..."""
     folder.mkdir(parents=True)
     rows = [{"doc_id": i, "doc": {"question_id": i, "category": "math", "question": f"q{i}"}, "target": "A",
-             "resps": [["x"]], "filtered_resps": ["x"], "filter": name, "exact_match": score}
+             "resps": [["x"]], "filtered_resps": ["x"], "filter": name, metric: score}
             for name, values in scores.items() for i, score in enumerate(values)]
     (folder / "samples_mmlu_pro_math_2025-01-01T00-00-00.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "results_2025-01-01T00-00-00.json").write_text(json.dumps({"results": {}}))
@@ -221,6 +221,26 @@ def test_report_compares_runs_over_the_documents_all_of_them_scored(tmp_path, ca
     assert "hold different documents (per run: small 2, big 10; 2 in all of them)" in error
     assert len(error.splitlines()) == 1
 
+
+def test_report_refuses_runs_scored_with_different_metrics(tmp_path, capsys):
+    """As training refuses experts scored with different metrics: the accuracies are not comparable."""
+    runs = [f"--run=a={write_math_run(tmp_path / 'a', {'none': [1.0] * 4})}",
+            f"--run=b={write_math_run(tmp_path / 'b', {'none': [0.0] * 4}, metric='acc')}"]
+    assert main(["report", *runs, "--output", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "the --run folders were scored with different metrics {'a': {'exact_match'}, 'b': {'acc'}}" in error
+    assert "pass --metric" in error and len(error.splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_report_refuses_a_run_folder_holding_two_runs_of_a_task_in_words_about_runs(tmp_path, capsys):
+    twice = write_math_run(tmp_path / "twice", {"none": [1.0] * 4})
+    (twice / "samples_mmlu_pro_math_2025-02-02T00-00-00.jsonl").write_text(
+        (twice / "samples_mmlu_pro_math_2025-01-01T00-00-00.jsonl").read_text())
+    once = write_math_run(tmp_path / "once", {"none": [1.0] * 4})
+    assert main(["report", f"--run=once={once}", f"--run=twice={twice}", "--output", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "appears twice" in error and "give --run twice the output folder of one run" in error, error
+    assert "expert" not in error and len(error.splitlines()) == 1
 
 
 def test_cli_errors_are_clear(slice_dir, tmp_path, capsys):

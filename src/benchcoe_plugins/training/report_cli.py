@@ -114,8 +114,9 @@ def _subject_for(task: str, doc: dict[str, Any]) -> str:
     return task.replace("mmlu_pro_", "").replace("_", " ")
 
 
-def _run_rows(name: str, folder: Path, args: argparse.Namespace) -> dict[Any, ExpertRow]:
-    """One harness run's score per document, keyed as training keys documents (task, own id)."""
+def _run_rows(name: str, folder: Path, args: argparse.Namespace) -> tuple[dict[Any, ExpertRow], set[str]]:
+    """One harness run's score per document, keyed as training keys documents (task, own id), and the
+    metrics it was scored with."""
     from benchcoe_plugins.training.sample_logs import read_expert_log
 
     if not folder.is_dir():
@@ -123,10 +124,12 @@ def _run_rows(name: str, folder: Path, args: argparse.Namespace) -> dict[Any, Ex
     if not list(folder.rglob("*results*.json")):
         raise RecordsError(f"--run {name}: no results JSON (results_*.json, or lmms-eval's *_results.json) under "
                            f"{folder}; is it a harness --output_path?")
-    rows, _ = read_expert_log([folder], args.metric, filter_name=args.filter_name)
+    rows, metrics = read_expert_log([folder], args.metric, filter_name=args.filter_name,
+                                    duplicate_fix=f"give --run {name} the output folder of one run (move the other "
+                                                  f"run's sample logs out of {folder})")
     if not rows:
         raise RecordsError(f"--run {name}: the sample logs under {folder} are empty.")
-    return rows
+    return rows, metrics
 
 
 def _shared_documents(runs: dict[str, dict[Any, ExpertRow]], strict: bool) -> tuple[list[Any], dict[str, Any]]:
@@ -164,8 +167,12 @@ def _routing_counts(folder: Path, rows: dict[Any, ExpertRow], keys: list[Any]) -
 
 def from_results(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int], dict[str, Any]]:
     """Accuracy per subject of each --run, over the documents all runs scored (one filter per task)."""
+    from benchcoe_plugins.training.sample_logs import check_same_metrics
+
     folders = dict(_pairs(args.run, "--run"))
-    runs = {name: _run_rows(name, folder, args) for name, folder in folders.items()}
+    read = {name: _run_rows(name, folder, args) for name, folder in folders.items()}
+    check_same_metrics({name: metrics for name, (_, metrics) in read.items()}, "the --run folders")
+    runs = {name: rows for name, (rows, _) in read.items()}
     keys, note = _shared_documents(runs, args.strict_missing)
     first = next(iter(runs.values()))
     subject_of_key = {key: _subject_for(first[key].document.task, dict(first[key].document.doc)) for key in keys}

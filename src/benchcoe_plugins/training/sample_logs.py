@@ -127,9 +127,10 @@ def doc_subject(task: str, doc: Mapping[str, Any]) -> str | None:
 
 
 def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
-                    question_fields: Sequence[str] = QUESTION_FIELDS,
-                    filter_name: str | None = None) -> tuple[dict[Any, ExpertRow], set[str]]:
-    """One row per document; a task scored through several filters needs ``filter_name``."""
+                    question_fields: Sequence[str] = QUESTION_FIELDS, filter_name: str | None = None,
+                    duplicate_fix: str = "give each expert one run's sample logs") -> tuple[dict[Any, ExpertRow], set[str]]:
+    """One row per document; a task scored through several filters needs ``filter_name``. A document
+    logged twice is an error ending with ``duplicate_fix``, which says what the caller's user should give."""
     rows: dict[Any, ExpertRow] = {}
     used: set[str] = set()
     for path in sample_files(paths):
@@ -160,11 +161,18 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
             key = (task, stable_id(document))
             if key in rows:
                 raise RecordsError(f"{path}: document {key[1]} of {task} appears twice (two runs of one task in the "
-                                   f"same folder?); give each expert one run's sample logs.")
+                                   f"same folder?); {duplicate_fix}.")
             # a task without a subject field (e.g. gsm8k or arc) is its own subject, which the subject and
             # query routers then learn to predict from the text like any subject
             rows[key] = ExpertRow(document, score, doc_subject(task, doc) or task, first_response(row))
     return rows, used
+
+
+def check_same_metrics(metrics: Mapping[str, set[str]], whose: str) -> None:
+    """Refuses logs scored with different metrics (``metrics``: name -> metrics its rows were scored with):
+    their accuracies are not comparable. ``whose`` names what the names are ("experts")."""
+    if len({frozenset(used) for used in metrics.values()}) > 1:
+        raise RecordsError(f"{whose} were scored with different metrics {metrics}; pass --metric to pick one.")
 
 
 def load_sample_logs(expert_paths: Mapping[str, Sequence[str | Path]], metric: str | None = None,
@@ -180,8 +188,7 @@ def load_sample_logs(expert_paths: Mapping[str, Sequence[str | Path]], metric: s
         per_expert[expert], metrics[expert] = read_expert_log(paths, metric, question_fields, filter_name)
         if not per_expert[expert]:
             raise RecordsError(f"the sample logs of expert {expert!r} are empty ({list(map(str, paths))}).")
-    if len({frozenset(m) for m in metrics.values()}) > 1:
-        raise RecordsError(f"experts were scored with different metrics {metrics}; pass --metric to pick one.")
+    check_same_metrics(metrics, "experts")
     data = join_experts(per_expert, source="harness sample logs", on_missing=on_missing)
     if data.documents and not any(d.doc.get(f) for d in data.documents for f in question_fields):
         print("benchcoe: note: these sample logs hold no documents (lmms-eval logs none), so a text router learns "
