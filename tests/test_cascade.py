@@ -292,3 +292,25 @@ def test_a_damaged_cascade_folder_is_one_error_at_load(trained: Path, tmp_path: 
         save_file(tensors, str(folder / "cascade.safetensors"))
     with pytest.raises(RouterFormatError, match="re-train"):
         Router.load(folder)
+
+
+def test_in_sample_training_reads_each_parts_first_answers_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``train --router cascade --in-sample`` reads the first expert's answers of the test part and of the
+    fit part once each: the in-sample report reuses those the fit read (the real reader runs; the wrapper
+    only notes which documents each read was for)."""
+    from benchcoe_plugins.training import outputs
+
+    records = write_mmlu_pro_records(tmp_path, mmlu_pro_questions()[::40], [FIRST, SECOND])
+    reads: list[tuple[str, ...]] = []
+
+    def noted_read(data_dir: Path, expert: str, data):
+        reads.append(tuple(data.keys()))
+        return record_outputs(data_dir, expert, data)
+
+    monkeypatch.setattr(outputs, "record_outputs", noted_read)
+    assert main(["train", "--records", str(records), "--experts", FIRST, SECOND, "--router", "cascade", "--in-sample",
+                 "--C", "1", "--folds", "2", "--quiet", "--no-plots", "--output", str(tmp_path / "router")]) == 0
+    assert "in-sample report" in capsys.readouterr().out
+    split = read_split(tmp_path / "router" / "split.json")
+    assert sorted(map(len, reads)) == sorted([len(split["test"]), len(split["train"]) + len(split["validation"])])
+    assert len(set(reads)) == len(reads), "no part's answers read twice"

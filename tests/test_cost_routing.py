@@ -252,6 +252,30 @@ def test_cost_curve_edge_pools_and_budgets_it_cannot_meet() -> None:
         "30 % and 50 % of 13 are below the cheapest cost, 8"
 
 
+def test_a_curve_pays_each_choice_and_shows_each_expert_at_its_own_cost() -> None:
+    """As in a cascade: choosing the second expert pays both (8 + 70), yet its own point stands at 70,
+    matching it is measured against 70, and the mean-cost budgets are fractions of 70."""
+    from benchcoe_plugins.training.cost_curve import cost_curve
+
+    rng = np.random.default_rng(3)
+    correct = (rng.uniform(size=(400, 2)) < [0.4, 0.6]).astype(float)
+    scores = correct + rng.normal(scale=0.5, size=correct.shape)  # informative: the sweep can match the second
+    paid, own = np.array([8.0, 78.0]), np.array([8.0, 70.0])
+    curve = cost_curve(scores, correct, ["first", "second"], paid, scores.argmax(axis=1), strong="second",
+                       weak="first", calibration_scores=scores, own_costs=own)
+    assert curve["costs"] == {"first": 8.0, "second": 70.0}
+    assert [curve["singles"][e]["cost"] for e in ("first", "second")] == [8.0, 70.0]
+    assert all(p["cost"] == curve["singles"][p["name"]]["cost"] for p in curve["pareto_front"] if "name" in p)
+    share = curve["accuracy_router"]["strong_share"]
+    assert curve["accuracy_router"]["cost"] == pytest.approx(8.0 + 70.0 * share), "the first is paid on every choice"
+    assert curve["random_mix"][-1]["cost"] == 78.0
+    high = curve["singles"]["second"]["accuracy"]
+    matching = min(p["cost"] for p in curve["sweep"] if p["accuracy"] >= high)
+    assert curve["cost_to_match_strong"] == pytest.approx(matching / 70.0)
+    assert [row["budget"] for row in curve["calibrated_budgets"] if "mean_cost" in row["budget"]] == \
+        [{"mean_cost": 21.0}, {"mean_cost": 35.0}]
+
+
 def test_calibrated_share_budgets_limit_the_chosen_strong_expert() -> None:
     from benchcoe_plugins.training.cost_curve import cost_curve
 

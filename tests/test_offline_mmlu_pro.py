@@ -141,3 +141,23 @@ def test_a_damaged_seed_is_set_aside_and_a_download_is_never_hidden_unasked(tmp_
     forced = run_cli(["benchcoe", "offline-data", "--force"], cwd=tmp_path, env=env)
     assert "now hidden" in forced.stderr and download.is_dir()
     assert _load_rows(env, tmp_path).startswith("11962 ")
+
+
+def test_check_hashes_each_shipped_copy_once(tmp_path, monkeypatch, capsys) -> None:
+    """``offline-data --check`` names each seeded folder by the hash of the shipped files, and reads
+    the files for that hash once per copy (the real hash runs; the wrapper only counts)."""
+    from benchcoe_plugins.cli import main
+    from benchcoe_plugins.offline import cache, mmmu_pro, seed
+
+    hashed: list[list[str]] = []
+
+    def counted_hash(files, *extra: str) -> str:
+        files = list(files)
+        hashed.append([f"{path.parent.name}/{path.name}" for path in files])
+        return cache.content_hash(files, *extra)
+
+    for module in (seed, mmmu_pro):
+        monkeypatch.setattr(module, "content_hash", counted_hash)
+    assert main(["offline-data", "--check", "--cache-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.count("NOT seeded") == 2
+    assert hashed == [["mmlu_pro/test.parquet", "mmlu_pro/validation.parquet"], ["mmmu_pro/test.parquet"]]

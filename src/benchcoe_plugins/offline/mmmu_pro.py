@@ -24,6 +24,7 @@ CACHE_DIR_NAME = "MMMU___mmmu_pro"
 FILE_PREFIX = "mmmu_pro"
 CONFIG_NAME = "standard (10 options)"
 SPLIT = "test"
+SPLITS = (SPLIT,)
 TASK = "mmmu_pro_standard"
 VLM_POOL = ["InternVL2-8B", "InternVL2-40B", "InternVL2-Llama3-76B", "llava-onevision-qwen2-7b-vo-hf",
             "llava-onevision-qwen2-72b-vo-hf"]
@@ -73,7 +74,7 @@ def seeded_folder(cache_dir: Path | None = None, source: Path | None = None) -> 
 
 def is_seeded(cache_dir: Path | None = None, source: Path | None = None) -> bool:
     """Whether offline loads read the seeded copy and it reads back whole."""
-    return is_loaded_seed(seeded_folder(cache_dir, source), FILE_PREFIX, [SPLIT])
+    return is_loaded_seed(seeded_folder(cache_dir, source), FILE_PREFIX, SPLITS)
 
 
 def seed_mmmu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
@@ -83,7 +84,7 @@ def seed_mmmu_pro_cache(cache_dir: str | os.PathLike | None = None, source: str 
     and leaves a real download alone, like ``seed_mmlu_pro_cache``."""
     source = Path(source) if source else shipped_mmmu_pro()
     target = seeded_folder(Path(cache_dir) if cache_dir else None, source)
-    return seed_cache_folder(target, FILE_PREFIX, [SPLIT], force, lambda: _write(target, source))
+    return seed_cache_folder(target, FILE_PREFIX, SPLITS, force, lambda: _write(target, source))
 
 
 def _write(target: Path, source: Path) -> Path:

@@ -138,16 +138,22 @@ def operating_point(points: tuple[list[float], list[dict[str, Any]]], share: flo
 
 def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
                accuracy_choices: np.ndarray, strong: str | None = None, weak: str | None = None,
-               calibration_scores: np.ndarray | None = None, reference_cost: float | None = None) -> dict[str, Any]:
-    """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns;
-    ``reference_cost``: what the mean-cost budgets are fractions of (default: the strong expert's cost)."""
+               calibration_scores: np.ndarray | None = None, own_costs: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything the plot and the JSON show; ``accuracy_choices``: the accuracy router's columns.
+
+    ``costs``: what choosing each column costs per document (the sweep, the router's points, the
+    oracle, the random mix and the budgets are paid at these); ``own_costs``: each expert's own cost
+    (default ``costs``), at which its single point stands, the reported costs are given and matching
+    the strong expert is measured; the mean-cost budgets are fractions of the strong expert's own cost."""
     correct = np.asarray(correct, dtype=np.float64)  # float32 means put a point recovering exactly p below p
     experts = list(experts)
+    own_costs = costs if own_costs is None else np.asarray(own_costs, dtype=np.float64)
     strong = strong or experts[int(np.argmax(costs))]
     strong_index = experts.index(strong)
-    singles = {e: {"accuracy": float(correct[:, i].mean()), "cost": float(costs[i]),
+    singles = {e: {"accuracy": float(correct[:, i].mean()), "cost": float(own_costs[i]),
                    "strong_share": float(i == strong_index)} for i, e in enumerate(experts)}
     weak = weak or weak_expert(singles, strong)
+    weak_index = experts.index(weak)
     low, high = singles[weak]["accuracy"], singles[strong]["accuracy"]
     gap = high - low
 
@@ -170,13 +176,13 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
                              int(np.argmin(costs)))
     oracle = {**_point(oracle_choice, correct, costs, strong_index), "accuracy": float(correct.max(axis=1).mean())}
     random_mix = [{"strong_share": float(s), "accuracy": float((1 - s) * low + s * high),
-                   "cost": float((1 - s) * singles[weak]["cost"] + s * singles[strong]["cost"])}
+                   "cost": float((1 - s) * costs[weak_index] + s * costs[strong_index])}
                   for s in np.linspace(0, 1, 11)]
     matching = [p for p in sweep if p["accuracy"] >= high]
     shown = stored_sweep(sweep, on_grid + ([min(matching, key=lambda p: p["cost"])] if matching else []))
     candidates = shown + [{**v, "name": k} for k, v in singles.items()]
     result: dict[str, Any] = {
-        "documents": int(len(correct)), "experts": experts, "costs": dict(zip(experts, costs.tolist())),
+        "documents": int(len(correct)), "experts": experts, "costs": dict(zip(experts, own_costs.tolist())),
         "strong": strong, "weak": weak, "singles": singles, "oracle": oracle, "random_mix": random_mix,
         "accuracy_router": accuracy_router, "settings_swept": len(sweep), "sweep": shown,
         "pareto_front": [candidates[i] for i in pareto_front(candidates)],
@@ -189,26 +195,20 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
     }
     if calibration_scores is not None:
         result["calibrated_budgets"] = calibrated_budgets(calibration_scores, scores, correct, experts, costs, strong,
-                                                          reference_cost)
+                                                          float(own_costs[strong_index]))
     return result
 
 
 def cascade_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
                   calibration_scores: np.ndarray) -> dict[str, Any]:
-    """:func:`cost_curve` of a cascade ([first, second]): escalating costs the first expert's cost plus the
-    second's, so the sweep runs on those costs (choosing by gain > cost_weight x cost(second)); the second
-    expert's own point and the cost of matching it are then given at its cost alone."""
+    """:func:`cost_curve` of a cascade ([first, second]): escalating pays the first expert's cost plus the
+    second's, so the sweep runs on those paid costs (choosing by gain > cost_weight x cost(second)), while
+    each expert's own point stands at its own cost."""
     first_cost, second_cost = float(costs[0]), float(costs[1])
     paid = np.array([first_cost, first_cost + second_cost])
     accuracy_choices = (np.asarray(scores)[:, 1] > np.asarray(scores)[:, 0]).astype(int)
     curve = cost_curve(scores, correct, experts, paid, accuracy_choices, strong=experts[1], weak=experts[0],
-                       calibration_scores=calibration_scores, reference_cost=second_cost)
-    curve["singles"][experts[1]]["cost"] = second_cost
-    candidates = curve["sweep"] + [{**v, "name": k} for k, v in curve["singles"].items()]
-    curve["pareto_front"] = [candidates[i] for i in pareto_front(candidates)]
-    curve["costs"] = {experts[0]: first_cost, experts[1]: second_cost}
-    if curve["cost_to_match_strong"] is not None:
-        curve["cost_to_match_strong"] *= paid[1] / second_cost
+                       calibration_scores=calibration_scores, own_costs=np.array([first_cost, second_cost]))
     curve["cascade"] = {"first": experts[0], "second": experts[1],
                         "note": "the first expert answers every document; strong_share is the share escalated to "
                                 "the second, and every cost includes the first expert's"}

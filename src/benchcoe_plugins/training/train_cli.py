@@ -248,14 +248,14 @@ def run(args: argparse.Namespace) -> int:
     fitted_on = ["train", "validation"] if uses_validation else ["train"]
     fit_data = parts_subset(data, indices, fitted_on)
     held_validation = (validation.documents, validation.correct, validation.subjects) if len(validation) else None
-    test_outputs = None
+    test_outputs = fit_outputs = None  # the first expert's answer texts, which only a cascade reads
     if args.router == "cascade":  # its own cross-validation of the fit documents chooses its setting
         from benchcoe_plugins.training.outputs import expert_outputs
 
         first = data.experts[0]
         test_outputs = expert_outputs(args, first, test)
-        router.fit(fit_data.documents, fit_data.correct, fit_data.experts, expert_outputs(args, first, fit_data),
-                   subjects=fit_data.subjects)
+        fit_outputs = expert_outputs(args, first, fit_data)
+        router.fit(fit_data.documents, fit_data.correct, fit_data.experts, fit_outputs, subjects=fit_data.subjects)
     elif args.router == "table":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
@@ -301,11 +301,6 @@ def run(args: argparse.Namespace) -> int:
         print(evaluation["guard_note"])
     print(f"report: {files['markdown']}")
     if args.in_sample:
-        fit_outputs = None
-        if args.router == "cascade":
-            from benchcoe_plugins.training.outputs import expert_outputs
-
-            fit_outputs = expert_outputs(args, data.experts[0], fit_data)
         in_sample = evaluate_router(router, fit_data, fit_data, scenario=scenario_summary(args, in_sample=True),
                                     outputs=fit_outputs)
         in_files = write_evaluation(output / "report" / "in_sample", f"{name} (IN-SAMPLE)", in_sample,
