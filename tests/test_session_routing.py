@@ -78,3 +78,40 @@ def test_image_free_document_without_any_text_expert_is_a_clear_error(tmp_path) 
     session = CoESession(load_config(make_config(tmp_path, experts)), never_built)
     with pytest.raises(RoutingError, match="no expert can answer image-free documents"):
         session.route([RoutingDocument("sqa", 0, "q", {"subject": "law"}, has_image=False)])
+
+
+def answer_share(config: Path, rank: int, subjects: list[str]) -> CoESession:
+    """A rank's session answering every second document of ``subjects`` (its share, as the harnesses deal
+    them) with stand-in experts that return their name; a stand-in has a tokenizer-free whitespace count."""
+    session = CoESession(load_config(config), lambda spec: spec.name, rank=rank, world_size=2)
+    share = [{"i": i, "subject": s} for i, s in enumerate(subjects) if i % 2 == rank]
+    session.answer("generate_until", share, None, lambda r: RoutingDocument("toy", r["i"], "q", r),
+                   lambda expert, kind, r: r, lambda kind, r: str(r["i"]),
+                   lambda model, kind, batch: [f"{model} answers" for _ in batch])
+    return session
+
+
+def test_two_ranks_record_covers_both_ranks(tmp_path, monkeypatch) -> None:
+    """Rank 0 writes the record: every per-process figure in it must be summed over the ranks."""
+    monkeypatch.setenv("BENCHCOE_RECORD_MEMORY", "1")
+    config = make_config(tmp_path, TEXT_EXPERTS, result_cache=str(tmp_path / "store"))
+    subjects = ["biology", "law", "law", "law"]  # rank 0: biology (a), law (b); rank 1: law, law (b)
+    first_run = [answer_share(config, rank, subjects) for rank in (0, 1)]
+    rerun = [answer_share(config, rank, subjects) for rank in (0, 1)]  # every answer from the result cache
+
+    def record(sessions: list[CoESession]) -> dict:
+        parts = [{"rows": s.log_rows(), "figures": s.rank_figures()} for s in sessions]
+        return sessions[0].summary(sessions[0].gather_ranks(lambda mine: [mine, *parts[1:]]))
+
+    first, again = record(first_run), record(rerun)
+    assert first["expert_loads"] == {"a": 1, "b": 2} and first["expert_loads_per_rank"] == [{"a": 1, "b": 1}, {"b": 1}]
+    assert {name: row["requests"] for name, row in first["spend"].items()} == {"a": 1, "b": 3}
+    assert {name: row["generated_tokens"] for name, row in first["spend"].items()} == {"a": 2, "b": 6}
+    assert first["spend"]["b"]["process"] == "harness"
+    assert first["router_seconds"] == sum(s.router_seconds for s in first_run)
+    # each rank: a baseline before its first load, then one per freed expert (the last one stays loaded)
+    assert [(snapshot["rank"], snapshot["event"]) for snapshot in first["memory"]] == \
+        [(0, "baseline"), (0, "freed"), (1, "baseline")]
+    assert again["answers_from_result_cache"] == {"a": 1, "b": 3}
+    assert again["expert_loads"] == {} and {row["requests"] for row in again["spend"].values()} == {0}
+    assert first["documents_per_expert"] == again["documents_per_expert"] == {"toy": {"a": 1, "b": 3}}

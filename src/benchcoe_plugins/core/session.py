@@ -41,6 +41,55 @@ def merge_rank_rows(parts: Iterable[Sequence[dict[str, Any]]]) -> list[dict[str,
     return sorted({(r["task"], str(r["doc_id"])): r for part in parts for r in part}.values(), key=_log_order)
 
 
+def _summed(parts: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Per-name sums that keep zero entries (``Counter`` addition drops them)."""
+    total: dict[str, float] = {}
+    for part in parts:
+        for name, value in part.items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
+def _distinct(values: Iterable[str | None]) -> str | None:
+    """The distinct set values in first-seen order, comma-joined (one value stays as it is)."""
+    seen = list(dict.fromkeys(v for v in values if v is not None))
+    return ", ".join(seen) if seen else None
+
+
+def merge_rank_figures(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of every rank (each ``CoESession.rank_figures``, rank order) as one: loads, answers from
+    the result cache, router seconds and each expert's requests, tokens and seconds summed (seconds of work
+    over all ranks, not wall time); the spend's ``process`` and ``tokens_counted_as`` name every distinct
+    value; the memory snapshots of every rank, each tagged with its rank."""
+    if len(parts) == 1:
+        return parts[0]
+    spend: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(name for part in parts for name in part["spend"]):
+        rows = [part["spend"][name] for part in parts if name in part["spend"]]
+        spend[name] = {"requests": sum(r["requests"] for r in rows),
+                       "generated_tokens": sum(r["generated_tokens"] for r in rows),
+                       "wall_seconds": round(sum(r["wall_seconds"] for r in rows), 3),
+                       "tokens_counted_as": _distinct(r["tokens_counted_as"] for r in rows),
+                       "process": _distinct(r["process"] for r in rows)}
+    recorded = [part["memory"] for part in parts]
+    memory = (None if all(m is None for m in recorded)
+              else [{"rank": rank, **snapshot} for rank, snapshots in enumerate(recorded) for snapshot in snapshots or []])
+    return {"expert_loads": _summed(part["expert_loads"] for part in parts),
+            "answers_from_result_cache": _summed(part["answers_from_result_cache"] for part in parts),
+            "router_seconds": sum(part["router_seconds"] for part in parts),
+            "spend": spend,
+            "memory": memory}
+
+
+@dataclass(frozen=True)
+class AllRanks:
+    """What every rank recorded, gathered to write one record: the routing-log rows (one per document)
+    and each rank's own figures, in rank order."""
+
+    rows: list[dict[str, Any]]
+    figures: list[dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class RoutedDocument:
     document: RoutingDocument
@@ -285,8 +334,21 @@ class CoESession:
         rows.sort(key=_log_order)
         return rows
 
-    def summary(self, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
-        rows = self.log_rows() if rows is None else rows
+    def rank_figures(self) -> dict[str, Any]:
+        """This process's own figures for the record; ``merge_rank_figures`` joins those of several ranks."""
+        return {"expert_loads": dict(self.pool.loads), "answers_from_result_cache": dict(self.pool.from_store),
+                "router_seconds": self.router_seconds, "spend": self.pool.spend.record(), "memory": self.pool.memory}
+
+    def gather_ranks(self, all_gather_object: Callable[[Any], list[Any]]) -> AllRanks:
+        """Rows and figures of every rank through one collective call, which every rank must make."""
+        parts = all_gather_object({"rows": self.log_rows(), "figures": self.rank_figures()})
+        return AllRanks(merge_rank_rows(part["rows"] for part in parts), [part["figures"] for part in parts])
+
+    def summary(self, ranks: AllRanks | None = None) -> dict[str, Any]:
+        """The ``coe`` record of the results JSON: over all ranks when ``ranks`` (gathered) is given,
+        else over this process."""
+        rows = self.log_rows() if ranks is None else ranks.rows
+        figures = self.rank_figures() if ranks is None else merge_rank_figures(ranks.figures)
         counts: dict[str, Counter] = defaultdict(Counter)
         called: Counter = Counter()  # documents each expert answered, a cascade's first expert included
         for row in rows:
@@ -309,19 +371,20 @@ class CoESession:
             "fallback": self.config.fallback,
             "experts": {name: spec.describe() for name, spec in self.config.experts.items()},
             "documents_per_expert": {task: dict(sorted(c.items())) for task, c in sorted(counts.items())},
-            "expert_loads": dict(self.pool.loads),
-            "answers_from_result_cache": dict(self.pool.from_store),
-            "router_seconds": self.router_seconds,
-            **({"memory": self.pool.memory} if self.pool.memory is not None else {}),
-            "spend": self.spend(called),
+            "expert_loads": figures["expert_loads"],
+            **({"expert_loads_per_rank": [part["expert_loads"] for part in ranks.figures]}
+               if ranks is not None and len(ranks.figures) > 1 else {}),
+            "answers_from_result_cache": figures["answers_from_result_cache"],
+            "router_seconds": figures["router_seconds"],
+            **({"memory": figures["memory"]} if figures["memory"] is not None else {}),
+            "spend": self.spend(called, figures["spend"]),
             "cost_routing": self.router.describe() if hasattr(self.router, "describe") else None,
         }
 
-    def spend(self, documents: Counter) -> dict[str, Any]:
+    def spend(self, documents: Counter, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Per expert: documents it answered (``documents``; a cascade's first expert answers every
-        document it saw), and this rank's requests, generated tokens, wall seconds (answers from the
+        document it saw), and the ``measured`` requests, generated tokens, wall seconds (answers from the
         result store cost nothing); ``cost`` where the config gives one."""
-        measured = self.pool.spend.record()
         out: dict[str, Any] = {}
         for name in self.config.experts:
             row = {"documents": documents.get(name, 0),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.provenance import reproducibility_record
-from benchcoe_plugins.core.session import CoESession, merge_rank_rows
+from benchcoe_plugins.core.session import AllRanks, CoESession
 from benchcoe_plugins.experts.chat_templates import experts_without_chat_template
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.sampling import seed_if_sampling
@@ -99,8 +98,7 @@ class CoELM(DataParallelMixin, LM):
         self.config: CoEConfig = load_config(config, overrides, known_models=known_lm_eval_models)
         self.harness_args = {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
         self.session = CoESession(self.config, self._build_expert, self.rank, self.world_size)
-        self._all_rank_rows: list[dict[str, Any]] | None = None
-        self._all_rank_loads: list[dict[str, int]] | None = None
+        self._all_ranks: AllRanks | None = None
         self._chat_checked = False
 
     @classmethod
@@ -148,8 +146,7 @@ class CoELM(DataParallelMixin, LM):
         answers = self.session.answer(request_type, requests, expanded, self._document, lambda e, k, r: r,
                                       request_key, self._call_expert)
         if self.world_size > 1:  # every rank calls each request type, so all of them gather here
-            self._all_rank_rows = merge_rank_rows(self.all_gather_object(self.session.log_rows()))
-            self._all_rank_loads = self.all_gather_object(dict(self.session.pool.loads))
+            self._all_ranks = self.session.gather_ranks(self.all_gather_object)
         return answers
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
@@ -215,11 +212,8 @@ class CoELM(DataParallelMixin, LM):
     # -- record ------------------------------------------------------------------------------
     def get_model_info(self) -> dict[str, Any]:
         """Called by lm-eval on rank 0 after evaluation: the CoE record for the results JSON."""
-        rows = self._all_rank_rows
-        summary = self.session.summary(rows)
-        if self._all_rank_loads is not None:
-            summary["expert_loads_per_rank"] = self._all_rank_loads
-            summary["expert_loads"] = dict(sum((Counter(loads) for loads in self._all_rank_loads), Counter()))
+        rows = self._all_ranks.rows if self._all_ranks is not None else None
+        summary = self.session.summary(self._all_ranks)
         tracker = find_caller_local("evaluation_tracker", "lm_eval", lambda v: hasattr(v, "general_config_tracker"))
         path, outputs = record_paths(tracker, "lm_eval", self.config.output_name(), self.config.routing_log)
         if path is not None:

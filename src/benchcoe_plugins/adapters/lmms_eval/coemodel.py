@@ -12,8 +12,8 @@ an image (``handles_text_only: false``, the default for vision experts).
 
 Every expert shares the CoE's ``task_dict``, ``accelerator``, rank and world size. The routing
 log (one row per document) is written beside lmms-eval's results, and the results JSON gets a
-``coe`` section (router, experts, documents per expert and task); with several processes
-the rows of every rank are gathered first.
+``coe`` section (router, experts, documents per expert and task, loads and spend); with
+several processes the rows and figures of every rank are gathered first, so it covers all ranks.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from benchcoe_plugins.core.config import CoEConfig, load_config
 from benchcoe_plugins.core.documents import RoutingDocument, question_text
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.provenance import reproducibility_record
-from benchcoe_plugins.core.session import CoESession, merge_rank_rows
+from benchcoe_plugins.core.session import AllRanks, CoESession
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.spec import ExpertSpec
 
@@ -259,13 +259,10 @@ class _CoEModel(lmms):
         dist.all_gather_object(gathered, value)
         return gathered
 
-    def routing_summary(self, rows: list[dict[str, Any]] | None = None,
-                        loads: list[dict[str, int]] | None = None) -> dict[str, Any]:
-        summary = self.session.summary(rows)
+    def routing_summary(self, ranks: AllRanks | None = None) -> dict[str, Any]:
+        summary = self.session.summary(ranks)
         summary["kind"] = self.kind
         summary["expert_interfaces"] = {name: i.kind for name, i in self.interfaces.items()}
-        if loads is not None and len(loads) > 1:
-            summary["expert_loads_per_rank"] = loads
         return summary
 
     def clean(self) -> None:
@@ -276,19 +273,18 @@ class _CoEModel(lmms):
             # documents answered from --use_cache never reached the session: route them for the log
             for requests in self._pending_requests().values():
                 self.session.route([self._document(r) for r in requests])
-            rows = merge_rank_rows(self._gather(self.session.log_rows()))
-            loads = self._gather(dict(self.session.pool.loads))
+            ranks = self.session.gather_ranks(self._gather)
             if self.rank == 0:
-                self._record(rows, loads)
+                self._record(ranks)
         super().clean()
 
-    def _record(self, rows: list[dict[str, Any]], loads: list[dict[str, int]]) -> None:
+    def _record(self, ranks: AllRanks) -> None:
         tracker = find_caller_local("evaluation_tracker", "lmms_eval",
                                     lambda v: hasattr(v, "general_config_tracker"))
-        summary = self.routing_summary(rows, loads)
+        summary = self.routing_summary(ranks)
         path, outputs = record_paths(tracker, "lmms_eval", self.config.output_name(), self.config.routing_log)
         if path is not None:
-            self.session.write_routing_log(path, rows)
+            self.session.write_routing_log(path, ranks.rows)
             logger.info("benchcoe: routing log written to %s", path)
         summary["routing_log"] = str(path) if path else None
         summary["reproducibility"] = reproducibility_record(self.config, self.session.router_checksum, "lmms_eval",
