@@ -71,11 +71,22 @@ def test_two_processes_equal_one(workspace, runs, tmp_path, rank_loading: str) -
         assert two[key]["filtered_resps"] == one[key]["filtered_resps"] or key[0] != "toy_gen", key
     routed_once = routing(runs["coe"])
     assert routing(out) == {k: routed_once[k] for k in two}, "routing does not depend on processes or task order"
-    per_rank = read_results(out)["config"]["coe"]["expert_loads_per_rank"]
+    coe = read_results(out)["config"]["coe"]
+    per_rank = coe["expert_loads_per_rank"]
     if rank_loading == "all":
         assert per_rank == [{"alpha": 1, "beta": 1}] * 2, "every rank loads every expert, in the same order"
     else:
         assert per_rank == [{"alpha": 1}, {"beta": 1}], "each rank loads only the expert its documents need"
+    # rank 0 writes the record, and its figures cover both ranks: each request runs on one rank, once
+    # (rank padding's copies are not run again), as many as one process ran or took from its result cache
+    assert coe["expert_loads"] == {"alpha": len(per_rank), "beta": len(per_rank)}
+    if rank_loading == "all":
+        alone = read_results(runs["coe"])["config"]["coe"]
+        expected = {e: row["requests"] + alone["answers_from_result_cache"].get(e, 0) for e, row in alone["spend"].items()}
+    else:
+        expected = {"alpha": 1, "beta": 1}  # one generated answer per toy_gen document
+    assert {e: row["requests"] for e, row in coe["spend"].items()} == expected
+    assert all(row["wall_seconds"] > 0 for row in coe["spend"].values())
 
 
 def test_isolated_expert_runs_in_a_worker_process_with_identical_answers(workspace, runs, tmp_path) -> None:

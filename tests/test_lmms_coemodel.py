@@ -247,6 +247,11 @@ def test_two_processes_match_one_process(runs) -> None:
     # default) each rank loads once exactly the experts its own documents were routed to
     needed = [{row["expert"] for (_, doc_id), row in log_two.items() if doc_id % 2 == rank} for rank in (0, 1)]
     assert coe_two["expert_loads_per_rank"] == [{expert: 1 for expert in sorted(n)} for n in needed], needed
+    # rank 0 writes the record, and its figures cover both ranks: the same requests and answers as one process
+    assert coe_two["expert_loads"] == dict(sum((Counter(loads) for loads in coe_two["expert_loads_per_rank"]), Counter()))
+    for field in ("requests", "generated_tokens", "documents"):
+        assert {e: r[field] for e, r in coe_two["spend"].items()} == {e: r[field] for e, r in coe_one["spend"].items()}
+    assert all(row["wall_seconds"] > 0 for row in coe_two["spend"].values() if row["requests"])
 
 
 def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:
