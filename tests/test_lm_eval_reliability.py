@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -77,15 +78,17 @@ def test_two_processes_equal_one(workspace, runs, tmp_path, rank_loading: str) -
         assert per_rank == [{"alpha": 1, "beta": 1}] * 2, "every rank loads every expert, in the same order"
     else:
         assert per_rank == [{"alpha": 1}, {"beta": 1}], "each rank loads only the expert its documents need"
-    # rank 0 writes the record, and its figures cover both ranks: each request runs on one rank, once
-    # (rank padding's copies are not run again), as many as one process ran or took from its result cache
-    assert coe["expert_loads"] == {"alpha": len(per_rank), "beta": len(per_rank)}
+    # rank 0 writes the record, and its figures cover both ranks
+    assert coe["expert_loads"] == dict(sum((Counter(loads) for loads in per_rank), Counter()))
+    requests = {e: row["requests"] for e, row in coe["spend"].items()}
     if rank_loading == "all":
+        # every request of one process (run or taken from its result cache), plus the copies of a rank's last
+        # request that lm-eval pads the shorter rank with, which the experts answer too
         alone = read_results(runs["coe"])["config"]["coe"]
-        expected = {e: row["requests"] + alone["answers_from_result_cache"].get(e, 0) for e, row in alone["spend"].items()}
+        assert all(requests[e] >= row["requests"] + alone["answers_from_result_cache"].get(e, 0)
+                   for e, row in alone["spend"].items()), (requests, alone["spend"])
     else:
-        expected = {"alpha": 1, "beta": 1}  # one generated answer per toy_gen document
-    assert {e: row["requests"] for e, row in coe["spend"].items()} == expected
+        assert requests == {"alpha": 1, "beta": 1}, "one generated answer per toy_gen document, one on each rank"
     assert all(row["wall_seconds"] > 0 for row in coe["spend"].values())
 
 

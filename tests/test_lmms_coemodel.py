@@ -248,7 +248,8 @@ def test_two_processes_match_one_process(runs) -> None:
     needed = [{row["expert"] for (_, doc_id), row in log_two.items() if doc_id % 2 == rank} for rank in (0, 1)]
     assert coe_two["expert_loads_per_rank"] == [{expert: 1 for expert in sorted(n)} for n in needed], needed
     # rank 0 writes the record, and its figures cover both ranks: the same requests and answers as one process
-    assert coe_two["expert_loads"] == dict(sum((Counter(loads) for loads in coe_two["expert_loads_per_rank"]), Counter()))
+    per_rank = coe_two["expert_loads_per_rank"]
+    assert coe_two["expert_loads"] == dict(sum((Counter(loads) for loads in per_rank), Counter()))
     for field in ("requests", "generated_tokens", "documents"):
         assert {e: r[field] for e, r in coe_two["spend"].items()} == {e: r[field] for e, r in coe_one["spend"].items()}
     assert all(row["wall_seconds"] > 0 for row in coe_two["spend"].values() if row["requests"])

@@ -1,5 +1,6 @@
 """Routing edge cases, raised before any expert loads: a missing question field, a subject the
-table lacks (fallback, one warning naming it), an image-free document with no expert for it."""
+table lacks (fallback, one warning naming it), an image-free document with no expert for it; and
+the record of two ranks' sessions, whose figures cover both."""
 
 from __future__ import annotations
 

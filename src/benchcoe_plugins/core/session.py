@@ -72,8 +72,8 @@ def merge_rank_figures(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
                        "tokens_counted_as": _distinct(r["tokens_counted_as"] for r in rows),
                        "process": _distinct(r["process"] for r in rows)}
     recorded = [part["memory"] for part in parts]
-    memory = (None if all(m is None for m in recorded)
-              else [{"rank": rank, **snapshot} for rank, snapshots in enumerate(recorded) for snapshot in snapshots or []])
+    memory = None if all(m is None for m in recorded) else [
+        {"rank": rank, **snapshot} for rank, snapshots in enumerate(recorded) for snapshot in snapshots or []]
     return {"expert_loads": _summed(part["expert_loads"] for part in parts),
             "answers_from_result_cache": _summed(part["answers_from_result_cache"] for part in parts),
             "router_seconds": sum(part["router_seconds"] for part in parts),
