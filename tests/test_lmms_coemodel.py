@@ -255,6 +255,21 @@ def test_two_processes_match_one_process(runs) -> None:
     assert all(row["wall_seconds"] > 0 for row in coe_two["spend"].values() if row["requests"])
 
 
+def test_rerun_takes_every_answer_from_the_result_cache(workspace, tmp_path) -> None:
+    """The chat llava_hf expert returns lmms-eval GenerationResult objects, which its result store must keep
+    (as their text): a second run of the same command loads no expert and gives the same answers."""
+    model_args = f"config=ranks.yaml,result_cache={tmp_path / 'store'}"
+    first, again = (lmms_eval(workspace, str(tmp_path / name), "coemodel", model_args, tasks="mmstar")
+                    for name in ("first", "again"))
+    routed = Counter(row["expert"] for row in routing_log(again).values())
+    assert routed["llava"] > 0, "the table sends some mmstar documents to the vision expert"
+    coe = results(again)["coe"]
+    assert coe["expert_loads"] == {}, "every answer came from the result cache, so no expert loads"
+    assert coe["answers_from_result_cache"] == dict(routed)
+    assert {expert: row["requests"] for expert, row in coe["spend"].items()} == {expert: 0 for expert in routed}
+    assert {k: response(r) for k, r in samples(again).items()} == {k: response(r) for k, r in samples(first).items()}
+
+
 def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:
     """lmms-eval's `coe_replay` answers every document from another run's --log_samples JSONL."""
     replayed = lmms_eval(workspace, "qwen_replayed", "coe_replay", f"log={runs['qwen_alone']}")

@@ -101,7 +101,7 @@ class RoutedDocument:
 
 class CoESession:
     def __init__(self, config: CoEConfig, build_expert: Callable[[ExpertSpec], Any], rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, plain_answer: Callable[[Any], Any] | None = None) -> None:
         self.config = config
         self.router = load_router(config.router)
         self.gain_threshold = 0.0  # a cascade escalates where the expected gain exceeds it
@@ -125,7 +125,8 @@ class CoESession:
         self.router_checksum = folder_checksum(config.router)
         self.rank = rank
         self.world_size = world_size
-        self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank, config.checkpoint_every)
+        self.pool = ExpertPool(config.experts, build_expert, config.result_cache, rank, config.checkpoint_every,
+                               plain_answer)
         self.routes: dict[tuple[str, str], RoutedDocument] = {}
         self._warned_subjects: set[str] = set()
         self._stash: dict[tuple[str, str], list] = defaultdict(list)

@@ -52,12 +52,16 @@ class ExpertPool:
         result_dir: Path | None = None,
         rank: int = 0,
         checkpoint_every: int = 1000,
+        plain_answer: Callable[[Any], Any] | None = None,
     ) -> None:
         self.specs = specs
         self.build = build
         self.result_dir = result_dir
         self.rank = rank
         self.checkpoint_every = checkpoint_every
+        # a harness's answer object (lmms-eval's GenerationResult) as the plain data the store keeps and
+        # the spend meter counts; the harness itself still gets the object
+        self.plain_answer = plain_answer or (lambda answer: answer)
         self.loads: Counter[str] = Counter()
         self.from_store: Counter[str] = Counter()
         self.spend = SpendMeter()
@@ -156,9 +160,10 @@ class ExpertPool:
                             raise RuntimeError(f"returned {len(answers)} answers for {len(chunk)} requests")
                         for i, answer in zip(chunk, answers):
                             results[i] = answer
+                        plain = [self.plain_answer(answer) for answer in answers]
                         if store:  # before anything else can fail: these answers may have been paid for
-                            store.put_many((jobs[i].key, results[i]) for i in chunk)
-                        self.spend.add(name, model, request_type, answers, started)
+                            store.put_many((jobs[i].key, answer) for i, answer in zip(chunk, plain))
+                        self.spend.add(name, model, request_type, plain, started)
             except Exception as error:
                 self.release()
                 resume = (f"answers of finished experts {[n for n in finished if n != name]} are saved in {self.result_dir}; fix the cause and "

@@ -78,7 +78,8 @@ class _CoEModel(lmms):
 
         self.accelerator = Accelerator()
         self._device = self.accelerator.device
-        self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size)
+        self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size,
+                                  shapes.plain_answer)
         self._checked: set[tuple[str, str]] = set()
         self._settings_checked: set[tuple[str, str]] = set()
         self._closed = False

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from lmms_eval.api.instance import GenerationResult
+
 from benchcoe_plugins.experts.sampling import seed_if_sampling
 
 SIMPLE, CHAT, TEXT = "simple", "chat", "text"
@@ -150,6 +152,12 @@ def text_prompt(request_view: RequestView, doc: Mapping[str, Any]) -> str:
         return request_view.context
     parts = message_parts(request_view.doc_to_messages(doc)) if request_view.doc_to_messages else []
     return "\n".join(p["text"] for p in parts if p.get("type") == "text")
+
+
+def plain_answer(answer: Any) -> Any:
+    """An expert's answer as plain data: the text of a ``GenerationResult`` (what lmms-eval's chat models
+    return), as lmms-eval's own response cache keeps it; its token counts describe one generation."""
+    return answer.text if isinstance(answer, GenerationResult) else answer
 
 
 def request_key(request_type: str, request: Any) -> str:
