@@ -268,6 +268,7 @@ def test_rerun_takes_every_answer_from_the_result_cache(workspace, tmp_path) -> 
     assert coe["answers_from_result_cache"] == dict(routed)
     assert {expert: row["requests"] for expert, row in coe["spend"].items()} == {expert: 0 for expert in routed}
     assert {k: response(r) for k, r in samples(again).items()} == {k: response(r) for k, r in samples(first).items()}
+    assert results(first)["coe"]["spend"]["llava"]["generated_tokens"] > 0, "the GenerationResult texts are counted"
 
 
 def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:
