@@ -216,9 +216,10 @@ def test_cascade_bad_input_is_one_line(records: Path, tmp_path: Path, capsys) ->
 
 
 def session_run(trained: Path, tmp_path: Path, requests: list[dict], experts: dict | None = None,
-                world_size: int = 1, rank_loading: str = "needed"):
+                world_size: int = 1, rank_loading: str = "needed", chat_answers: bool = False):
     """A CoESession over the trained cascade with stand-in experts that answer from the records (no model
-    loads): the first returns its recorded text, the second a fixed answer. Returns the session and the
+    loads): the first returns its recorded text (as lmms-eval chat models do, in a GenerationResult, with
+    ``chat_answers``), the second a fixed answer. Returns the session and the
     (expert, question index, has_image) of every request each expert was called with."""
     from benchcoe_plugins.core.documents import RoutingDocument
     from benchcoe_plugins.core.session import CoESession
@@ -232,13 +233,20 @@ def session_run(trained: Path, tmp_path: Path, requests: list[dict], experts: di
         spec.setdefault("model_args", {"pretrained": str(folder)})
     (tmp_path / "coe.yaml").write_text(yaml.safe_dump({"router": str(trained), "experts": experts,
                                                        "result_cache": False, "rank_loading": rank_loading}))
+    from lmms_eval.api.instance import GenerationResult
+
+    from benchcoe_plugins.adapters.lmms_eval.requests import plain_answer
+
     session = CoESession(load_config(tmp_path / "coe.yaml", known_models=lambda: ["hf", "llava_hf"]),
-                         lambda spec: spec.name, world_size=world_size)
+                         lambda spec: spec.name, world_size=world_size, plain_answer=plain_answer)
     calls: list[tuple] = []
 
     def call(model, kind, batch):
         calls.extend((model, r["i"], r["image"]) for r in batch)
-        return [texts[questions[r["i"]]["question_id"]] if model == FIRST else "The answer is (A)." for r in batch]
+        if model != FIRST:
+            return ["The answer is (A)." for _ in batch]
+        recorded = [texts[questions[r["i"]]["question_id"]] for r in batch]
+        return [GenerationResult(text=t) for t in recorded] if chat_answers else recorded
 
     def document(r):
         q = questions[r["i"]]
@@ -256,6 +264,15 @@ def test_copies_of_a_request_do_not_change_the_escalation(trained: Path, tmp_pat
     decisions = {k: (r.expert, r.decision.score) for k, r in once.routes.items()}
     assert decisions == {k: (r.expert, r.decision.score) for k, r in copies.routes.items()}
     assert len({expert for expert, _ in decisions.values()}) == 2, "some escalate, some not: the test can fail"
+
+
+def test_a_chat_experts_generation_result_is_read_as_its_text(trained: Path, tmp_path: Path) -> None:
+    """lmms-eval chat models answer with GenerationResult objects: the cascade must read their text."""
+    requests = [{"i": i, "image": None} for i in range(20)]
+    plain, _ = session_run(trained, tmp_path / "plain", requests)
+    chat, _ = session_run(trained, tmp_path / "chat", requests, chat_answers=True)
+    assert {k: (r.expert, r.decision.score) for k, r in chat.routes.items()} == \
+        {k: (r.expert, r.decision.score) for k, r in plain.routes.items()}
 
 
 def test_every_expert_loads_once_per_rank_with_rank_loading_all(trained: Path, tmp_path: Path) -> None:

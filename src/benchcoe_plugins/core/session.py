@@ -298,7 +298,8 @@ class CoESession:
             if (expert == first and routed.first_expert is None and routed.decision.expert == self.router.first
                     and (document.key, key) not in read):
                 read.add((document.key, key))
-                answered[document.key].append(answer if isinstance(answer, str) else "")
+                text = self.pool.plain_answer(answer)  # a chat expert's GenerationResult reads as its text
+                answered[document.key].append(text if isinstance(text, str) else "")
         if answered:
             undecided = [self.routes[key].document for key in answered]
             start = time.perf_counter()
