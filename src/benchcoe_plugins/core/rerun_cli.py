@@ -103,16 +103,29 @@ def model_args_given(command: list[str]) -> dict[str, Any]:
     """The ``--model_args`` settings of a recorded harness command: lmms-eval takes one ``k=v,k=v``
     string; lm-eval also takes several such words, or a JSON object."""
     given: dict[str, Any] = {}
-    taking = False
-    for arg in command[1:]:
-        if arg.startswith("-"):
-            flag, sep, value = arg.partition("=")
-            taking = FLAG_ALIASES.get(flag, flag) == "--model_args"
-            if taking and sep:
+    for flag, words in flag_groups(command[1:]):
+        if flag == "--model_args":
+            values = [words[0].partition("=")[2]] if "=" in words[0] else words[1:]
+            for value in values:
                 given.update(_parsed_model_args(value))
-        elif taking:
-            given.update(_parsed_model_args(arg))
     return given
+
+
+def flag_groups(args: list[str]) -> list[tuple[str | None, list[str]]]:
+    """The recorded arguments in order, grouped: (flag by its long name, [the flag's word, its values]);
+    a ``--flag=value`` word takes no further values, and words before any flag group under None."""
+    groups: list[tuple[str | None, list[str]]] = []
+    for arg in args:
+        if arg.startswith("-"):
+            flag = arg.split("=", 1)[0]
+            groups.append((FLAG_ALIASES.get(flag, flag), [arg]))
+            if "=" in arg:
+                groups.append((None, []))
+        elif groups:
+            groups[-1][1].append(arg)
+        else:
+            groups.append((None, [arg]))
+    return groups
 
 
 def _parsed_model_args(text: str) -> dict[str, Any]:
@@ -153,19 +166,12 @@ def rerun_command(record: dict[str, Any], config_file: Path, output: Path, keep_
         raise ConfigError(f"unknown harness {harness!r} in the record; expected one of {HARNESS_MODULES}.")
     replaced = {"--model_args": f"config={config_file}", "--output_path": str(output)}
     dropped = () if keep_caches else DROPPED_FLAGS
-    command, args, skip = [sys.executable, "-m", harness], list(record["command"][1:]), False
-    for arg in args:
-        if skip and not arg.startswith("-"):
-            continue  # a value of a replaced or dropped flag (lm-eval's --model_args takes several)
-        skip = False
-        flag = FLAG_ALIASES.get(arg.split("=", 1)[0], arg.split("=", 1)[0])
+    command = [sys.executable, "-m", harness]
+    for flag, words in flag_groups(list(record["command"][1:])):
         if flag in replaced:
             command += [flag, replaced.pop(flag)]
-            skip = "=" not in arg
-        elif flag in dropped:
-            skip = "=" not in arg
-        else:
-            command.append(arg)
+        elif flag not in dropped:
+            command += words
     return command + [part for flag, value in replaced.items() for part in (flag, value)]
 
 
