@@ -101,7 +101,9 @@ def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words:
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--routers", ","], "--routers: name at least one"),
+    (["--routers", ","], "--routers: ',' is not a list of subject,query,cascade"),
+    (["--routers", "table"], "--routers: 'table' is not a list of subject,query,cascade"),
+    (["--routers", "cascade"], "the MMLU-Pro part runs subject / query"),
     (["--router-dir", "rd", "--routers", "query"], "no mmlu_pro_query router in"),
     (["--output", "a_file/demo"], "--output: cannot create"),
     (["--limit", "0"], "--limit 0: give a whole number >= 1"),
@@ -174,6 +176,8 @@ NO_DATA = ["--samples", "a=no_logs/a", "--samples", "b=no_logs/b"]  # never read
      "--test-source tests on another record set, so --subset validation would have no effect"),
     (["report", *NO_DATA, "--limit", "3", "--router", "no_router"], "--limit 3 takes the first N questions"),
     (["report", "--run", "no_run", "--experts", "a", "--limit", "3"], "--experts / --limit would have no effect on --run"),
+    (["train", *NO_DATA, "--router", "query", "--answer-letters", "--fields", "src"],
+     "--answer-letters / --fields shape what a cascade reads; with --router query they would have no effect"),
 ])
 def test_an_option_the_data_would_ignore_is_one_line_before_anything_is_read(tmp_path: Path, capsys, monkeypatch,
                                                                              argv: list[str], words: str) -> None:

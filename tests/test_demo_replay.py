@@ -76,3 +76,35 @@ def assert_mmmu_pro_part(summary: dict, out, stdout: str) -> None:
     assert len(samples) == len(routing) == 6
     correct = [records[routing[row["doc_id"]]][row["mmmu_acc"]["id"]] for row in samples]
     assert harness["mmmu_acc,none"] == round(sum(correct) / len(correct), 5)
+
+
+def test_demo_cascade_through_lmms_eval_escalates_as_the_router_reads_the_records(tmp_path) -> None:
+    """The MMMU-Pro cascade through the unchanged ``python -m lmms_eval --model coemodel``: the harness's
+    ``mmmu_acc`` equals the records recomputation, and each document went where the shipped router sends it
+    when it reads InternVL2-Llama3-76B's recorded output (so the first expert replays what the router
+    was trained on)."""
+    import numpy as np
+
+    from benchcoe_plugins.core.documents import RoutingDocument
+    from benchcoe_plugins.routers.base import Router
+
+    result = run_cli(["benchcoe", "demo", "--parts", "mmmu_pro", "--routers", "cascade", "--limit", "60",
+                      "--output", str(tmp_path / "demo")], cwd=tmp_path, env=harness_env({"HF_HOME": str(tmp_path / "hf")}))
+    assert "CoE cascade-level (mmmu_pro_cascade)" in result.stdout
+    (run,) = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())["mmmu_pro_runs"]
+    assert run["equal"] and run["harness_accuracy"] == round(run["records_accuracy"], 5)
+    router = Router.load(REPO / "router_ckpts" / "mmmu_pro_cascade")
+    with gzip.open(SHARED_DATA / "mmmu_pro" / "questions.jsonl.gz", "rt") as handle:
+        questions = [json.loads(line) for line in handle]
+    with gzip.open(REPO / "tasks" / "mmmu_pro" / "replay" / f"{router.first}.jsonl.gz", "rt") as handle:
+        first_output = {r["id"]: r["response"] for r in map(json.loads, handle)}
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(REPO / "tasks" / "mmmu_pro" / "test.parquet", columns=["id"]).column("id").to_pylist()[:60]
+    by_id = {q["id"]: q for q in questions}
+    documents = [RoutingDocument("mmmu_pro_standard", i, by_id[key]["question"], by_id[key]) for i, key in enumerate(ids)]
+    escalate, _ = router.escalate(documents, [first_output[key] for key in ids])
+    routing = {int(row["doc_id"]): row["expert"]
+               for row in map(json.loads, (tmp_path / "demo" / "mmmu_pro_cascade" / "routing.jsonl").read_text().splitlines())}
+    assert [routing[i] for i in range(60)] == [router.second if up else router.first for up in escalate.tolist()]
+    assert 0 < int(np.sum(escalate)) < 60, "both experts answer some of these documents"

@@ -39,6 +39,15 @@ def test_answers_round_trip_with_their_types(tmp_path: Path) -> None:
     assert ResultStore(tmp_path, "ident").get_many(k for k, _ in ANSWERS) == dict(ANSWERS)
 
 
+def test_unencodable_answers_are_one_warning_per_batch_and_the_rest_is_stored(tmp_path: Path, caplog) -> None:
+    store = ResultStore(tmp_path, "ident")
+    with caplog.at_level(logging.WARNING):
+        store.put_many([("a", object()), ("b", "kept"), ("c", {1: "x"}), ("d", object())])
+    warnings = [r.getMessage() for r in caplog.records if "not caching" in r.getMessage()]
+    assert len(warnings) == 1 and "3 answer(s)" in warnings[0], warnings
+    assert store.get_many(["a", "b", "c", "d"]) == {"b": "kept"}
+
+
 def test_planted_pickle_values_run_nothing_and_are_ignored(tmp_path: Path, caplog) -> None:
     store = ResultStore(tmp_path, "ident")
     store.put_many(ANSWERS)
@@ -268,3 +277,18 @@ def test_a_rewritten_record_file_behind_a_glob_list_or_folder_changes_the_identi
     first = spec.identity()
     (folder / "b.jsonl").write_text(json.dumps({"id": "b", "pred": "B"}) + "\n")  # same size, new answer
     assert spec.identity() != first
+
+
+def test_a_multi_round_answer_is_stored_and_counted_as_its_texts(tmp_path: Path) -> None:
+    """lmms-eval's multi-round requests answer with one result per round: stored and counted as their texts."""
+    from lmms_eval.api.instance import GenerationResult
+
+    from benchcoe_plugins.adapters.lmms_eval.requests import plain_answer
+    from benchcoe_plugins.experts.spend import generated_tokens
+
+    rounds = [GenerationResult(text="first round"), GenerationResult(text="the second one")]
+    assert plain_answer(rounds) == ["first round", "the second one"]
+    store = ResultStore(tmp_path, "ident")
+    store.put_many([("k", plain_answer(rounds))])
+    assert store.get_many(["k"]) == {"k": ["first round", "the second one"]}
+    assert generated_tokens(None, ["one two", plain_answer(rounds)]) == (7, "whitespace words")

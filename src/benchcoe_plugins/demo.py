@@ -46,12 +46,13 @@ class DemoError(BenchCoEError, RuntimeError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("benchcoe_demo"), help="output folder (default ./benchcoe_demo)")
-    parser.add_argument("--routers", default="subject,query",
-                        help="router levels to run through the harness, comma-separated (default subject,query)")
+    parser.add_argument("--routers", default="subject,query,cascade",
+                        help="router levels to run through the harness, comma-separated (default "
+                             "subject,query,cascade; cascade: MMMU-Pro only, the embedded MMLU-Pro pool has no 70B)")
     parser.add_argument("--limit", type=int, default=None,
                         help="passed to the harnesses' --limit: MMLU-Pro documents per subject, MMMU-Pro documents")
     parser.add_argument("--router-dir", type=Path, default=None,
-                        help="folder holding mmlu_pro_subject/, mmlu_pro_query/, mmmu_pro_subject/ and mmmu_pro_query/ "
+                        help="folder holding mmlu_pro_subject/, mmlu_pro_query/, mmmu_pro_subject/, mmmu_pro_query/ and mmmu_pro_cascade/ "
                              "(default: the shipped router_ckpts)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, default {','.join(PARTS)}: mmlu_pro runs lm_eval --model coe, "
@@ -280,16 +281,23 @@ def run(args: argparse.Namespace) -> int:
         raise DemoError(f"--output: cannot create {output} ({error.strerror}); name a folder you can write.") from None
     if args.router_dir is not None:
         args.router_dir = args.router_dir.resolve()  # the configs the demo writes live in another folder
+    from benchcoe_plugins.demo_mmmu_pro import LEVELS as MMMU_PRO_LEVELS
+
     levels = [level.strip() for level in args.routers.split(",") if level.strip()]
-    if not levels:
-        raise DemoError(f"--routers: name at least one of {','.join(LEVELS)}.")
+    known = list(dict.fromkeys([*LEVELS, *MMMU_PRO_LEVELS]))
+    if not levels or set(levels) - set(known):
+        raise DemoError(f"--routers: {args.routers!r} is not a list of {','.join(known)}.")
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
         raise DemoError(f"--parts: {unknown or parts} is not a list of {list(PARTS)}; e.g. --parts {','.join(PARTS)}.")
+    mmlu_pro_levels = [level for level in levels if level in LEVELS]
+    if "mmlu_pro" in parts and not mmlu_pro_levels:
+        raise DemoError(f"--routers {args.routers}: the MMLU-Pro part runs {' / '.join(LEVELS)} (its embedded pool has "
+                        f"no 70B for a cascade); add one, or give --parts mmmu_pro.")
     summary: dict[str, Any] = {}
     if "mmlu_pro" in parts:
-        summary.update(run_mmlu_pro(args, levels, output))
+        summary.update(run_mmlu_pro(args, mmlu_pro_levels, output))
     if "mmmu_pro" in parts:
         from benchcoe_plugins.demo_mmmu_pro import run_mmmu_pro
 

@@ -3,14 +3,18 @@
 Runs ``python -m lmms_eval --model coemodel --model_args config=<embedded config> --tasks
 mmmu_pro_standard`` once per shipped MMMU-Pro router, with replay experts of five real VLMs
 (their recorded answers on the 1,730 questions), and compares each expert alone, the CoE and
-the oracle on all documents and on the router's held-out split.
+the oracle on all documents and on the router's held-out split. The cascade's config names its two
+experts only.
 
 Exactness: each replay expert answers "The answer is (X)." with its recorded letter X, which
 lmms-eval's MMMU parser resolves to X; a record with no parsable answer (``pred`` null, which
 the records score wrong) replays the first option letter that is not the gold one
 (``no_answer: wrong_letter``). So the parser's random fallback never fires, and the harness's
 ``mmmu_acc`` (rounded by lmms-eval to 5 decimals) equals the accuracy recomputed from the
-records and the routing log.
+records and the routing log. The cascade's first expert replays its raw output instead (a bare
+letter, which the parser reads as that letter, or nothing): the router read that text when it was
+trained. An empty output that the cascade kept would be parsed at random; the check below would
+then say DIFFERENT.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from benchcoe_plugins.demo import (DATASETS_CACHE, DemoData, DemoError, RouterCh
                                    read_routing, run_harness)
 from benchcoe_plugins.offline.mmmu_pro import TASK, VLM_POOL, shipped_mmmu_pro
 
-LEVELS = {"subject": "mmmu_pro_subject", "query": "mmmu_pro_query"}
+LEVELS = {"subject": "mmmu_pro_subject", "query": "mmmu_pro_query", "cascade": "mmmu_pro_cascade"}
 METRIC = "mmmu_acc,none"
 DECIMALS = 5  # lmms-eval rounds mmmu_acc to 5 decimals
 

@@ -239,12 +239,16 @@ class ResultStore:
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         if self._connection is None:
             return
-        rows = []
+        rows, skipped = [], []
         for key, value in items:
             try:
                 rows.append((key, encode_answer(value)))
             except TypeError as error:
-                logger.warning("benchcoe: not caching %s (%s)", key[:12], error)
+                skipped.append((key, error))
+        if skipped:  # one line per batch: an expert whose answers are all unencodable would flood the log
+            logger.warning("benchcoe: not caching %d answer(s) of this batch in %s, which are not JSON data (first: "
+                           "%s, %s); they are answered again on a rerun", len(skipped), self.path,
+                           skipped[0][0][:12], skipped[0][1])
         try:
             self._connection.execute("BEGIN IMMEDIATE")
             self._connection.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)

@@ -13,7 +13,7 @@ def generated_tokens(model: Any, answers: Sequence[Any]) -> tuple[int, str]:
     """(token count of the string answers, how they were counted): the answer text re-tokenised by the
     expert's own tokenizer where it exposes one, else whitespace-separated words (isolated experts, and
     tokenizers whose ``encode`` fails on them). Counting never fails a run."""
-    texts = [a for a in answers if isinstance(a, str)]
+    texts = [t for a in answers for t in (a if isinstance(a, list) else [a]) if isinstance(t, str)]  # multi-round: a list
     tokenizer = getattr(model, "tokenizer", None)
     # tiktoken's and lm-eval's remote tokenizers take the text alone (TypeError on the keyword)
     for keywords in ({"add_special_tokens": False}, {}) if callable(getattr(tokenizer, "encode", None)) else ():

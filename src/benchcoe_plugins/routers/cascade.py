@@ -5,7 +5,9 @@ A router that decides before any expert runs sees only the question. A cascade a
 the first expert wrote: whether an answer can be extracted at all, how many different answers it
 named, how long it ran, how much it repeated itself. Two logistic heads over the question's
 TF-IDF features, its subject, the values of ``fields`` (MMLU-Pro: ``src``) and those answer
-features give P(first right) and P(second right); a document escalates when
+features (with ``answer_letters``, also which option letter it chose: a model unsure of a
+multiple-choice answer often falls back to the first option) give P(first right) and P(second
+right); a document escalates when
 
     P(second right) - P(first right) > cost_weight x cost(second)
 
@@ -16,6 +18,11 @@ the first expert's cost on every document, plus the second's where it escalates.
 
 ``C`` (when None) is chosen by ``folds``-fold cross-validation of the fit documents: the setting
 whose out-of-fold escalation order recovers the most accuracy averaged over every escalation share.
+
+The guard (``guard_z``, as for the query router, :mod:`benchcoe_plugins.routers.guard`): the
+cascade's out-of-fold hits at its own threshold (the choice of ``C`` cross-fitted) must beat the
+better of its two experts by more than ``guard_z`` standard errors, or every document goes to that
+expert alone (no escalation; the second expert directly when it is the better one).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
 from benchcoe_plugins.routers.encoders import TfidfEncoder
-from benchcoe_plugins.routers.guard import cross_validation_splits
+from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.query import field_value
 from benchcoe_plugins.routers.subject import (
     LinearHead,
@@ -45,21 +52,30 @@ from benchcoe_plugins.routers.subject import (
 # lm-eval's mmlu_pro answer filter and MMLU-Pro's own extraction look for this phrase
 DEFAULT_ANSWER_PATTERN = r"answer is \(?([A-J])\)?"
 C_GRID = (0.1, 0.3, 1.0, 3.0)
-ANSWER_FEATURES = ("answered", "distinct_answers", "log_characters", "distinct_line_share")
+OPTION_LETTERS = "ABCDEFGHIJ"
+SHAPE_FEATURES = ("answered", "distinct_answers", "log_characters", "distinct_line_share")
+ANSWER_FEATURES = SHAPE_FEATURES + tuple(f"answer_letter_{letter}" for letter in OPTION_LETTERS)
 
 
-def answer_features(outputs: Sequence[str], pattern: str) -> np.ndarray:
-    """(n, 4) per first-expert answer: an answer found, how many different ones, log length, and the
-    share of its non-empty lines that are distinct (a model stuck in a loop repeats lines)."""
+def answer_features(outputs: Sequence[str], pattern: str, names: Sequence[str] = ANSWER_FEATURES) -> np.ndarray:
+    """(n, len(names)) per first-expert answer, of: an answer found, how many different ones, log
+    length, the share of its non-empty lines that are distinct (a model stuck in a loop repeats
+    lines), and a one-hot of the first found answer's option letter (A-J; the match lm-eval's regex
+    filter keeps)."""
     compiled = re.compile(pattern)
     rows = []
     for text in outputs:
         text = text or ""
         found = compiled.findall(text)
         lines = [line for line in text.split("\n") if line.strip()]
+        letters = [0.0] * len(OPTION_LETTERS)
+        first = (found[0] if isinstance(found[0], str) else next((g for g in found[0] if g), "")) if found else ""
+        if first.strip().upper() in OPTION_LETTERS and len(first.strip()) == 1:
+            letters[OPTION_LETTERS.index(first.strip().upper())] = 1.0
         rows.append([float(bool(found)), float(min(len(set(found)), 3)), math.log1p(len(text)),
-                     len(set(lines)) / len(lines) if lines else 1.0])
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_FEATURES))
+                     len(set(lines)) / len(lines) if lines else 1.0, *letters])
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_FEATURES))
+    return table[:, [ANSWER_FEATURES.index(name) for name in names]]
 
 
 def recovered_area(gain_order: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
@@ -75,13 +91,15 @@ class CascadeRouter(Router):
 
     def __init__(self, C: float | None = None, max_features: int = 30000, text: str = "question+options",
                  answer_pattern: str = DEFAULT_ANSWER_PATTERN, fields: list[str] | None = None, folds: int = 5,
-                 seed: int = 0) -> None:
+                 answer_letters: bool = False, guard_z: float | None = 1.0, seed: int = 0) -> None:
         self.C = C
         self.max_features = max_features
         self.text = text
         self.answer_pattern = answer_pattern
         self.fields = fields
         self.folds = folds
+        self.answer_letters = answer_letters
+        self.guard_z = guard_z
         self.seed = seed
 
     # -- features ----------------------------------------------------------------------------
@@ -101,7 +119,8 @@ class CascadeRouter(Router):
     def _features(self, documents: Sequence[RoutingDocument], outputs: Sequence[str]) -> Any:
         from scipy import sparse
 
-        answers = (answer_features(outputs, self.answer_pattern) - self.answer_mean_) / self.answer_scale_
+        answers = (answer_features(outputs, self.answer_pattern, self.answer_features_) - self.answer_mean_) \
+            / self.answer_scale_
         return sparse.hstack([self.tfidf_.transform(document_texts(documents, self.text)),
                               sparse.csr_matrix(self._category_columns(documents)),
                               sparse.csr_matrix(answers.astype(np.float32))], format="csr")
@@ -114,7 +133,8 @@ class CascadeRouter(Router):
         for f in self.fields or []:
             names |= {f"{f}={v}" for d in documents if (v := field_value(d, f)) is not None}
         self.categories_ = sorted(names)
-        raw = answer_features(outputs, self.answer_pattern)
+        self.answer_features_ = list(ANSWER_FEATURES if self.answer_letters else SHAPE_FEATURES)
+        raw = answer_features(outputs, self.answer_pattern, self.answer_features_)
         self.answer_mean_ = raw.mean(axis=0)
         self.answer_scale_ = np.where(raw.std(axis=0) > 0, raw.std(axis=0), 1.0)
         return self._features(documents, outputs)
@@ -155,11 +175,23 @@ class CascadeRouter(Router):
         self.calibration_scores_ = out_of_fold[self.C_].astype(np.float32)
         self.head_ = LinearHead.fit_binary_columns(self._prepare(documents, outputs, subject_names), correct, self.C_)
         self.subjects_, self.table_ = [], {}
+        self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
         self.metadata_ = {"tuning": {"method": f"{self.folds}-fold cross-validation of the fit documents",
                                      "C": self.C_, "recovered_area": {str(c): round(a, 6) for c, a in areas.items()},
                                      "documents": len(documents)},
                           "first_expert": self.experts_[0], "second_expert": self.experts_[1],
-                          "best_expert": self.experts_[int(np.argmax(correct.mean(axis=0)))]}
+                          "best_expert": self.best_expert_}
+        self.mode_ = "cascade"
+        if self.guard_z is not None:
+            # each C's out-of-fold hits at threshold 0; the choice of C is scored too (cross-fitted)
+            candidate_hits = np.array([np.where(out_of_fold[c][:, 1] > out_of_fold[c][:, 0], correct[:, 1], correct[:, 0])
+                                       for c in grid])
+            honest = cross_fitted_hits(candidate_hits, self.folds, self.seed + 1)
+            verdict = guard_verdict(honest, correct[:, self.experts_.index(self.best_expert_)], self.guard_z)
+            self.mode_ = "cascade" if verdict["routes"] else "best"
+            self.metadata_["guard"] = {"method": f"cross-fitted choice of C, {self.folds}-fold cross-validation",
+                                       **verdict, "cross_fitted_accuracy": round(float(honest.mean()), 6)}
+        self.metadata_["mode"] = self.mode_
         return self
 
     # -- inference ---------------------------------------------------------------------------
@@ -182,18 +214,25 @@ class CascadeRouter(Router):
     def escalate(self, documents: Sequence[RoutingDocument], outputs: Sequence[str],
                  gain_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """(escalate?, expected gain) per document: escalate where the gain exceeds ``gain_threshold``
-        (``cost_weight x cost(second)``; 0: wherever the second is expected to do better)."""
+        (``cost_weight x cost(second)``; 0: wherever the second is expected to do better). After the
+        guard chose the better expert alone: all documents to it (``decide`` sends them there)."""
         scores = self.expected_accuracy_given(documents, outputs)
         gain = (scores[:, 1] - scores[:, 0]).astype(np.float64)
+        if self.mode_ == "best":
+            return np.full(len(documents), self.best_expert_ == self.second), gain
         return gain > gain_threshold, gain
 
     def calibration_scores(self) -> np.ndarray:
         return self.calibration_scores_
 
     def decide(self, documents: Sequence[RoutingDocument]) -> list[RouteDecision]:
-        """Every readable document goes to the first expert; :meth:`escalate` decides on its answer."""
-        return route_readable(documents, lambda readable: [RouteDecision(self.first, None, None, "cascade: first expert")
-                                                           for _ in readable])
+        """Every readable document goes to the first expert; :meth:`escalate` decides on its answer. After
+        the guard chose one expert alone, every readable document goes to it."""
+        if self.mode_ == "best":
+            decision = RouteDecision(self.best_expert_, None, None, "guard: best single expert")
+        else:
+            decision = RouteDecision(self.first, None, None, "cascade: first expert")
+        return route_readable(documents, lambda readable: [decision for _ in readable])
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:
@@ -204,7 +243,8 @@ class CascadeRouter(Router):
                    "answer_scale": self.answer_scale_.astype(np.float64)}
         save_file(tensors, str(folder / "cascade.safetensors"))
         return {"cascade": {"weights": "cascade.safetensors", "C": self.C_, "categories": self.categories_,
-                            "tfidf": self.tfidf_.save(folder), "answer_features": list(ANSWER_FEATURES)}}
+                            "tfidf": self.tfidf_.save(folder), "answer_features": list(self.answer_features_),
+                            "mode": self.mode_, "best_expert": self.best_expert_}}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
         from safetensors.numpy import load_file
@@ -225,6 +265,18 @@ class CascadeRouter(Router):
         except (OSError, ValueError) as error:
             raise RouterFormatError(f"{folder}: cascade weights unreadable ({error}); re-train the router.") from None
         self.C_ = state.get("C")
+        names = state.get("answer_features", list(SHAPE_FEATURES))
+        # routers saved before the guard have none: they escalate as they always did
+        self.mode_ = state.get("mode", "cascade")
+        self.best_expert_ = state.get("best_expert", self.metadata_.get("best_expert", self.experts_[-1]))
+        if not isinstance(names, list) or not set(names) <= set(ANSWER_FEATURES) or len(set(names)) != len(names):
+            raise RouterFormatError(f"{folder}: cascade.answer_features must list distinct names from "
+                                    f"{list(ANSWER_FEATURES)}; re-train the router.")
+        if self.mode_ not in ("cascade", "best") or self.best_expert_ not in self.experts_:
+            raise RouterFormatError(f"{folder}: cascade mode {self.mode_!r} / best expert {self.best_expert_!r} "
+                                    f"unusable (mode is cascade or best, the expert one of {self.experts_}); "
+                                    f"re-train the router.")
+        self.answer_features_ = names
         self.categories_ = [str(c) for c in state["categories"]]
         self.tfidf_ = TfidfEncoder.load(folder, state.get("tfidf", {}))
         try:
@@ -233,10 +285,10 @@ class CascadeRouter(Router):
             self.answer_mean_, self.answer_scale_ = tensors["answer_mean"], tensors["answer_scale"]
         except KeyError as error:
             raise RouterFormatError(f"{folder}: cascade weights lack {error}; re-train the router.") from None
-        width = self.tfidf_.dim + len(self.categories_) + len(ANSWER_FEATURES)
+        width = self.tfidf_.dim + len(self.categories_) + len(names)
         require_shape(folder, "head.coef", self.head_.coef.shape, (2, width))
-        require_shape(folder, "answer_mean", self.answer_mean_.shape, (len(ANSWER_FEATURES),))
-        require_shape(folder, "answer_scale", self.answer_scale_.shape, (len(ANSWER_FEATURES),))
+        require_shape(folder, "answer_mean", self.answer_mean_.shape, (len(names),))
+        require_shape(folder, "answer_scale", self.answer_scale_.shape, (len(names),))
         if self.calibration_scores_.ndim != 2 or self.calibration_scores_.shape[1] != 2:
             raise RouterFormatError(f"{folder}: calibration_scores has shape {self.calibration_scores_.shape}, "
                                     f"not (documents, 2); re-train the router.")

@@ -217,6 +217,10 @@ def cascade_gain_threshold(router: Router, config: Any) -> float:
     second expert's share. No cost setting: 0 (escalate wherever the second is expected to do better)."""
     if config.cost_weight is None and config.budget is None:
         return 0.0
+    if getattr(router, "mode_", "cascade") == "best":
+        raise ConfigError(f"the cascade's guard sends every document to {router.best_expert_} (when it was trained, "
+                          f"escalating showed no clear accuracy gain), so {'budget' if config.budget else 'cost_weight'} "
+                          f"would have no effect; drop it, or re-train the cascade with --costs or --no-guard.")
     experts = list(router.experts_)
     costs = cost_vector(experts, config.router_costs(experts), "the cascade's experts")
     paid = np.array([costs[0], costs[0] + costs[1]])

@@ -31,6 +31,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fail when some expert lacks documents (default: drop them and report it)")
 
 
+def given_flags(args: argparse.Namespace, *names: str) -> str:
+    """Those of ``names`` (``--flag-name``) the user gave (not None, not a store_true left off), joined by " / "."""
+    values = [getattr(args, name.lstrip("-").replace("-", "_")) for name in names]
+    return " / ".join(name for name, value in zip(names, values) if value is not None and value is not False)
+
+
 def require_one_source(args: argparse.Namespace) -> None:
     if sum([bool(args.records), bool(args.mmmu), bool(args.samples)]) != 1:
         raise RecordsError("give exactly one source of expert results: --records, --mmmu or --samples NAME=PATH.")

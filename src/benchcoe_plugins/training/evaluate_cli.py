@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, given_flags, load_data
 from benchcoe_plugins.training.dataset import BenchmarkData
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -90,8 +90,7 @@ def validation_scenario(split: dict[str, Any]) -> dict[str, Any]:
 def check_subset_arguments(args: argparse.Namespace) -> None:
     """--subset options that another option would override, refused before anything is read."""
     if args.subset == "in-sample":
-        ignored = " / ".join(flag for flag, value in (("--test-where", args.test_where),
-                                                      ("--test-source", args.test_source)) if value)
+        ignored = given_flags(args, "--test-where", "--test-source")
         if ignored:
             raise RecordsError(f"--subset in-sample scores every document the router was fitted on, so {ignored} "
                                f"would have no effect; drop {ignored}, or use --subset test.")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchcoe_plugins.core.errors import RecordsError
-from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, given_flags, load_data
 from benchcoe_plugins.training.dataset import ExpertRow
 
 
@@ -198,8 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run and (args.records or args.mmmu or args.samples or args.router):
         raise RecordsError("give either --run folders (harness results) or records/samples with --router, not both.")
-    records_only = " / ".join(flag for flag, value in (("--experts", args.experts), ("--limit", args.limit is not None),
-                                                       ("--split", args.split)) if value)
+    records_only = given_flags(args, "--experts", "--limit", "--split")
     if args.run and records_only:
         raise RecordsError(f"{records_only} would have no effect on --run folders, which are read whole; drop "
                            f"{records_only}.")

@@ -13,7 +13,7 @@ import numpy as np
 
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.routers import QUERY_HEADS
-from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, load_data
+from benchcoe_plugins.training.data_args import add_data_arguments, check_data_arguments, given_flags, load_data
 from benchcoe_plugins.training.dataset import TEST_FRACTION, VALIDATION_FRACTION
 from benchcoe_plugins.training.scenarios import add_scenario_arguments
 
@@ -73,13 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--answer-pattern", default=None,
                        help="cascade: regular expression that finds an answer in the first expert's text "
                             "(default: lm-eval's mmlu_pro filter, 'answer is (X)')")
+    model.add_argument("--answer-letters", action="store_true",
+                       help="cascade: also read which option letter (A-J) the first expert chose; it helps where "
+                            "the first expert answers with a bare letter (MMMU-Pro records), not on MMLU-Pro's "
+                            "chains of thought")
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
     model.add_argument("--guard-z", type=float, default=1.0,
-                       help="subject/query routers: route only if held-out routing beats the best single expert by "
+                       help="subject/query/cascade routers: route only if held-out routing beats the best single expert by "
                             "more than this many standard errors, else send every question to it")
-    model.add_argument("--no-guard", action="store_true", help="subject/query routers: no guard")
+    model.add_argument("--no-guard", action="store_true", help="subject/query/cascade routers: no guard (a cascade trained with --costs has none: its "
+                       "accuracy-cost curve judges it)")
     model.add_argument("--subject-prior", type=subject_prior, default=0.0,
                        help="subject router: shrink each expert's per-subject accuracy toward its global accuracy "
                             "by this many pseudo-documents before the table picks (0: raw per-subject best; inf: "
@@ -112,9 +117,11 @@ def build_router(args: argparse.Namespace) -> Any:
 
         if args.backbone != "tfidf":
             raise RecordsError("the cascade reads TF-IDF features; drop --backbone.")
+        # with --costs it trades accuracy for cost, which the guard (accuracy only) cannot weigh
         return CascadeRouter(C=args.C, max_features=args.max_features, text=args.text,
                              answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN, fields=args.fields,
-                             folds=args.folds, seed=args.seed)
+                             folds=args.folds, answer_letters=args.answer_letters,
+                             guard_z=None if args.costs else guard_z(args), seed=args.seed)
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
@@ -145,16 +152,18 @@ def guard_z(args: argparse.Namespace) -> float | None:
 
 
 def check_scenario_arguments(args: argparse.Namespace) -> None:
-    """Scenario options that would have no effect, refused before any data is read."""
+    """Options that would have no effect (scenario, cascade-only), refused before any data is read."""
     if args.split:
-        ignored = " / ".join(flag for flag, value in (("--train-where", args.train_where),
-                                                      ("--test-where", args.test_where),
-                                                      ("--test-source", args.test_source)) if value)
+        ignored = given_flags(args, "--train-where", "--test-where", "--test-source")
         if ignored:
             raise RecordsError(f"--split names the documents itself, so {ignored} would have no effect; drop "
                                f"{ignored}, or --split.")
     elif args.test_where and not (args.train_where or args.test_source):
         raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
+    cascade_only = given_flags(args, "--answer-pattern", "--answer-letters", "--fields")
+    if args.router != "cascade" and cascade_only:
+        raise RecordsError(f"{cascade_only} shape what a cascade reads; with --router {args.router} they would "
+                           f"have no effect: drop them, or use --router cascade.")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -156,7 +156,10 @@ def text_prompt(request_view: RequestView, doc: Mapping[str, Any]) -> str:
 
 def plain_answer(answer: Any) -> Any:
     """An expert's answer as plain data: the text of a ``GenerationResult`` (what lmms-eval's chat models
-    return), as lmms-eval's own response cache keeps it; its token counts describe one generation."""
+    return), as lmms-eval's own response cache keeps it; its token counts describe one generation. A list
+    (one result per round of a multi-round request) becomes the list of their texts."""
+    if isinstance(answer, list):
+        return [plain_answer(item) for item in answer]
     return answer.text if isinstance(answer, GenerationResult) else answer
 
 
