@@ -121,3 +121,17 @@ def test_the_shipped_mmmu_pro_cascade_decides_on_the_records_as_in_its_report() 
     manifest = json.loads((folder / "router.json").read_text())
     assert accuracy == pytest.approx(manifest["evaluation"]["accuracy"], abs=1e-6)
     assert accuracy > test.correct.mean(axis=0).max(), "above the best single expert on its test part"
+
+
+def test_inspect_says_what_each_shipped_cascade_reads(capsys) -> None:
+    from benchcoe_plugins.cli import main
+
+    lines = {}
+    for name in ("mmmu_pro_cascade", "mmlu_pro_cascade"):
+        assert main(["inspect", str(REPO / "router_ckpts" / name)]) == 0
+        lines[name] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("cascade ", "reads "))]
+    assert lines["mmmu_pro_cascade"] == [
+        "cascade  InternVL2-Llama3-76B answers, then llava-onevision-qwen2-72b-vo-hf where it escalates",
+        "reads    InternVL2-Llama3-76B's answer via '^\\s*\\(?([A-J])\\b': answered, distinct_answers, log_characters, "
+        "distinct_line_share, the option letter it chose (A-J)"]
+    assert lines["mmlu_pro_cascade"][1].endswith("log_characters, distinct_line_share"), "no letters: read as trained"

@@ -57,7 +57,19 @@ def describe_router(value: str) -> dict[str, Any]:
         "tuning": {key: tuning[key] for key in ("blend", "margin", "mode", "calibration") if key in tuning},
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
+        **({"cascade": cascade_summary(manifest)} if manifest["kind"] == "cascade" else {}),
     }
+
+
+def cascade_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a cascade reads of its first expert's answer, and whether its guard let it escalate."""
+    from benchcoe_plugins.routers.cascade import SHAPE_FEATURES
+
+    state = manifest.get("cascade") or {}
+    return {"first": manifest["experts"][0], "second": manifest["experts"][1],
+            "answer_pattern": (manifest.get("params") or {}).get("answer_pattern"),
+            "answer_features": state.get("answer_features", list(SHAPE_FEATURES)),
+            "mode": state.get("mode", "cascade")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
               + settings)
         if "calibration" in info["tuning"]:
             print(f"budgets  calibrated on {info['tuning']['calibration']}")
+    if "cascade" in info:
+        cascade = info["cascade"]
+        letters = [f for f in cascade["answer_features"] if f.startswith("answer_letter_")]
+        shape = [f for f in cascade["answer_features"] if f not in letters]
+        print(f"cascade  {cascade['first']} answers, then {cascade['second']} where it escalates"
+              + ("" if cascade["mode"] == "cascade" else " (the guard chose one expert alone: no escalation)"))
+        print(f"reads    {cascade['first']}'s answer via '{cascade['answer_pattern']}': {', '.join(shape)}"
+              + (f", the option letter it chose ({letters[0][-1]}-{letters[-1][-1]})" if letters else ""))
     guard = info["guard"]
     if guard.get("skipped"):
         print(f"guard    skipped: {guard['skipped']}; routes by {guard.get('mode', 'its own choice')}")
