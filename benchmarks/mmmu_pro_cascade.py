@@ -53,15 +53,42 @@ def train_cascade(first: str, second: str, seed: int, guard_z: float | None, let
             "mode": manifest.get("mode"), "guard": manifest.get("guard")}
 
 
-def five_best(runs: list[dict], seed: int) -> float:
-    """Test accuracy of the best single expert of the five as chosen on the fit part of ``seed``: the one that
-    is the fit part's better expert of every pair it is in (fit accuracies order the experts)."""
-    rows = [r for r in runs if r["seed"] == seed]
-    for expert in SHORT:
+def fit_best_single(rows: list[dict], experts) -> float:
+    """Test accuracy of the best single of ``experts`` as chosen on the fit part: the expert that is the fit
+    part's better one in every pair of ``rows`` it is in (fit accuracies order the experts)."""
+    for expert in experts:
         mine = [r for r in rows if expert in (r["first"], r["second"])]
         if mine and all(r["best_single_expert"] == expert for r in mine):
             return mine[0]["best_single"]
-    raise SystemExit(f"seed {seed}: no expert is the better one of all its pairs")
+    raise SystemExit(f"no expert of {list(experts)} is the better one of all its pairs")
+
+
+def fit_accuracy(run: dict) -> float:
+    """Cross-validated accuracy on the fit part of what the trained router does: the cascade's own, or, after
+    its guard chose one expert alone, that expert's (the guard's evidence holds both)."""
+    guard = run["guard"]
+    return guard["cross_fitted_accuracy"] - (0.0 if run["mode"] == "cascade" else guard["gain_over_best_single"])
+
+
+def pool_level(runs: list[dict], seeds: list[int]) -> None:
+    """The cascade as a recipe for a pool (the pools of benchmarks/mmmu_pro_routers.py): of the pool's ordered
+    pairs, the one whose router has the best cross-validated accuracy on the fit part, against the pool's best
+    single expert chosen on the fit part (the one that is the better of each of its pairs)."""
+    from mmmu_pro_routers import POOLS
+
+    print("pool-level recipe: per pool and seed, the pair chosen on the fit part; test accuracy - the pool's best single")
+    gains = []
+    for pool in POOLS:
+        row = []
+        for seed in seeds:
+            mine = [r for r in runs if r["seed"] == seed and r["first"] in pool and r["second"] in pool]
+            chosen = max(mine, key=fit_accuracy)
+            gains.append(chosen["accuracy"] - fit_best_single(mine, pool))
+            row.append(f"{SHORT[chosen['first']]}->{SHORT[chosen['second']]}"
+                       f"{'' if chosen['mode'] == 'cascade' else ' (guard: one expert)'} {gains[-1]:+.4f}")
+        print(f"  {'+'.join(SHORT[e] for e in pool):<36} " + " / ".join(row))
+    print(f"  below the best single on {sum(g < -1e-9 for g in gains)} of {len(gains)} runs; mean gain "
+          f"{np.mean(gains):+.4f}")
 
 
 def letter_table(first: str, second: str) -> None:
@@ -123,7 +150,9 @@ def main() -> None:
                      if r["guard"] else -1.0)
         print(f"seed {seed}: the pair with the best cross-validated accuracy on the fit part is "
               f"{SHORT[chosen['first']]}->{SHORT[chosen['second']]} ({chosen['guard']['cross_fitted_accuracy']:.4f}); "
-              f"test accuracy {chosen['accuracy']:.4f}, best single of the five {five_best(runs, seed):.4f}")
+              f"test accuracy {chosen['accuracy']:.4f}, best single of the five "
+              f"{fit_best_single([r for r in runs if r['seed'] == seed], SHORT):.4f}")
+    pool_level(runs, args.seeds)
     letter_table("InternVL2-Llama3-76B", "llava-onevision-qwen2-72b-vo-hf")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
