@@ -24,10 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RECORDS = REPO.parent / "shared" / "data" / "mmmu_pro"
-SHORT = {"InternVL2-8B": "IVL-8B", "InternVL2-40B": "IVL-40B", "InternVL2-Llama3-76B": "IVL-76B",
-         "llava-onevision-qwen2-7b-vo-hf": "OV-7B", "llava-onevision-qwen2-72b-vo-hf": "OV-72B"}
+from mmmu_pro_routers import POOLS, RECORDS, SHORT  # the same records, short names and pools
+
 ANSWER_PATTERN = r"^\s*\(?([A-J])\b"
 
 
@@ -74,8 +72,6 @@ def pool_level(runs: list[dict], seeds: list[int]) -> None:
     """The cascade as a recipe for a pool (the pools of benchmarks/mmmu_pro_routers.py): of the pool's ordered
     pairs, the one whose router has the best cross-validated accuracy on the fit part, against the pool's best
     single expert chosen on the fit part (the one that is the better of each of its pairs)."""
-    from mmmu_pro_routers import POOLS
-
     print("pool-level recipe: per pool and seed, the pair chosen on the fit part; test accuracy - the pool's best single")
     gains = []
     for pool in POOLS:

@@ -15,10 +15,9 @@ from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RouterFormatError
 from benchcoe_plugins.routers.base import Router
 from benchcoe_plugins.routers.cascade import ANSWER_FEATURES, SHAPE_FEATURES, CascadeRouter, answer_features
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 
 LETTER_PATTERN = r"^\s*\(?([A-J])\b"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic(n: int, seed: int, first_right: callable, second_rate: float):

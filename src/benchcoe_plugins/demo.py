@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="passed to the harnesses' --limit: MMLU-Pro documents per subject, MMMU-Pro documents")
     parser.add_argument("--router-dir", type=Path, default=None,
-                        help="folder holding mmlu_pro_subject/, mmlu_pro_query/, mmmu_pro_subject/, mmmu_pro_query/ and mmmu_pro_cascade/ "
-                             "(default: the shipped router_ckpts)")
+                        help="folder holding mmlu_pro_subject/, mmlu_pro_query/, mmmu_pro_subject/, mmmu_pro_query/ "
+                             "and mmmu_pro_cascade/ (default: the shipped router_ckpts)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, default {','.join(PARTS)}: mmlu_pro runs lm_eval --model coe, "
                              f"mmmu_pro runs python -m lmms_eval --model coemodel")

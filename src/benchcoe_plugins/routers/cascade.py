@@ -70,8 +70,9 @@ def answer_features(outputs: Sequence[str], pattern: str, names: Sequence[str] =
         lines = [line for line in text.split("\n") if line.strip()]
         letters = [0.0] * len(OPTION_LETTERS)
         first = (found[0] if isinstance(found[0], str) else next((g for g in found[0] if g), "")) if found else ""
-        if first.strip().upper() in OPTION_LETTERS and len(first.strip()) == 1:
-            letters[OPTION_LETTERS.index(first.strip().upper())] = 1.0
+        letter = first.strip().upper()
+        if len(letter) == 1 and letter in OPTION_LETTERS:
+            letters[OPTION_LETTERS.index(letter)] = 1.0
         rows.append([float(bool(found)), float(min(len(set(found)), 3)), math.log1p(len(text)),
                      len(set(lines)) / len(lines) if lines else 1.0, *letters])
     table = np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_FEATURES))
@@ -191,7 +192,6 @@ class CascadeRouter(Router):
             self.mode_ = "cascade" if verdict["routes"] else "best"
             self.metadata_["guard"] = {"method": f"cross-fitted choice of C, {self.folds}-fold cross-validation",
                                        **verdict, "cross_fitted_accuracy": round(float(honest.mean()), 6)}
-        self.metadata_["mode"] = self.mode_
         return self
 
     # -- inference ---------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class CascadeRouter(Router):
         save_file(tensors, str(folder / "cascade.safetensors"))
         return {"cascade": {"weights": "cascade.safetensors", "C": self.C_, "categories": self.categories_,
                             "tfidf": self.tfidf_.save(folder), "answer_features": list(self.answer_features_),
-                            "mode": self.mode_, "best_expert": self.best_expert_}}
+                            "mode": self.mode_}}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
         from safetensors.numpy import load_file
@@ -268,7 +268,7 @@ class CascadeRouter(Router):
         names = state.get("answer_features", list(SHAPE_FEATURES))
         # routers saved before the guard have none: they escalate as they always did
         self.mode_ = state.get("mode", "cascade")
-        self.best_expert_ = state.get("best_expert", self.metadata_.get("best_expert", self.experts_[-1]))
+        self.best_expert_ = self.metadata_.get("best_expert", self.experts_[-1])
         if not isinstance(names, list) or not set(names) <= set(ANSWER_FEATURES) or len(set(names)) != len(names):
             raise RouterFormatError(f"{folder}: cascade.answer_features must list distinct names from "
                                     f"{list(ANSWER_FEATURES)}; re-train the router.")

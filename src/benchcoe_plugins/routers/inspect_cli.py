@@ -39,7 +39,7 @@ def describe_router(value: str) -> dict[str, Any]:
 
     folder = resolve_router_path(value, Path.cwd())
     manifest = read_manifest(folder)
-    load_router(folder)  # what is described must also load: a broken router is an error here, not at run time
+    router = load_router(folder)  # what is described must also load: a broken router is an error here, not at run time
     evaluation = manifest.get("evaluation") if isinstance(manifest.get("evaluation"), dict) else {}
     tuning = manifest.get("tuning") if isinstance(manifest.get("tuning"), dict) else {}
     return {
@@ -57,19 +57,14 @@ def describe_router(value: str) -> dict[str, Any]:
         "tuning": {key: tuning[key] for key in ("blend", "margin", "mode", "calibration") if key in tuning},
         "evaluation": {key: evaluation[key] for key in ("documents", "accuracy", "baselines") if key in evaluation},
         "sha256": folder_checksum(folder),
-        **({"cascade": cascade_summary(manifest)} if manifest["kind"] == "cascade" else {}),
+        **({"cascade": cascade_summary(router)} if router.kind == "cascade" else {}),
     }
 
 
-def cascade_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a cascade reads of its first expert's answer, and whether its guard let it escalate."""
-    from benchcoe_plugins.routers.cascade import SHAPE_FEATURES
-
-    state = manifest.get("cascade") or {}
-    return {"first": manifest["experts"][0], "second": manifest["experts"][1],
-            "answer_pattern": (manifest.get("params") or {}).get("answer_pattern"),
-            "answer_features": state.get("answer_features", list(SHAPE_FEATURES)),
-            "mode": state.get("mode", "cascade")}
+def cascade_summary(router: Any) -> dict[str, Any]:
+    """What a loaded cascade reads of its first expert's answer, and whether its guard let it escalate."""
+    return {"first": router.first, "second": router.second, "answer_pattern": router.answer_pattern,
+            "answer_features": list(router.answer_features_), "mode": router.mode_}
 
 
 def run(args: argparse.Namespace) -> int:

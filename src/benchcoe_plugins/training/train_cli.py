@@ -81,10 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
     model.add_argument("--guard-z", type=float, default=1.0,
-                       help="subject/query/cascade routers: route only if held-out routing beats the best single expert by "
-                            "more than this many standard errors, else send every question to it")
-    model.add_argument("--no-guard", action="store_true", help="subject/query/cascade routers: no guard (a cascade trained with --costs has none: its "
-                       "accuracy-cost curve judges it)")
+                       help="subject/query/cascade routers: route only if held-out routing beats the best single "
+                            "expert by more than this many standard errors, else send every question to it")
+    model.add_argument("--no-guard", action="store_true",
+                       help="subject/query/cascade routers: no guard (a cascade trained with --costs has none: its "
+                            "accuracy-cost curve judges it)")
     model.add_argument("--subject-prior", type=subject_prior, default=0.0,
                        help="subject router: shrink each expert's per-subject accuracy toward its global accuracy "
                             "by this many pseudo-documents before the table picks (0: raw per-subject best; inf: "
