@@ -2,6 +2,11 @@
 VLMs (FIRST answers every question; SECOND answers again where FIRST's answer looks wrong), seeds
 0-2, held-out accuracy against the best single expert with the paired standard error.
 
+Then the cascade as a recipe for a pool: on every pool of 2-5 of the five VLMs (26 pools) and each seed,
+``benchcoe train --router cascade --choose-pair`` chooses the ordered pair by cross-validation of the fit
+part, its guard comparing the choice (cross-fitted) with the pool's best single expert; held-out accuracy
+against that best single (chosen on the fit part).
+
 Each run is exactly ``benchcoe train --router cascade --answer-letters`` (in this process; ``--shape-only``:
 without ``--answer-letters``): random split 70 % / 30 %
 by seed, the cascade fitted on the 70 % (C by 5-fold cross-validation, guard z = 1 unless
@@ -9,7 +14,9 @@ by seed, the cascade fitted on the 70 % (C by 5-fold cross-validation, guard z =
 (``response``), so FIRST's answer is read with ``--answer-pattern '^\\s*\\(?([A-J])\\b'``.
 
     python benchmarks/mmmu_pro_cascade.py [--seeds 0 1 2] [--guard-z 1] [--shape-only] \\
-        [--json benchmarks/results/mmmu_pro_cascade.json] [--plot benchmarks/results/mmmu_pro_cascade.png]
+        [--json benchmarks/results/mmmu_pro_cascade.json] [--plot benchmarks/results/mmmu_pro_cascade.png] [--no-pools]
+
+``--plot X.png`` also writes ``X_pools.png`` (the pool recipe's gain per pool).
 """
 
 from __future__ import annotations
@@ -24,67 +31,60 @@ from pathlib import Path
 
 import numpy as np
 
-from mmmu_pro_routers import POOLS, RECORDS, SHORT  # the same records, short names and pools
+from mmmu_pro_routers import ALL_POOLS, RECORDS, SHORT  # the same records, short names and pools
 
 ANSWER_PATTERN = r"^\s*\(?([A-J])\b"
 
 
-def train_cascade(first: str, second: str, seed: int, guard_z: float | None, letters: bool, folder: Path) -> dict:
+def train_cascade(experts: list[str], seed: int, guard_z: float | None, letters: bool, folder: Path,
+                  choose_pair: bool = False) -> dict:
     """One ``benchcoe train --router cascade`` run; its held-out evaluation and guard verdict."""
     from benchcoe_plugins.cli import main
 
-    argv = ["train", "--records", str(RECORDS), "--router", "cascade", "--experts", first, second,
+    argv = ["train", "--records", str(RECORDS), "--router", "cascade", "--experts", *experts,
             "--answer-pattern", ANSWER_PATTERN, "--seed", str(seed), "--output", str(folder), "--no-plots", "--quiet"]
     argv += ["--no-guard"] if guard_z is None else ["--guard-z", str(guard_z)]
     argv += ["--answer-letters"] if letters else []
+    argv += ["--choose-pair"] if choose_pair else []
     with contextlib.redirect_stdout(io.StringIO()):
         if main(argv):
             raise SystemExit(f"benchcoe {' '.join(argv)} failed")
     manifest = json.loads((folder / "router.json").read_text())
     evaluation = manifest["evaluation"]
     difference = evaluation["router_minus_best_single"]
-    return {"first": first, "second": second, "seed": seed, "accuracy": evaluation["accuracy"],
+    first, second = manifest["experts"]
+    return {"experts": experts, "first": first, "second": second, "seed": seed, "accuracy": evaluation["accuracy"],
             "best_single": evaluation["baselines"]["best_single"]["accuracy"],
             "best_single_expert": evaluation["baselines"]["best_single"]["expert"],
             "oracle": evaluation["baselines"]["oracle"]["accuracy"],
             "gain": difference["difference"], "gain_se": difference["standard_error"],
-            "mode": manifest.get("mode"), "guard": manifest.get("guard")}
+            "mode": manifest["cascade"]["mode"], "guard": manifest.get("guard")}
 
 
-def fit_best_single(rows: list[dict], experts) -> float:
-    """Test accuracy of the best single of ``experts`` as chosen on the fit part: the expert that is the fit
-    part's better one in every pair of ``rows`` it is in (fit accuracies order the experts)."""
-    for expert in experts:
-        mine = [r for r in rows if expert in (r["first"], r["second"])]
-        if mine and all(r["best_single_expert"] == expert for r in mine):
-            return mine[0]["best_single"]
-    raise SystemExit(f"no expert of {list(experts)} is the better one of all its pairs")
+def pool_runs(seeds: list[int], guard_z: float | None, letters: bool, scratch: Path) -> list[dict]:
+    """``--choose-pair`` on every pool of 2-5 of the five VLMs."""
+    from tqdm import tqdm
+
+    return [train_cascade(pool, seed, guard_z, letters, scratch / "pool", choose_pair=True)
+            for pool, seed in tqdm(list(itertools.product(ALL_POOLS, seeds)), desc="pools")]
 
 
-def fit_accuracy(run: dict) -> float:
-    """Cross-validated accuracy on the fit part of what the trained router does: the cascade's own, or, after
-    its guard chose one expert alone, that expert's (the guard's evidence holds both)."""
-    guard = run["guard"]
-    return guard["cross_fitted_accuracy"] - (0.0 if run["mode"] == "cascade" else guard["gain_over_best_single"])
-
-
-def pool_level(runs: list[dict], seeds: list[int]) -> None:
-    """The cascade as a recipe for a pool (the pools of benchmarks/mmmu_pro_routers.py): of the pool's ordered
-    pairs, the one whose router has the best cross-validated accuracy on the fit part, against the pool's best
-    single expert chosen on the fit part (the one that is the better of each of its pairs)."""
-    print("pool-level recipe: per pool and seed, the pair chosen on the fit part; test accuracy - the pool's best single")
-    gains = []
-    for pool in POOLS:
-        row = []
-        for seed in seeds:
-            mine = [r for r in runs if r["seed"] == seed and r["first"] in pool and r["second"] in pool]
-            chosen = max(mine, key=fit_accuracy)
-            gains.append(chosen["accuracy"] - fit_best_single(mine, pool))
-            row.append(f"{SHORT[chosen['first']]}->{SHORT[chosen['second']]}"
-                       f"{'' if chosen['mode'] == 'cascade' else ' (guard: one expert)'} {gains[-1]:+.4f}")
-        print(f"  {'+'.join(SHORT[e] for e in pool):<36} " + " / ".join(row))
-    print(f"  below the best single on {sum(g < -1e-9 for g in gains)} of {len(gains)} runs; mean gain "
-          f"{np.mean(gains):+.4f}")
+def pool_table(runs: list[dict], seeds: list[int]) -> None:
+    print(f"cascade --choose-pair on every pool of 2-{len(SHORT)} (the pair and its order chosen by cross-validation "
+          f"of the fit part): per seed {seeds}, the pair it runs ('guard: X' = everything to X) and held-out "
+          f"accuracy - the pool's best single expert (chosen on the fit part)")
+    for pool in ALL_POOLS:
+        rows = [r for r in runs if r["experts"] == pool]
+        cells = [(f"guard: {SHORT[r['best_single_expert']]}" if r["mode"] == "best"
+                  else f"{SHORT[r['first']]}->{SHORT[r['second']]}") + f" {r['gain']:+.4f}" for r in rows]
+        print(f"  {'+'.join(SHORT[e] for e in pool):<34} " + " / ".join(f"{c:<22}" for c in cells))
+    gains = np.array([r["gain"] for r in runs])
+    whole = [r for r in runs if len(r["experts"]) == len(SHORT)]
+    whole_accuracy = " / ".join(f"{r['accuracy']:.4f}" for r in whole)
+    print(f"  below the pool's best single on {int((gains < -1e-9).sum())} of {len(runs)} runs (worst {gains.min():+.4f}); "
+          f"routed on {sum(r['mode'] == 'cascade' for r in runs)}; mean gain {gains.mean():+.4f}; all five: "
+          f"accuracy {whole_accuracy} (mean {np.mean([r['accuracy'] for r in whole]):.4f}), "
+          f"best single {np.mean([r['best_single'] for r in whole]):.4f}")
 
 
 def letter_table(first: str, second: str) -> None:
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--guard-z", type=float, default=1.0, help="the cascade's guard; negative: no guard")
     parser.add_argument("--shape-only", action="store_true",
                         help="without --answer-letters: the cascade reads only the shape of FIRST's answer")
+    parser.add_argument("--no-pools", action="store_true", help="skip the --choose-pair runs on every pool")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--plot", type=Path, help="PNG: gain over the better of the two experts per pair (mean of seeds, "
                                                   "+- SE)")
@@ -121,7 +122,8 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         for (first, second), seed in tqdm(list(itertools.product(pairs, args.seeds)), desc="cascades"):
-            runs.append(train_cascade(first, second, seed, guard_z, not args.shape_only, Path(scratch) / "router"))
+            runs.append(train_cascade([first, second], seed, guard_z, not args.shape_only, Path(scratch) / "router"))
+        pools = [] if args.no_pools else pool_runs(args.seeds, guard_z, not args.shape_only, Path(scratch))
     print(f"cascade FIRST -> SECOND ({'shape of the answer only' if args.shape_only else '--answer-letters'}), "
           f"held-out accuracy per seed {args.seeds} (test part 30 %), guard z = {'off' if guard_z is None else guard_z}; gain = mean over seeds of cascade - best single, +- the seeds' "
           f"paired standard errors combined as if independent")
@@ -141,19 +143,13 @@ def main() -> None:
               f"{np.mean([r['best_single'] for r in rows]):>12.4f} {gain:>+8.4f} +- {gain_se:.4f} {below:>6} "
               f"{routes:>4}/{len(rows)}")
     print(f"runs below the best single expert: {sum(s['runs_below_best_single'] for s in summary)} of {len(runs)}")
-    for seed in args.seeds:  # which pair a user would ship, chosen without the test part
-        chosen = max((r for r in runs if r["seed"] == seed), key=lambda r: r["guard"]["cross_fitted_accuracy"]
-                     if r["guard"] else -1.0)
-        print(f"seed {seed}: the pair with the best cross-validated accuracy on the fit part is "
-              f"{SHORT[chosen['first']]}->{SHORT[chosen['second']]} ({chosen['guard']['cross_fitted_accuracy']:.4f}); "
-              f"test accuracy {chosen['accuracy']:.4f}, best single of the five "
-              f"{fit_best_single([r for r in runs if r['seed'] == seed], SHORT):.4f}")
-    pool_level(runs, args.seeds)
+    if pools:
+        pool_table(pools, args.seeds)
     letter_table("InternVL2-Llama3-76B", "llava-onevision-qwen2-72b-vo-hf")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"guard_z": guard_z, "answer_letters": not args.shape_only, "seeds": args.seeds,
-                                         "summary": summary, "runs": runs},
+                                         "summary": summary, "runs": runs, "pool_runs": pools},
                                         indent=1) + "\n")
     if args.plot:
         from benchcoe_plugins.training.plots import grouped_bars
@@ -164,6 +160,17 @@ def main() -> None:
                      ylabel="accuracy gain", ylim=None, legend_below=False,
                      errors={"cascade router - better of its two experts": [s["gain_se"] for s in summary]})
         print(f"plot: {args.plot}")
+        if pools:
+            names = list(dict.fromkeys("+".join(SHORT[e] for e in r["experts"]) for r in pools))
+            per_pool = [[r for r in pools if "+".join(SHORT[e] for e in r["experts"]) == n] for n in names]
+            label = "cascade --choose-pair - the pool's best single"
+            pool_plot = args.plot.with_name(f"{args.plot.stem}_pools.png")
+            grouped_bars(pool_plot, names, {label: [float(np.mean([r["gain"] for r in rows])) for rows in per_pool]},
+                         f"MMMU-Pro, every pool of 2-5 VLMs: held-out gain of the chosen cascade, mean of seeds "
+                         f"{args.seeds} (+- SE)", ylabel="accuracy gain", ylim=None, legend_below=False,
+                         errors={label: [float(np.sqrt(sum(r["gain_se"] ** 2 for r in rows)) / len(rows))
+                                         for rows in per_pool]})
+            print(f"plot: {pool_plot}")
 
 
 if __name__ == "__main__":

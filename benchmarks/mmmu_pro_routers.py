@@ -15,7 +15,7 @@ per (pool, seed); its guard evidence (cross-validated gain and standard error on
 then says whether it would route at each ``--guard-z``: a guarded router that does not route
 scores exactly the best single expert.
 
-    python benchmarks/mmmu_pro_routers.py [--seeds 0 1 2] [--workers 2] [--plot mmmu_pro_routers.png]
+    python benchmarks/mmmu_pro_routers.py [--seeds 0 1 2] [--workers 2] [--plot mmmu_pro_routers.png] [--all-pools]
         [--query-head pairwise|independent|knn [--neighbours K]] [--defer-to best|subject]
         [--prior-field topic_difficulty|img_type]
 """
@@ -23,6 +23,7 @@ scores exactly the best single expert.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -46,6 +47,7 @@ POOLS = [
     ["InternVL2-8B", "llava-onevision-qwen2-7b-vo-hf"],
     ["InternVL2-40B", "llava-onevision-qwen2-72b-vo-hf"],
 ]
+ALL_POOLS = [list(p) for size in range(2, len(FIVE) + 1) for p in itertools.combinations(FIVE, size)]  # 26
 GUARD_ZS = (0.0, 0.5, 1.0)
 SUBJECT_PRIOR = "cv"
 NAMES = ("subject", "subject_raw", "query")
@@ -114,12 +116,16 @@ def main() -> None:
     parser.add_argument("--defer-to", choices=("subject", "best"), default="best",
                         help="where the query router sends low-margin questions (default: the shipped recipe's)")
     parser.add_argument("--neighbours", type=int, default=400, help="--query-head knn: how many")
+    parser.add_argument("--all-pools", action="store_true",
+                        help="every pool of 2-5 of the five VLMs (26) instead of the 8 of POOLS; --pools indexes them")
     parser.add_argument("--prior-field", help="query router's prior from this document field (benchcoe train "
                         "--prior-field), e.g. topic_difficulty or img_type")
     args = parser.parse_args()
     from benchcoe_plugins.training.plots import grouped_bars
 
-    results = run_pool_jobs(run_one, POOLS, args, args.query_head, args.defer_to, args.neighbours,
+    pools = ALL_POOLS if args.all_pools else POOLS
+    check_pool_indices(parser, args, pools)
+    results = run_pool_jobs(run_one, pools, args, args.query_head, args.defer_to, args.neighbours,
                             args.prior_field)
 
     def label(r: dict) -> str:
@@ -147,7 +153,7 @@ def main() -> None:
               f"| {r['random']:.4f} | {r['oracle']:.4f} | {r['table_true_subject']:.4f} | {' | '.join(unguarded)} | "
               + " | ".join(cells) + " |")
     print("('=': the guard sends every question to the best single expert)")
-    for pool in [p for i, p in enumerate(POOLS) if not args.pools or i in args.pools]:
+    for pool in [p for i, p in enumerate(pools) if not args.pools or i in args.pools]:
         rows = [r for r in results if r["pool"] == pool]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("best_single", "random", "oracle", "table_true_subject")}
         line = ", ".join(f"{k} {v:.4f}" for k, v in mean.items())

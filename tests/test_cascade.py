@@ -275,6 +275,25 @@ def test_a_chat_experts_generation_result_is_read_as_its_text(trained: Path, tmp
         {k: (r.expert, r.decision.score) for k, r in plain.routes.items()}
 
 
+def test_a_cascade_whose_guard_kept_the_first_expert_never_escalates_nor_says_it_weighed_a_gain(
+        trained: Path, tmp_path: Path) -> None:
+    """The guard chose FIRST alone (mode best): every document keeps FIRST's answer, SECOND never runs, and
+    the routing log gives the guard as the reason, not an expected gain the router never weighed."""
+    import shutil
+
+    folder = tmp_path / "guarded"
+    shutil.copytree(trained, folder)
+    manifest = json.loads((folder / "router.json").read_text())
+    manifest["cascade"]["mode"], manifest["best_expert"] = "best", FIRST
+    (folder / "router.json").write_text(json.dumps(manifest))
+    requests = [{"i": i, "image": None} for i in range(20)]
+    routed, _ = session_run(trained, tmp_path / "routed", requests)
+    assert {r.expert for r in routed.routes.values()} == {FIRST, SECOND}, "unguarded, some escalate: the test can fail"
+    session, calls = session_run(folder, tmp_path / "run", requests)
+    assert {c[0] for c in calls} == {FIRST}
+    assert {r.reason for r in session.routes.values()} == {"guard: best single expert"}
+
+
 def test_every_expert_loads_once_per_rank_with_rank_loading_all(trained: Path, tmp_path: Path) -> None:
     session, _ = session_run(trained, tmp_path, [{"i": i, "image": None} for i in range(20)], world_size=2,
                              rank_loading="all")

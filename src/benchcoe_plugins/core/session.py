@@ -289,6 +289,8 @@ class CoESession:
         """A cascade's second decision, once per document its first expert answered: reads those answers
         (each distinct request of the document once, joined: copies from rank padding or repeats do not
         change what it reads) and returns the positions whose requests the second expert answers."""
+        if getattr(self.router, "mode_", "cascade") == "best":  # the guard kept every document on one expert
+            return []
         first = self.config.played_by(self.router.first)
         second = self.config.played_by(self.router.second)
         answered: dict[tuple[str, str], list[str]] = defaultdict(list)

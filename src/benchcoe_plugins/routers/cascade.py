@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import expit  # the logistic function, without overflow warnings at large logits
@@ -48,6 +48,7 @@ from benchcoe_plugins.routers.subject import (
     document_texts,
     route_readable,
 )
+from benchcoe_plugins.routers.table import best_single_index
 
 # lm-eval's mmlu_pro answer filter and MMLU-Pro's own extraction look for this phrase
 DEFAULT_ANSWER_PATTERN = r"answer is \(?([A-J])\)?"
@@ -77,6 +78,12 @@ def answer_features(outputs: Sequence[str], pattern: str, names: Sequence[str] =
                      len(set(lines)) / len(lines) if lines else 1.0, *letters])
     table = np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_FEATURES))
     return table[:, [ANSWER_FEATURES.index(name) for name in names]]
+
+
+def escalated_hits(scores: np.ndarray, correct: np.ndarray, first: int, second: int) -> np.ndarray:
+    """Per document, whether the answer that counts is right: ``second``'s where its score beats ``first``'s
+    (escalation at threshold 0), else ``first``'s."""
+    return np.where(scores[:, second] > scores[:, first], correct[:, second], correct[:, first])
 
 
 def recovered_area(gain_order: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
@@ -141,28 +148,23 @@ class CascadeRouter(Router):
         return self._features(documents, outputs)
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
-            outputs: Sequence[str], subjects: Sequence[str | None] | None = None) -> "CascadeRouter":
-        """``experts`` = [first, second]; ``outputs``: the first expert's answer text per document."""
-        correct = check_training_inputs(documents, correct, experts)
-        if len(experts) != 2:
-            raise RecordsError(f"a cascade has two experts, the first (answers every document) and the second "
-                               f"(answers again where the first seems wrong); got {list(experts)}.")
+    def _check_fit_inputs(self, documents: Sequence[RoutingDocument], outputs: Sequence[str], expert: str) -> None:
         if len(outputs) != len(documents):
-            raise RecordsError(f"{len(outputs)} first-expert answers for {len(documents)} documents.")
+            raise RecordsError(f"{len(outputs)} answers of {expert!r} for {len(documents)} documents.")
         if not any(outputs):
-            raise RecordsError(f"the records of {experts[0]!r} hold no answer text (generated_text / response / "
+            raise RecordsError(f"the records of {expert!r} hold no answer text (generated_text / response / "
                                f"resps), which a cascade reads; give records or sample logs with the outputs.")
         if not isinstance(self.folds, int) or self.folds < 2:
             raise RecordsError(f"folds={self.folds!r}: the cascade chooses C by cross-validation, which needs at least "
                                f"2 folds.")
         if len(documents) < max(20, 2 * self.folds):
             raise RecordsError(f"{len(documents)} documents are too few for {self.folds}-fold tuning of a cascade.")
-        documents, outputs = list(documents), list(outputs)
-        subject_names = document_subjects(documents, subjects)
-        self.experts_ = list(experts)
-        grid = C_GRID if self.C is None else (self.C,)
-        out_of_fold = {c: np.zeros((len(documents), 2)) for c in grid}
+
+    def _out_of_fold(self, documents: list[RoutingDocument], outputs: list[str], subject_names: list[str],
+                     correct: np.ndarray, grid: Sequence[float]) -> dict[float, np.ndarray]:
+        """Per ``C``: (n, columns of ``correct``) P(right) of documents scored by a model fitted on the other
+        folds, reading ``outputs`` (one first expert's answers)."""
+        out_of_fold = {c: np.zeros(correct.shape) for c in grid}
         for inside, fold in cross_validation_splits(len(documents), self.folds, self.seed):
             model = CascadeRouter(**self.get_params())
             features = model._prepare([documents[i] for i in inside], [outputs[i] for i in inside],
@@ -171,12 +173,33 @@ class CascadeRouter(Router):
             for c in grid:
                 head = LinearHead.fit_binary_columns(features, correct[inside], c)
                 out_of_fold[c][fold] = expit(head.logits(fold_features))
+        return out_of_fold
+
+    def fit(self, documents: Sequence[RoutingDocument], correct: np.ndarray, experts: Sequence[str],
+            outputs: Sequence[str] | Mapping[str, Sequence[str]],
+            subjects: Sequence[str | None] | None = None) -> "CascadeRouter":
+        """``experts`` = [first, second]; ``outputs``: the first expert's answer text per document. With
+        ``outputs`` a mapping (each expert's answer texts), ``experts`` is a pool of two or more and the
+        ordered pair is chosen by cross-validation (see :meth:`_fit_pool`)."""
+        correct = check_training_inputs(documents, correct, experts)
+        if isinstance(outputs, Mapping):
+            return self._fit_pool(list(documents), correct, list(experts), outputs, subjects)
+        if len(experts) != 2:
+            raise RecordsError(f"a cascade has two experts, the first (answers every document) and the second "
+                               f"(answers again where the first seems wrong); got {list(experts)}.")
+        self._check_fit_inputs(documents, outputs, experts[0])
+        documents, outputs = list(documents), list(outputs)
+        subject_names = document_subjects(documents, subjects)
+        self.experts_ = list(experts)
+        self.pool_ = list(experts)
+        grid = C_GRID if self.C is None else (self.C,)
+        out_of_fold = self._out_of_fold(documents, outputs, subject_names, correct, grid)
         areas = {c: recovered_area(p[:, 1] - p[:, 0], correct[:, 0], correct[:, 1]) for c, p in out_of_fold.items()}
         self.C_ = max(grid, key=lambda c: (areas[c], -c))  # first best: the stronger regularisation
         self.calibration_scores_ = out_of_fold[self.C_].astype(np.float32)
         self.head_ = LinearHead.fit_binary_columns(self._prepare(documents, outputs, subject_names), correct, self.C_)
         self.subjects_, self.table_ = [], {}
-        self.best_expert_ = self.experts_[int(np.argmax(correct.mean(axis=0)))]
+        self.best_expert_ = self.experts_[best_single_index(correct)]
         self.metadata_ = {"tuning": {"method": f"{self.folds}-fold cross-validation of the fit documents",
                                      "C": self.C_, "recovered_area": {str(c): round(a, 6) for c, a in areas.items()},
                                      "documents": len(documents)},
@@ -185,13 +208,70 @@ class CascadeRouter(Router):
         self.mode_ = "cascade"
         if self.guard_z is not None:
             # each C's out-of-fold hits at threshold 0; the choice of C is scored too (cross-fitted)
-            candidate_hits = np.array([np.where(out_of_fold[c][:, 1] > out_of_fold[c][:, 0], correct[:, 1], correct[:, 0])
-                                       for c in grid])
+            candidate_hits = np.array([escalated_hits(out_of_fold[c], correct, 0, 1) for c in grid])
             honest = cross_fitted_hits(candidate_hits, self.folds, self.seed + 1)
             verdict = guard_verdict(honest, correct[:, self.experts_.index(self.best_expert_)], self.guard_z)
             self.mode_ = "cascade" if verdict["routes"] else "best"
             self.metadata_["guard"] = {"method": f"cross-fitted choice of C, {self.folds}-fold cross-validation",
                                        **verdict, "cross_fitted_accuracy": round(float(honest.mean()), 6)}
+        return self
+
+    def _fit_pool(self, documents: list[RoutingDocument], correct: np.ndarray, experts: list[str],
+                  outputs: Mapping[str, Sequence[str]], subjects: Sequence[str | None] | None) -> "CascadeRouter":
+        """The cascade of a pool: every ordered pair (first, second) of ``experts`` at every ``C`` is a
+        candidate, scored by its out-of-fold hits; the best one is fitted as a two-expert cascade. The
+        guard scores the choice among all candidates cross-fitted, against the pool's best single
+        expert; when it fails, every document goes to that expert (stored as the best pair it is in)."""
+        lacking = [e for e in experts if e not in outputs]
+        if lacking:
+            raise RecordsError(f"choosing a cascade's pair reads every expert's answer texts; none given for {lacking}.")
+        for expert in experts:
+            self._check_fit_inputs(documents, list(outputs[expert]), expert)
+        subject_names = document_subjects(documents, subjects)
+        grid = C_GRID if self.C is None else (self.C,)
+        labels, hits = [], []
+        for first in range(len(experts)):  # one model per first expert scores every expert's column
+            out_of_fold = self._out_of_fold(documents, list(outputs[experts[first]]), subject_names, correct, grid)
+            for second in range(len(experts)):
+                if second != first:
+                    for c in grid:
+                        labels.append((first, second, c))
+                        hits.append(escalated_hits(out_of_fold[c], correct, first, second))
+        candidate_hits = np.array(hits)
+        totals = candidate_hits.sum(axis=1)
+        pair_accuracy = {}
+        for (first, second, _), total in zip(labels, totals):
+            name = f"{experts[first]} -> {experts[second]}"
+            pair_accuracy[name] = max(pair_accuracy.get(name, 0.0), round(float(total) / len(documents), 6))
+        best = best_single_index(correct)
+        verdict = None
+        if self.guard_z is not None:
+            honest = cross_fitted_hits(candidate_hits, self.folds, self.seed + 1)
+            verdict = {"method": f"cross-fitted choice of pair and C among {len(labels)} candidates, "
+                                 f"{self.folds}-fold cross-validation",
+                       **guard_verdict(honest, correct[:, best], self.guard_z),
+                       "cross_fitted_accuracy": round(float(honest.mean()), 6)}
+        routes = verdict is None or verdict["routes"]
+        eligible = [i for i, label in enumerate(labels) if routes or best in label[:2]]
+        first, second, c = labels[max(eligible, key=lambda i: (totals[i], -i))]
+        # the chosen candidate's own C: the setting whose out-of-fold hits the guard weighed
+        pair = CascadeRouter(**{**self.get_params(), "C": c, "guard_z": None})
+        pair.fit(documents, correct[:, [first, second]], [experts[first], experts[second]], list(outputs[experts[first]]),
+                 subjects)
+        self.__dict__.update({k: v for k, v in pair.__dict__.items() if k.endswith("_")})
+        self.pool_ = list(experts)
+        self.best_expert_ = experts[best] if not routes else self.best_expert_
+        self.mode_ = "cascade" if routes else "best"
+        self.metadata_["tuning"]["method"] = (f"chosen with the pair: best out-of-fold accuracy, {self.folds}-fold "
+                                              f"cross-validation of the fit documents")
+        self.metadata_.update({"best_expert": self.best_expert_,
+                               "pair_choice": {"method": f"best out-of-fold accuracy of every ordered pair at every C in {list(grid)}, "
+                                                         f"{self.folds}-fold cross-validation of the fit documents",
+                                               "chosen": f"{self.first} -> {self.second}",
+                                               "pair_accuracy": dict(sorted(pair_accuracy.items(),
+                                                                            key=lambda kv: -kv[1]))}})
+        if verdict is not None:
+            self.metadata_["guard"] = verdict
         return self
 
     # -- inference ---------------------------------------------------------------------------
@@ -244,7 +324,7 @@ class CascadeRouter(Router):
         save_file(tensors, str(folder / "cascade.safetensors"))
         return {"cascade": {"weights": "cascade.safetensors", "C": self.C_, "categories": self.categories_,
                             "tfidf": self.tfidf_.save(folder), "answer_features": list(self.answer_features_),
-                            "mode": self.mode_}}
+                            "mode": self.mode_, "pool": list(self.pool_)}}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
         from safetensors.numpy import load_file
@@ -276,6 +356,11 @@ class CascadeRouter(Router):
             raise RouterFormatError(f"{folder}: cascade mode {self.mode_!r} / best expert {self.best_expert_!r} "
                                     f"unusable (mode is cascade or best, the expert one of {self.experts_}); "
                                     f"re-train the router.")
+        pool = state.get("pool", list(self.experts_))  # routers saved before pools: their two experts
+        if not isinstance(pool, list) or not all(isinstance(e, str) for e in pool) or not set(self.experts_) <= set(pool):
+            raise RouterFormatError(f"{folder}: cascade.pool must list the experts its pair was chosen from, "
+                                    f"{self.experts_} among them; re-train the router.")
+        self.pool_ = pool
         self.answer_features_ = names
         self.categories_ = [str(c) for c in state["categories"]]
         self.tfidf_ = TfidfEncoder.load(folder, state.get("tfidf", {}))

@@ -64,7 +64,7 @@ def describe_router(value: str) -> dict[str, Any]:
 def cascade_summary(router: Any) -> dict[str, Any]:
     """What a loaded cascade reads of its first expert's answer, and whether its guard let it escalate."""
     return {"first": router.first, "second": router.second, "answer_pattern": router.answer_pattern,
-            "answer_features": list(router.answer_features_), "mode": router.mode_}
+            "answer_features": list(router.answer_features_), "mode": router.mode_, "pool": list(router.pool_)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         shape = [f for f in cascade["answer_features"] if f not in letters]
         print(f"cascade  {cascade['first']} answers, then {cascade['second']} where it escalates"
               + ("" if cascade["mode"] == "cascade" else " (the guard chose one expert alone: no escalation)"))
+        if cascade["pool"] != [cascade["first"], cascade["second"]]:
+            print(f"pair     chosen by cross-validation among {', '.join(cascade['pool'])}")
         print(f"reads    {cascade['first']}'s answer via '{cascade['answer_pattern']}': {', '.join(shape)}"
               + (f", the option letter it chose ({letters[0][-1]}-{letters[-1][-1]})" if letters else ""))
     guard = info["guard"]

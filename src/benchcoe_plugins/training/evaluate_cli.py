@@ -45,6 +45,12 @@ def cascade_choices(router: Any, data: BenchmarkData, outputs: list[str] | None,
     return [router.second if up else router.first for up in escalated.tolist()]
 
 
+def compared_experts(router: Any) -> list[str]:
+    """The experts whose best single a router is compared with: its own, or the pool a cascade's pair was
+    chosen from (it could have chosen any of them)."""
+    return list(getattr(router, "pool_", None) or router.experts_)
+
+
 def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batch_size: int = 2048,
                     scenario: dict[str, Any] | None = None, outputs: list[str] | None = None) -> dict[str, Any]:
     """Routes ``test`` (batched, with a progress bar) and compares with the baselines from ``train``
@@ -60,8 +66,13 @@ def evaluate_router(router: Any, train: BenchmarkData, test: BenchmarkData, batc
     if missing:
         raise RecordsError(f"the router routes to experts {missing} that have no results in the evaluation data "
                            f"({test.experts}).")
-    test = test.select_experts(router.experts_)
-    train = train.select_experts(router.experts_)
+    compared = compared_experts(router)
+    missing = [e for e in compared if e not in test.experts or e not in train.experts]
+    if missing:
+        raise RecordsError(f"the router was chosen among {compared}; its best single baseline needs the results of "
+                           f"{missing} too: give records or sample logs that hold them.")
+    test = test.select_experts(compared)
+    train = train.select_experts(compared)
     choices: list[str | None] = []
     if router.kind == "cascade":
         choices.extend(cascade_choices(router, test, outputs))

@@ -58,7 +58,9 @@ def from_records(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[st
     routers = [(label, Router.load(path)) for label, path in pairs]
     if not args.experts and routers:
         # the best single expert a router is compared with must be one it could have chosen
-        args.experts = list(dict.fromkeys(e for _, router in routers for e in router.experts_))
+        from benchcoe_plugins.training.evaluate_cli import compared_experts
+
+        args.experts = list(dict.fromkeys(e for _, router in routers for e in compared_experts(router)))
         print(f"benchcoe report: experts: the routers' own, {args.experts} (--experts to choose others)")
     data = load_data(args)
     split_path = args.split or (pairs[0][1] / "split.json" if routers else None)

@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="cascade: also read which option letter (A-J) the first expert chose; it helps where "
                             "the first expert answers with a bare letter (MMMU-Pro records), not on MMLU-Pro's "
                             "chains of thought")
+    model.add_argument("--choose-pair", action="store_true",
+                       help="cascade: choose which of --experts answers first and which answers again (every "
+                            "ordered pair) by cross-validation of the fit documents; the guard then compares "
+                            "with the best single of all --experts (needed with more than two --experts)")
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
@@ -161,7 +165,7 @@ def check_scenario_arguments(args: argparse.Namespace) -> None:
                                f"{ignored}, or --split.")
     elif args.test_where and not (args.train_where or args.test_source):
         raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
-    cascade_only = given_flags(args, "--answer-pattern", "--answer-letters", "--fields")
+    cascade_only = given_flags(args, "--answer-pattern", "--answer-letters", "--fields", "--choose-pair")
     if args.router != "cascade" and cascade_only:
         raise RecordsError(f"{cascade_only} shape what a cascade reads; with --router {args.router} they would "
                            f"have no effect: drop them, or use --router cascade.")
@@ -224,9 +228,10 @@ def run(args: argparse.Namespace) -> int:
     if args.router == "cascade" and args.test_source:
         raise RecordsError("--router cascade is trained and tested on one source (it reads the first expert's "
                            "answer texts there); drop --test-source.")
-    if args.router == "cascade" and len(data.experts) != 2:
+    if args.router == "cascade" and len(data.experts) != 2 and not args.choose_pair:
         raise RecordsError(f"--router cascade takes two --experts, the first (answers every document) then the "
-                           f"second; got {data.experts}.")
+                           f"second; got {data.experts}. To let cross-validation choose the pair among them, add "
+                           f"--choose-pair.")
     if args.answer_pattern is not None:
         import re
 
@@ -262,10 +267,13 @@ def run(args: argparse.Namespace) -> int:
     if args.router == "cascade":  # its own cross-validation of the fit documents chooses its setting
         from benchcoe_plugins.training.outputs import expert_outputs
 
-        first = data.experts[0]
-        test_outputs = expert_outputs(args, first, test)
-        fit_outputs = expert_outputs(args, first, fit_data)
-        router.fit(fit_data.documents, fit_data.correct, fit_data.experts, fit_outputs, subjects=fit_data.subjects)
+        # every answer text the fit reads, and the test part's, is read (and checked) before fitting
+        firsts = data.experts if args.choose_pair else data.experts[:1]
+        fit_texts = {e: expert_outputs(args, e, fit_data) for e in firsts}
+        test_texts = {e: expert_outputs(args, e, test) for e in firsts}
+        router.fit(fit_data.documents, fit_data.correct, fit_data.experts,
+                   fit_texts if args.choose_pair else fit_texts[data.experts[0]], subjects=fit_data.subjects)
+        fit_outputs, test_outputs = fit_texts[router.first], test_texts[router.first]
     elif args.router == "table":
         router.fit(fit_data.documents, fit_data.correct, fit_data.experts)
     elif args.router == "subject":
