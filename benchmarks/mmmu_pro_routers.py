@@ -166,13 +166,19 @@ def main() -> None:
         print(f"mean over seeds {[r['seed'] for r in rows]}, {label(rows[0])}: {line}")
     for z in GUARD_ZS:
         print(f"guard z={z:g}: below the best single expert: " + ("; ".join(below[z]) if below[z] else "none"))
-    labels = [f"{label(r)} s{r['seed']}" for r in results]
     plot_labels = {**PLOT_LABELS, "query": f"query-level ({args.query_head} head, low margin -> {args.defer_to})"}
+    # one group per run; with --all-pools (78 runs) one per pool, the mean of its seeds (their SEs combined)
+    groups = ([[r for r in results if r["pool"] == pool] for pool in pools if any(r["pool"] == pool for r in results)]
+              if args.all_pools else [[r] for r in results])
+    labels = [label(rows[0]) + ("" if args.all_pools else f" s{rows[0]['seed']}") for rows in groups]
+    seeds = "mean of seeds, " if args.all_pools else ""
     grouped_bars(args.plot, labels,
-                 {plot_labels[name]: [r[name]["gain"] for r in results] for name in NAMES},
-                 "MMMU-Pro held-out gain over the best single expert (30 % test, no guard), +- paired standard error",
+                 {plot_labels[name]: [float(np.mean([r[name]["gain"] for r in rows])) for rows in groups]
+                  for name in NAMES},
+                 f"MMMU-Pro held-out gain over the best single expert (30 % test, no guard, {seeds}+- paired standard error)",
                  ylabel="accuracy gain", ylim=None, legend_below=False,
-                 errors={plot_labels[name]: [r[name]["gain_se"] for r in results] for name in NAMES})
+                 errors={plot_labels[name]: [float(np.sqrt(sum(r[name]["gain_se"] ** 2 for r in rows)) / len(rows))
+                                             for rows in groups] for name in NAMES})
     args.plot.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"plot: {args.plot}; results: {args.plot.with_suffix('.json')}")
 
