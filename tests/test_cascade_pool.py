@@ -39,10 +39,12 @@ def synthetic_pool(n: int, seed: int, signal: bool = True):
     return documents, outputs, np.array(correct, dtype=float)
 
 
-def test_the_pair_that_can_see_the_first_experts_failures_is_chosen_and_kept_after_reload(tmp_path: Path) -> None:
+def test_the_pair_that_can_see_the_first_experts_failures_is_chosen_and_kept_after_reload(tmp_path: Path,
+                                                                                          capsys) -> None:
     documents, outputs, correct = synthetic_pool(900, 0)
-    router = CascadeRouter(answer_pattern=LETTER_PATTERN, answer_letters=True, seed=0).fit(
+    router = CascadeRouter(answer_pattern=LETTER_PATTERN, answer_letters=True, seed=0, progress=True).fit(
         documents, correct, POOL, outputs)
+    assert "cascade pairs, by first expert: 100%" in capsys.readouterr().err, "choosing shows its progress"
     assert (router.first, router.second) == ("sure", "steady") and router.mode_ == "cascade"
     assert router.pool_ == POOL and compared_experts(router) == POOL
     choice = router.metadata_["pair_choice"]
@@ -92,6 +94,7 @@ def test_choose_pair_through_the_cli_compares_with_the_pools_best_single(tmp_pat
             "--experts", *pool, "--answer-pattern", LETTER_PATTERN, "--answer-letters", "--seed", "1",
             "--output", str(out), "--no-plots", "--quiet"]
     assert main(argv) == 0
+    assert "cascade pairs, by first expert" not in capsys.readouterr().err, "--quiet: no progress bar"
     manifest = json.loads((out / "router.json").read_text())
     assert manifest["cascade"]["pool"] == pool and len(manifest["experts"]) == 2
     assert set(manifest["pair_choice"]["pair_accuracy"]) == {f"{a} -> {b}" for a in pool for b in pool if a != b}

@@ -99,7 +99,8 @@ class CascadeRouter(Router):
 
     def __init__(self, C: float | None = None, max_features: int = 30000, text: str = "question+options",
                  answer_pattern: str = DEFAULT_ANSWER_PATTERN, fields: list[str] | None = None, folds: int = 5,
-                 answer_letters: bool = False, guard_z: float | None = 1.0, seed: int = 0) -> None:
+                 answer_letters: bool = False, guard_z: float | None = 1.0, seed: int = 0,
+                 progress: bool = False) -> None:
         self.C = C
         self.max_features = max_features
         self.text = text
@@ -109,6 +110,7 @@ class CascadeRouter(Router):
         self.answer_letters = answer_letters
         self.guard_z = guard_z
         self.seed = seed
+        self.progress = progress
 
     # -- features ----------------------------------------------------------------------------
     def _category_columns(self, documents: Sequence[RoutingDocument]) -> np.ndarray:
@@ -229,8 +231,12 @@ class CascadeRouter(Router):
             self._check_fit_inputs(documents, list(outputs[expert]), expert)
         subject_names = document_subjects(documents, subjects)
         grid = C_GRID if self.C is None else (self.C,)
+        from tqdm.auto import tqdm
+
         labels, hits = [], []
-        for first in range(len(experts)):  # one model per first expert scores every expert's column
+        firsts = tqdm(range(len(experts)), desc="cascade pairs, by first expert", unit="expert",
+                      disable=not self.progress)
+        for first in firsts:  # one model per first expert scores every expert's column
             out_of_fold = self._out_of_fold(documents, list(outputs[experts[first]]), subject_names, correct, grid)
             for second in range(len(experts)):
                 if second != first:
@@ -255,7 +261,7 @@ class CascadeRouter(Router):
         eligible = [i for i, label in enumerate(labels) if routes or best in label[:2]]
         first, second, c = labels[max(eligible, key=lambda i: (totals[i], -i))]
         # the chosen candidate's own C: the setting whose out-of-fold hits the guard weighed
-        pair = CascadeRouter(**{**self.get_params(), "C": c, "guard_z": None})
+        pair = CascadeRouter(**{**self.get_params(), "C": c, "guard_z": None, "progress": False})
         pair.fit(documents, correct[:, [first, second]], [experts[first], experts[second]], list(outputs[experts[first]]),
                  subjects)
         self.__dict__.update({k: v for k, v in pair.__dict__.items() if k.endswith("_")})

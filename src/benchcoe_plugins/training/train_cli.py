@@ -126,7 +126,8 @@ def build_router(args: argparse.Namespace) -> Any:
         return CascadeRouter(C=args.C, max_features=args.max_features, text=args.text,
                              answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN, fields=args.fields,
                              folds=args.folds, answer_letters=args.answer_letters,
-                             guard_z=None if args.costs else guard_z(args), seed=args.seed)
+                             guard_z=None if args.costs else guard_z(args), seed=args.seed,
+                             progress=not args.quiet)
     from benchcoe_plugins.routers.query import QueryRouter
 
     if args.backbone == "finetune":
