@@ -55,6 +55,8 @@ def test_the_pair_that_can_see_the_first_experts_failures_is_chosen_and_kept_aft
     assert escalate.tolist() == [o == "A" for o in test_outputs["sure"]]
     reloaded = Router.load(router.save(tmp_path / "router"))
     assert reloaded.pool_ == POOL and reloaded.experts_ == ["sure", "steady"]
+    # the pair's calibration scores are a column selection of the pool's: saved in order, not transposed
+    np.testing.assert_array_equal(reloaded.calibration_scores(), router.calibration_scores())
     assert reloaded.escalate(test_documents, test_outputs["sure"])[0].tolist() == escalate.tolist()
 
 

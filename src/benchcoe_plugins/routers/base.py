@@ -76,6 +76,15 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """Writes ``tensors`` (numpy arrays) as safetensors. safetensors copies an array's buffer as it lies,
+    so a column selection (Fortran-ordered) would be written transposed: each is made C-contiguous."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(value) for name, value in tensors.items()}, str(path))
+
+
 def require_shape(folder: Path, name: str, found: tuple[int, ...], expected: tuple[int, ...]) -> None:
     """A stored array's shape must be what the manifest's subjects and experts give."""
     if tuple(found) != tuple(expected):

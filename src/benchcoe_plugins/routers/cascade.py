@@ -37,7 +37,7 @@ from scipy.special import expit  # the logistic function, without overflow warni
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import TfidfEncoder
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.query import field_value
@@ -192,10 +192,19 @@ class CascadeRouter(Router):
         self._check_fit_inputs(documents, outputs, experts[0])
         documents, outputs = list(documents), list(outputs)
         subject_names = document_subjects(documents, subjects)
-        self.experts_ = list(experts)
-        self.pool_ = list(experts)
         grid = C_GRID if self.C is None else (self.C,)
         out_of_fold = self._out_of_fold(documents, outputs, subject_names, correct, grid)
+        return self._fit_pair(documents, correct, list(experts), outputs, subject_names, out_of_fold,
+                              guarded=self.guard_z is not None)
+
+    def _fit_pair(self, documents: list[RoutingDocument], correct: np.ndarray, experts: list[str],
+                  outputs: list[str], subject_names: list[str], out_of_fold: dict[float, np.ndarray],
+                  guarded: bool) -> "CascadeRouter":
+        """Fits the cascade [first, second] from its out-of-fold scores per ``C`` (columns: first, second):
+        chooses ``C``, fits the heads on every document, and (``guarded``) applies the guard."""
+        self.experts_ = list(experts)
+        self.pool_ = list(experts)
+        grid = tuple(out_of_fold)
         areas = {c: recovered_area(p[:, 1] - p[:, 0], correct[:, 0], correct[:, 1]) for c, p in out_of_fold.items()}
         self.C_ = max(grid, key=lambda c: (areas[c], -c))  # first best: the stronger regularisation
         self.calibration_scores_ = out_of_fold[self.C_].astype(np.float32)
@@ -208,7 +217,7 @@ class CascadeRouter(Router):
                           "first_expert": self.experts_[0], "second_expert": self.experts_[1],
                           "best_expert": self.best_expert_}
         self.mode_ = "cascade"
-        if self.guard_z is not None:
+        if guarded:
             # each C's out-of-fold hits at threshold 0; the choice of C is scored too (cross-fitted)
             candidate_hits = np.array([escalated_hits(out_of_fold[c], correct, 0, 1) for c in grid])
             honest = cross_fitted_hits(candidate_hits, self.folds, self.seed + 1)
@@ -234,15 +243,17 @@ class CascadeRouter(Router):
         from tqdm.auto import tqdm
 
         labels, hits = [], []
+        out_of_fold: dict[int, dict[float, np.ndarray]] = {}  # per first expert; kept for the chosen pair's fit
         firsts = tqdm(range(len(experts)), desc="cascade pairs, by first expert", unit="expert",
                       disable=not self.progress)
         for first in firsts:  # one model per first expert scores every expert's column
-            out_of_fold = self._out_of_fold(documents, list(outputs[experts[first]]), subject_names, correct, grid)
+            out_of_fold[first] = self._out_of_fold(documents, list(outputs[experts[first]]), subject_names, correct,
+                                                   grid)
             for second in range(len(experts)):
                 if second != first:
                     for c in grid:
                         labels.append((first, second, c))
-                        hits.append(escalated_hits(out_of_fold[c], correct, first, second))
+                        hits.append(escalated_hits(out_of_fold[first][c], correct, first, second))
         candidate_hits = np.array(hits)
         totals = candidate_hits.sum(axis=1)
         pair_accuracy = {}
@@ -260,11 +271,10 @@ class CascadeRouter(Router):
         routes = verdict is None or verdict["routes"]
         eligible = [i for i, label in enumerate(labels) if routes or best in label[:2]]
         first, second, c = labels[max(eligible, key=lambda i: (totals[i], -i))]
-        # the chosen candidate's own C: the setting whose out-of-fold hits the guard weighed
-        pair = CascadeRouter(**{**self.get_params(), "C": c, "guard_z": None, "progress": False})
-        pair.fit(documents, correct[:, [first, second]], [experts[first], experts[second]], list(outputs[experts[first]]),
-                 subjects)
-        self.__dict__.update({k: v for k, v in pair.__dict__.items() if k.endswith("_")})
+        # the chosen candidate's own C (the setting whose out-of-fold hits the guard weighed), its scores reused
+        self._fit_pair(documents, correct[:, [first, second]], [experts[first], experts[second]],
+                       list(outputs[experts[first]]), subject_names, {c: out_of_fold[first][c][:, [first, second]]},
+                       guarded=False)
         self.pool_ = list(experts)
         self.best_expert_ = experts[best] if not routes else self.best_expert_
         self.mode_ = "cascade" if routes else "best"
@@ -322,12 +332,10 @@ class CascadeRouter(Router):
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:
-        from safetensors.numpy import save_file
-
         tensors = {**self.head_.tensors("head"), "calibration_scores": self.calibration_scores_,
                    "answer_mean": self.answer_mean_.astype(np.float64),
                    "answer_scale": self.answer_scale_.astype(np.float64)}
-        save_file(tensors, str(folder / "cascade.safetensors"))
+        save_tensors(tensors, folder / "cascade.safetensors")
         return {"cascade": {"weights": "cascade.safetensors", "C": self.C_, "categories": self.categories_,
                             "tfidf": self.tfidf_.save(folder), "answer_features": list(self.answer_features_),
                             "mode": self.mode_, "pool": list(self.pool_)}}

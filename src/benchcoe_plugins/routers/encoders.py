@@ -120,11 +120,11 @@ class TfidfEncoder:
         return self._vectorizer.transform(list(texts))
 
     def save(self, folder: Path, prefix: str = "tfidf") -> dict[str, Any]:
-        from safetensors.numpy import save_file
+        from benchcoe_plugins.routers.base import save_tensors
 
         vocabulary = {term: int(index) for term, index in self._vectorizer.vocabulary_.items()}
         (folder / f"{prefix}_vocabulary.json").write_text(json.dumps(vocabulary, ensure_ascii=False, sort_keys=True))
-        save_file({"idf": np.asarray(self._vectorizer.idf_, dtype=np.float32)}, str(folder / f"{prefix}.safetensors"))
+        save_tensors({"idf": np.asarray(self._vectorizer.idf_, dtype=np.float32)}, folder / f"{prefix}.safetensors")
         return {"max_features": self.max_features, "ngram_max": self.ngram_max, "min_df": self.min_df,
                 "files": [f"{prefix}_vocabulary.json", f"{prefix}.safetensors"]}
 

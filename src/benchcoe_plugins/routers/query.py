@@ -46,7 +46,7 @@ import numpy as np
 from benchcoe_plugins.core.documents import RoutingDocument
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
 from benchcoe_plugins.routers import QUERY_HEADS
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, SentenceEncoder, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.neighbours import neighbour_accuracy
@@ -408,8 +408,6 @@ class QueryRouter(Router):
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:
-        from safetensors.numpy import save_file
-
         tensors = {"subject_accuracy": self.subject_accuracy_, **self.subject_head_.tensors("subject_head")}
         if self.head == "knn":
             tensors.update({"neighbour_vectors": self.neighbour_vectors_,
@@ -424,7 +422,7 @@ class QueryRouter(Router):
         if self.prior_field is not None:
             tensors.update({"cell_hits": self.cell_hits_, "cell_counts": self.cell_counts_})
             state["cell_values"] = list(self.cell_values_)
-        save_file(tensors, str(folder / "query.safetensors"))
+        save_tensors(tensors, folder / "query.safetensors")
         return {"state": state}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape
+from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
@@ -416,8 +416,6 @@ class SubjectRouter(Router):
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:
-        from safetensors.numpy import save_file
-
         tensors = {"subject_accuracy": self.subject_accuracy_}
         state: dict[str, Any] = {"weights": "subject.safetensors", "mode": self.mode_, "best_expert": self.best_expert_}
         if self.backbone == "finetune":
@@ -431,7 +429,7 @@ class SubjectRouter(Router):
         else:
             tensors.update(self.head_.tensors("subject_head"))
             state["features"] = self.features_.save(folder)
-        save_file(tensors, str(folder / "subject.safetensors"))
+        save_tensors(tensors, folder / "subject.safetensors")
         return {"state": state}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
