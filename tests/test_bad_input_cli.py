@@ -105,6 +105,7 @@ def test_training_that_cannot_learn_says_so(tmp_path: Path, scores: dict, words:
     (["--routers", "table"], "--routers: 'table' is not a list of subject,query,cascade"),
     (["--routers", "cascade"], "the MMLU-Pro part runs subject / query"),
     (["--router-dir", "rd", "--routers", "query"], "no mmlu_pro_query router in"),
+    (["--router-dir", "nowhere"], "--router-dir"),
     (["--output", "a_file/demo"], "--output: cannot create"),
     (["--limit", "0"], "--limit 0: give a whole number >= 1"),
     (["--limit", "-3"], "--limit -3: give a whole number >= 1"),

@@ -117,6 +117,10 @@ def test_a_budget_holds_on_held_out_documents(records: Path, trained: Path, tmp_
         assert cost <= 40.0 + 3 * 70.6 * np.sqrt(0.25 * (1 / n + 1 / calibration)) and cost >= 30.0
     weightless = load_config({**config.raw, "budget": None, "cost_weight": 0}, known_models=lambda: ["coe_replay"])
     assert cascade_gain_threshold(router, weightless) == 0.0, "cost weight 0: escalate wherever the second is better"
+    from benchcoe_plugins.core.session import CoESession
+
+    record = CoESession(config, build_expert=lambda spec: None).cost_routing()  # the results JSON's coe.cost_routing
+    assert record["budget"] == budget and record["gain_threshold"] == pytest.approx(threshold), record
 
 
 def lm_eval_config(tmp_path: Path, router: Path, **extra) -> Path:

@@ -64,6 +64,10 @@ def test_good_config_resolves_paths_and_parses_string_args(workspace: Path) -> N
         (lambda c: c.update(question_field=3), ["question_field", "task patterns"]),
         (lambda c: c.update(name=[1, 2]), ["name", "[1, 2]", "string"]),
         (lambda c: c.update(routing_log={"a": 1}), ["routing_log", "string"]),
+        # written only after the whole evaluation: a folder or a path under a file would lose it all
+        (lambda c: c.update(routing_log="weights"), ["routing_log", "is a folder", "routing.jsonl"]),
+        (lambda c: c.update(routing_log="coe.yaml/routing.jsonl"), ["routing_log", "which is a file"]),
+        (lambda c: c.update(result_cache="coe.yaml"), ["result_cache", "is a file"]),
         (lambda c: c.update(fallback=["a"]), ["fallback", "['a']"]),
         (lambda c: c["experts"]["a"].update(model_args={1: 2}), ["experts.a.model_args", "[1]", "argument names"]),
     ],
@@ -225,6 +229,16 @@ def test_an_override_reaches_an_expert_whose_name_holds_dots() -> None:
     assert merged["experts"]["b"]["model_args"] == {"batch_size": 4} and merged["budget"] == {"share": 0.3}
     assert set(merged["experts"]) == {"Qwen1.5-7B-Chat", "b"}
     assert raw["experts"]["Qwen1.5-7B-Chat"]["model_args"] == {"key": "id"}, "the config read from disk is not changed"
+
+
+def test_an_override_naming_an_expert_the_config_lacks_suggests_the_name() -> None:
+    from benchcoe_plugins.core.config import apply_overrides
+
+    raw = {"experts": {"InternVL2-8B": {"model": "hf"}}}
+    with pytest.raises(ConfigError, match=r"no expert 'InternVL2-8b' .*did you mean 'InternVL2-8B'\?"):
+        apply_overrides(raw, {"experts.InternVL2-8b.model_args.key": "id"})
+    added = apply_overrides(raw, {"experts.c.model": "hf", "experts.c.model_args.pretrained": "p"})
+    assert added["experts"]["c"] == {"model": "hf", "model_args": {"pretrained": "p"}}, "an expert added whole"
 
 
 def test_result_cache_and_routing_log_are_read_from_the_config_folder(workspace: Path, monkeypatch) -> None:

@@ -281,6 +281,9 @@ def run(args: argparse.Namespace) -> int:
         raise DemoError(f"--output: cannot create {output} ({error.strerror}); name a folder you can write.") from None
     if args.router_dir is not None:
         args.router_dir = args.router_dir.resolve()  # the configs the demo writes live in another folder
+        if not args.router_dir.is_dir():
+            raise DemoError(f"--router-dir {args.router_dir} is not a folder; give one holding router folders "
+                            f"(e.g. one 'benchcoe train --output DIR/NAME' wrote), or leave it out for the shipped ones.")
     from benchcoe_plugins.demo_mmmu_pro import LEVELS as MMMU_PRO_LEVELS
 
     levels = [level.strip() for level in args.routers.split(",") if level.strip()]

@@ -257,6 +257,12 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return _merge_overrides(raw, overrides)[0]
 
 
+def overrides_under(overrides: dict[str, Any], expert: str) -> set[str]:
+    """The settings that ``overrides`` give expert ``expert`` (``experts.NAME.KEY...`` -> KEY)."""
+    prefix = f"experts.{expert}."
+    return {dotted[len(prefix):].split(".")[0] for dotted in overrides if dotted.startswith(prefix)}
+
+
 def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], set[tuple[str, ...]]]:
     """``apply_overrides``, and the key paths the overrides set (e.g. ``("experts", "a", "model_args", "peft")``)."""
     merged = dict(raw)
@@ -274,6 +280,12 @@ def _merge_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> tuple[di
             take = next((n for n in range(len(parts) - 1, 1, -1) if ".".join(parts[:n]) in node), 1)
             key, parts = ".".join(parts[:take]), parts[take:]
             child = node.get(key)
+            if walked == ["experts"] and child is None and "model" not in overrides_under(overrides, key):
+                import difflib
+
+                close = difflib.get_close_matches(key, [str(name) for name in node], n=1)
+                raise ConfigError(f"{dotted}: the config has no expert {key!r} (experts: {sorted(map(str, node))})"
+                                  + (f"; did you mean {close[0]!r}?" if close else "; add it with a 'model' too."))
             if isinstance(child, str) and key == "model_args":
                 child = _as_mapping(child, dotted)
             node[key] = dict(child) if isinstance(child, dict) else {}
@@ -436,7 +448,23 @@ def load_config(
         **_cost_policy(raw),
     )
     _check_router_matches(config)
+    _check_output_path(config.routing_log, "routing_log", folder=False)
+    _check_output_path(config.result_cache, "result_cache", folder=True)
     return config
+
+
+def _check_output_path(path: Path | None, key: str, folder: bool) -> None:
+    """A path the run writes at its end must be writable as what it is (a file or a folder), or the
+    finished evaluation would be lost to an error after all the work."""
+    if path is None:
+        return
+    if not folder and path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder; give a file path, e.g. {path / 'routing.jsonl'}.")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file; give a folder path for the cache.")
+    ancestor = next((parent for parent in path.parents if parent.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise ConfigError(f"{key}: {path} lies under {ancestor}, which is a file; give a path under a folder.")
 
 
 def _expert_cost(entry: dict[str, Any], where: str) -> float | None:

@@ -13,6 +13,13 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def brief(error: BaseException, limit: int = 300) -> str:
+    """An error as a short clause for a one-line message: its type and text, cut at ``limit``
+    characters (a decode error's repr carries the whole undecodable file)."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class BenchCoEError(Exception):
     """Base class of this package's errors."""
 

@@ -382,8 +382,20 @@ class CoESession:
             "router_seconds": figures["router_seconds"],
             **({"memory": figures["memory"]} if figures["memory"] is not None else {}),
             "spend": self.spend(called, figures["spend"]),
-            "cost_routing": self.router.describe() if hasattr(self.router, "describe") else None,
+            "cost_routing": self.cost_routing(),
         }
+
+    def cost_routing(self) -> dict[str, Any] | None:
+        """The cost setting the run routed under: the cost-aware router's own record, or a cascade's
+        escalation threshold and what fixed it; None when routing weighed accuracy alone."""
+        if hasattr(self.router, "describe"):
+            return self.router.describe()
+        config = self.config
+        if self.router.kind != "cascade" or (config.cost_weight is None and config.budget is None):
+            return None
+        return {"cost_weight": config.cost_weight, "budget": config.budget.describe() if config.budget else None,
+                "gain_threshold": self.gain_threshold,
+                "calibration": "the cascade's out-of-fold scores of its fit documents" if config.budget else None}
 
     def spend(self, documents: Counter, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Per expert: documents it answered (``documents``; a cascade's first expert answers every

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchcoe_plugins.core.errors import ExpertError
+from benchcoe_plugins.core.errors import ExpertError, brief
 from benchcoe_plugins.experts.isolated import IsolatedExpert
 from benchcoe_plugins.experts.memory import memory_snapshot, recording_memory
 from benchcoe_plugins.experts.result_store import ResultStore, answer_fits
@@ -170,7 +170,7 @@ class ExpertPool:
                           f"rerun the same command: finished experts are not run again." if store else
                           "fix the cause and rerun the same command (result_cache is off, so every expert runs again).")
                 raise ExpertError(
-                    f"expert {name!r} ({self.specs[name].model}) failed: {error!r}. {resume}"
+                    f"expert {name!r} ({self.specs[name].model}) failed: {brief(error)}. {resume}"
                 ) from error
             if name not in finished:
                 finished.append(name)

@@ -85,6 +85,24 @@ def save_tensors(tensors: dict[str, Any], path: Path) -> None:
     save_file({name: np.ascontiguousarray(value) for name, value in tensors.items()}, str(path))
 
 
+def load_tensors(folder: Path, filename: str) -> dict[str, Any]:
+    """Reads a router's safetensors file (data only, nothing unpickled). A file that cannot be read, or
+    an array holding NaN or infinite values (which sparse features may never touch, so scores alone
+    would not show them), is a :class:`RouterFormatError`."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(folder / filename))
+    except (OSError, ValueError) as error:
+        raise RouterFormatError(f"{folder}: {filename} unreadable ({error}); re-train the router.") from None
+    broken = sorted(name for name, value in tensors.items() if value.dtype.kind in "fc" and not np.isfinite(value).all())
+    if broken:
+        raise RouterFormatError(f"{folder}: {filename} holds NaN or infinite values in {', '.join(broken)}; "
+                                f"re-train the router.")
+    return tensors
+
+
 def require_shape(folder: Path, name: str, found: tuple[int, ...], expected: tuple[int, ...]) -> None:
     """A stored array's shape must be what the manifest's subjects and experts give."""
     if tuple(found) != tuple(expected):

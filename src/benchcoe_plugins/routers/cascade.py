@@ -37,7 +37,7 @@ from scipy.special import expit  # the logistic function, without overflow warni
 
 from benchcoe_plugins.core.documents import RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
+from benchcoe_plugins.routers.base import RouteDecision, Router, load_tensors, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import TfidfEncoder
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.query import field_value
@@ -341,8 +341,6 @@ class CascadeRouter(Router):
                             "mode": self.mode_, "pool": list(self.pool_)}}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
-
         state = manifest.get("cascade")
         if not isinstance(state, dict) or not isinstance(state.get("categories"), list):
             raise RouterFormatError(f"{folder}: router.json lacks the cascade's state; re-train the router.")
@@ -354,10 +352,7 @@ class CascadeRouter(Router):
         except (re.error, TypeError, ValueError) as error:
             raise RouterFormatError(f"{folder}: params answer_pattern / text are unusable ({error}); fix "
                                     f"router.json or re-train the router.") from None
-        try:
-            tensors = load_file(str(folder / state.get("weights", "cascade.safetensors")))
-        except (OSError, ValueError) as error:
-            raise RouterFormatError(f"{folder}: cascade weights unreadable ({error}); re-train the router.") from None
+        tensors = load_tensors(folder, state.get("weights", "cascade.safetensors"))
         self.C_ = state.get("C")
         names = state.get("answer_features", list(SHAPE_FEATURES))
         # routers saved before the guard have none: they escalate as they always did
@@ -391,6 +386,3 @@ class CascadeRouter(Router):
         if self.calibration_scores_.ndim != 2 or self.calibration_scores_.shape[1] != 2:
             raise RouterFormatError(f"{folder}: calibration_scores has shape {self.calibration_scores_.shape}, "
                                     f"not (documents, 2); re-train the router.")
-        if not all(np.isfinite(a).all() for a in (self.head_.coef, self.head_.intercept, self.answer_mean_,
-                                                  self.answer_scale_, self.calibration_scores_)):
-            raise RouterFormatError(f"{folder}: the cascade's weights hold NaN or infinite values; re-train it.")

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument
-from benchcoe_plugins.core.errors import ConfigError, RouterFormatError
+from benchcoe_plugins.core.errors import ConfigError, RouterFormatError, brief
 from benchcoe_plugins.routers.base import RouteDecision, Router
 
 BISECTION_STEPS = 60
@@ -68,7 +68,7 @@ def parameter_counts(path: str | Path | None = None) -> dict[str, float]:
         counts = {name: entry["active_parameters"] if "active_parameters" in entry else entry["parameters"]
                   for name, entry in models.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConfigError(f"{path}: not a parameter-count file ({error!r}); expected "
+        raise ConfigError(f"{path}: not a parameter-count file ({brief(error)}); expected "
                           f'{{"models": {{NAME: {{"parameters": 8.0}}}}}}.') from None
     return {name: finite_non_negative(count, f"{path}: {name}") for name, count in counts.items()}
 

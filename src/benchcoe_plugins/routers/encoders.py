@@ -130,12 +130,12 @@ class TfidfEncoder:
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], prefix: str = "tfidf") -> "TfidfEncoder":
-        from safetensors.numpy import load_file
+        from benchcoe_plugins.routers.base import load_tensors
 
         encoder = cls(spec.get("max_features", 30000), spec.get("ngram_max", 2), spec.get("min_df", 2))
         try:
             vocabulary = json.loads((folder / f"{prefix}_vocabulary.json").read_text())
-            idf = load_file(str(folder / f"{prefix}.safetensors"))["idf"]
+            idf = load_tensors(folder, f"{prefix}.safetensors")["idf"]
         except (OSError, KeyError, json.JSONDecodeError) as error:
             raise RouterFormatError(f"{folder}: TF-IDF state unreadable ({error}); re-train the router.") from None
         if len(idf) != len(vocabulary):

@@ -40,8 +40,8 @@ def describe_router(value: str) -> dict[str, Any]:
     folder = resolve_router_path(value, Path.cwd())
     manifest = read_manifest(folder)
     router = load_router(folder)  # what is described must also load: a broken router is an error here, not at run time
-    evaluation = manifest.get("evaluation") if isinstance(manifest.get("evaluation"), dict) else {}
-    tuning = manifest.get("tuning") if isinstance(manifest.get("tuning"), dict) else {}
+    evaluation, tuning, data = (manifest.get(key) if isinstance(manifest.get(key), dict) else {}
+                                for key in ("evaluation", "tuning", "data"))
     return {
         "router": value,
         "path": str(folder),
@@ -51,7 +51,7 @@ def describe_router(value: str) -> dict[str, Any]:
         "subjects": manifest.get("subjects", []),
         "table": manifest.get("table", {}),
         "params": manifest.get("params", {}),
-        "data": manifest.get("data", {}),
+        "data": data,
         "split": split_summary(folder),
         "guard": guard_evidence(manifest),
         "tuning": {key: tuning[key] for key in ("blend", "margin", "mode", "calibration") if key in tuning},

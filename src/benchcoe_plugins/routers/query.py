@@ -44,9 +44,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument
-from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
+from benchcoe_plugins.core.errors import RecordsError, RouterFormatError, brief
 from benchcoe_plugins.routers import QUERY_HEADS
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
+from benchcoe_plugins.routers.base import RouteDecision, Router, load_tensors, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, SentenceEncoder, TextFeatures
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.neighbours import neighbour_accuracy
@@ -426,16 +426,14 @@ class QueryRouter(Router):
         return {"state": state}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
-
         state = manifest.get("state") or {}
         try:
-            tensors = load_file(str(folder / state.get("weights", "query.safetensors")))
+            tensors = load_tensors(folder, state.get("weights", "query.safetensors"))
             self.features_ = TextFeatures.load(folder, state["features"])
             self.blend_, self.margin_, self.mode_ = state["blend"], state["margin"], state["mode"]
             self.best_expert_ = state["best_expert"]
         except (OSError, KeyError) as error:
-            raise RouterFormatError(f"{folder}: query router state incomplete ({error!r}); re-train it.") from None
+            raise RouterFormatError(f"{folder}: query router state incomplete ({brief(error)}); re-train it.") from None
         self.subject_accuracy_ = tensors["subject_accuracy"]
         self.calibration_scores_ = tensors.get("calibration_scores")
         if self.calibration_scores_ is not None:  # one row per calibration document, one column per expert

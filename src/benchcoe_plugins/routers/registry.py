@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument
-from benchcoe_plugins.core.errors import RouterFormatError
+from benchcoe_plugins.core.errors import RouterFormatError, brief
 from benchcoe_plugins.resources import resource_dir
 from benchcoe_plugins.routers.base import FORMAT, FORMAT_VERSION, MANIFEST_NAME, Router
 from benchcoe_plugins.routers.cost import is_finite_non_negative
@@ -55,6 +55,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     experts = manifest.get("experts")
     if not isinstance(experts, list) or not experts or not all(isinstance(e, str) for e in experts):
         raise RouterFormatError(f"{path}: 'experts' must be a non-empty list of expert names.")
+    if len(set(experts)) != len(experts):
+        raise RouterFormatError(f"{path}: 'experts' names {sorted({e for e in experts if experts.count(e) > 1})} more "
+                                f"than once; each expert is one column of the weights. Re-train the router.")
     table = manifest.get("table", {})
     if (not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values())
             or not set(table.values()) <= set(experts)):
@@ -96,5 +99,5 @@ def load_router(folder: str | Path) -> Router:
     except RouterFormatError:
         raise
     except Exception as error:
-        raise RouterFormatError(f"{folder}: could not load the {manifest['kind']} router ({error!r}). "
+        raise RouterFormatError(f"{folder}: could not load the {manifest['kind']} router ({brief(error)}). "
                                 f"The folder may be corrupt; re-create it with 'benchcoe train'.") from error

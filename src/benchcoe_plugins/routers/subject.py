@@ -30,7 +30,7 @@ import numpy as np
 
 from benchcoe_plugins.core.documents import RoutingDocument, normalize_subject, subject_of
 from benchcoe_plugins.core.errors import RecordsError, RouterFormatError
-from benchcoe_plugins.routers.base import RouteDecision, Router, require_shape, save_tensors
+from benchcoe_plugins.routers.base import RouteDecision, Router, load_tensors, require_shape, save_tensors
 from benchcoe_plugins.routers.encoders import DEFAULT_ENCODER, FineTunedModel, TextFeatures, fine_tune_classifier
 from benchcoe_plugins.routers.guard import cross_fitted_hits, cross_validation_splits, guard_verdict
 from benchcoe_plugins.routers.table import best_expert_table, best_single_index
@@ -433,10 +433,8 @@ class SubjectRouter(Router):
         return {"state": state}
 
     def _load_state(self, folder: Path, manifest: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
-
         state = manifest.get("state") or {}
-        tensors = load_file(str(folder / state.get("weights", "subject.safetensors")))
+        tensors = load_tensors(folder, state.get("weights", "subject.safetensors"))
         self.subject_accuracy_ = tensors["subject_accuracy"]
         self.mode_ = state.get("mode", "subject")
         self.best_expert_ = state.get("best_expert")

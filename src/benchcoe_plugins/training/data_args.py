@@ -45,6 +45,9 @@ def require_one_source(args: argparse.Namespace) -> None:
 def check_data_arguments(args: argparse.Namespace) -> None:
     """Refuses, before anything is read, a source option the chosen source would ignore."""
     require_one_source(args)
+    output = getattr(args, "output", None)
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise RecordsError(f"--output {output} is a file; give a folder (new or existing) for the results.")
     if args.limit is not None and args.limit < 1:
         raise RecordsError(f"--limit {args.limit}: give a whole number >= 1 (the first N questions of --records), "
                            f"or drop --limit to read all of them.")
@@ -87,6 +90,6 @@ def load_data(args: argparse.Namespace) -> BenchmarkData:
                                 filter_name=getattr(args, "filter_name", None))
     if data.missing:
         detail = ", ".join(f"{e}: {len(k)}" for e, k in data.missing.items())
-        print(f"benchcoe: {sum(len(k) for k in data.missing.values())} documents lack some expert's result and "
+        print(f"benchcoe: {len(set().union(*data.missing.values()))} documents lack some expert's result and "
               f"were left out ({detail}); e.g. {next(iter(data.missing.values()))[:3]}")
     return data

@@ -175,7 +175,18 @@ def read_split(path: Path) -> dict[str, list[str]]:
         raise RecordsError(f"cannot read split file {path}: {error}") from None
     if not isinstance(split, dict) or not any(split.get(n) for n in SPLIT_NAMES):
         raise RecordsError(f"{path} is not a split file: expected lists under {SPLIT_NAMES}.")
-    parts = {name: {str(key) for key in split.get(name) or []} for name in SPLIT_NAMES}
+    for name in SPLIT_NAMES:
+        keys = split.get(name) or []
+        if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+            raise RecordsError(f"{path}: '{name}' must be a list of task/doc_id strings.")
+        if len(set(keys)) != len(keys):
+            raise RecordsError(f"{path}: '{name}' lists {len(keys) - len(set(keys))} documents more than once; give "
+                               f"each document once, or a figure would count it twice.")
+    fitted_on = split.get("fitted_on", ["train"])
+    if not isinstance(fitted_on, list) or not fitted_on or not set(fitted_on) <= {"train", "validation"}:
+        raise RecordsError(f"{path}: 'fitted_on' is {fitted_on!r}; it lists the parts the router was fitted on, "
+                           f"[\"train\"] or [\"train\", \"validation\"].")
+    parts = {name: set(split.get(name) or []) for name in SPLIT_NAMES}
     for index, first in enumerate(SPLIT_NAMES):
         for second in SPLIT_NAMES[index + 1:]:
             shared = parts[first] & parts[second]

@@ -43,6 +43,19 @@ def malformed_rows(path: Path, fields: str) -> Iterator[None]:
                            f"rows need {fields}.") from None
 
 
+def record_correct(record: dict[str, Any], question: dict[str, Any]) -> float:
+    """1.0 or 0.0: the record's ``correct`` (true / false, or 1 / 0), else whether its ``pred`` is the
+    question's ``answer``. Anything else (a string such as "false", which would be truthy) is refused."""
+    correct = record.get("correct")
+    if correct is None:
+        if "pred" not in record:
+            raise ValueError("neither 'correct' nor 'pred'")
+        return float(record["pred"] == question.get("answer"))
+    if isinstance(correct, bool) or (isinstance(correct, (int, float)) and correct in (0, 1)):
+        return float(correct)
+    raise ValueError(f"'correct' is {correct!r}, not true / false")
+
+
 MMMU_PRO_TASK = "mmmu_pro_standard"
 
 
@@ -109,7 +122,14 @@ def load_question_records(data_dir: str | Path, experts: Sequence[str] | None = 
                                    f"needs '{fmt.key_field}' and '{fmt.subject_field}'. Fix or drop that row.")
             if wanted and normalize_subject(row[fmt.subject_field]) not in wanted:
                 continue
-            questions[fmt.key_type(row[fmt.key_field])] = row
+            key = fmt.key_type(row[fmt.key_field])
+            if key in questions:
+                raise RecordsError(f"{questions_path}, question {number}: {fmt.key_field} {key!r} appears twice; "
+                                   f"keep one row per question.")
+            if not isinstance(row.get("question", ""), (str, type(None))):
+                raise RecordsError(f"{questions_path}, question {number}: 'question' is {row['question']!r}, not "
+                                   f"text; fix or drop that row.")
+            questions[key] = row
             if limit and len(questions) >= limit:
                 break
         documents = {key: RoutingDocument(fmt.task_of(q[fmt.subject_field]), key, q.get("question") or "", q)
@@ -121,14 +141,14 @@ def load_question_records(data_dir: str | Path, experts: Sequence[str] | None = 
         rows: dict[Any, ExpertRow] = {}
         records_path = records_dir / f"{expert}.jsonl.gz"
         with malformed_rows(records_path, f"{fmt.key_field} and correct or pred"):
-            for record in read_jsonl(records_path):
+            for number, record in enumerate(read_jsonl(records_path), 1):
                 key = fmt.key_type(record[fmt.key_field])
                 if key in documents:
+                    if (documents[key].task, key) in rows:
+                        raise RecordsError(f"{records_path}, row {number}: a second record of {fmt.key_field} "
+                                           f"{key!r}; keep one record per question.")
                     question = questions[key]
-                    correct = record.get("correct")
-                    if correct is None:
-                        correct = record.get("pred") == question.get("answer")
-                    rows[(documents[key].task, key)] = ExpertRow(documents[key], float(bool(correct)),
+                    rows[(documents[key].task, key)] = ExpertRow(documents[key], record_correct(record, question),
                                                                  normalize_subject(question[fmt.subject_field]))
         per_expert[expert] = rows
     return join_experts(per_expert, source=f"{fmt.name.lower()} records {data_dir}", on_missing=on_missing)

