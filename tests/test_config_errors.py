@@ -293,3 +293,17 @@ def test_an_override_naming_a_path_only_the_config_folder_holds_is_an_error(tmp_
     with pytest.raises(ConfigError, match=f"relative paths here are read from {working_folder}"):
         load_config(write_config(config_folder, config), overrides={"experts.a.model_args.pretrained": "./weights_only_here"},
                     known_models=lambda: KNOWN)
+
+
+@pytest.mark.parametrize("name", ["coe.yaml", "my_coe.yaml"])
+def test_the_readme_config_examples_load(tmp_path: Path, monkeypatch, name: str) -> None:
+    """The README's config files, as printed there, pass validation (hub ids allowed: nothing downloads)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split(f"# {name}\n", 1)[1].split("```", 1)[0]
+    (tmp_path / name).write_text(block)
+    for weights in ("models/my-llama", "models/my-phi"):
+        (tmp_path / weights).mkdir(parents=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    config = load_config(tmp_path / name, known_models=lambda: KNOWN)
+    assert set(config.router_expert.values()) == set(config.experts)
+    load_config(tmp_path / name, overrides={"router": "mmlu_pro_query"}, known_models=lambda: KNOWN)

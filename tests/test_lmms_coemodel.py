@@ -87,12 +87,14 @@ def env_for(workspace: Path) -> dict[str, str]:
 
 
 def lmms_eval(workspace: Path, out: str, model: str, model_args: str, *extra: str, launcher: list[str] | None = None,
-              tasks: str = TASKS, cwd: Path | None = None) -> Path:
+              tasks: str = TASKS, cwd: Path | None = None, hf_home: Path | None = None) -> Path:
     command = (launcher or ["python"]) + ["-m", "lmms_eval", "--model", model, "--model_args", model_args,
                                           "--tasks", tasks, "--limit", LIMIT, "--batch_size", "1",
                                           "--gen_kwargs", f"max_new_tokens={MAX_NEW_TOKENS}",
                                           "--output_path", str(workspace / out), "--log_samples", *extra]
-    result = run_cli(command, cwd=cwd or workspace, env=env_for(workspace))
+    env = env_for(workspace) if hf_home is None else harness_env({"HF_HOME": str(hf_home),
+                                                                  "HF_DATASETS_CACHE": str(hf_home / "datasets")})
+    result = run_cli(command, cwd=cwd or workspace, env=env)
     # lmms-eval logs an evaluation error and still exits 0: a run counts only if it wrote results.
     assert list((workspace / out).rglob("*_results.json")), f"{out}: no results\n{result.stderr[-4000:]}"
     return workspace / out
@@ -269,6 +271,24 @@ def test_rerun_takes_every_answer_from_the_result_cache(workspace, tmp_path) -> 
     assert {expert: row["requests"] for expert, row in coe["spend"].items()} == {expert: 0 for expert in routed}
     assert {k: response(r) for k, r in samples(again).items()} == {k: response(r) for k, r in samples(first).items()}
     assert results(first)["coe"]["spend"]["llava"]["generated_tokens"] > 0, "the GenerationResult texts are counted"
+
+    # The same questions under the same task name, other images (as a dataset copy with placeholder
+    # images would be): the vision expert's stored answers are about the old images, so none is served.
+    import random
+
+    from PIL import Image
+
+    from benchcoe_plugins.offline.lmms_datasets import OFFLINE_DATASETS, write_cached_dataset
+
+    rows = OFFLINE_DATASETS["mmstar"].rows(8, random.Random("0:mmstar"))  # the workspace's seeded rows
+    for row in rows:
+        row["image"] = Image.new("RGB", (32, 32), (200, 30, 30))
+    write_cached_dataset(OFFLINE_DATASETS["mmstar"], rows, tmp_path / "hf_other" / "datasets")
+    other = lmms_eval(workspace, str(tmp_path / "other"), "coemodel", model_args, tasks="mmstar",
+                      hf_home=tmp_path / "hf_other")
+    coe = results(other)["coe"]
+    assert coe["answers_from_result_cache"].get("llava", 0) == 0 and coe["expert_loads"].get("llava") == 1, coe
+    assert coe["spend"]["llava"]["requests"] == routed["llava"]
 
 
 def test_replay_of_a_run_log_reproduces_its_answers(runs, workspace) -> None:

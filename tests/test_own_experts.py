@@ -272,6 +272,25 @@ def test_rerun_of_a_folder_without_a_record_is_one_clear_line(tmp_path) -> None:
     assert cli.main(["rerun", str(tmp_path)]) == 2
 
 
+@pytest.mark.parametrize("edit, words", [
+    (lambda coe: coe["reproducibility"].pop("versions"), "has no package versions"),
+    (lambda coe: coe["reproducibility"].update(command="lm_eval --model coe"), "no command as a list of words"),
+    (lambda coe: coe["reproducibility"]["router"].pop("sha256"), "has no router checksum"),
+    (lambda coe: coe.update(experts={"a": "hf"}), "no experts with their model_args"),
+])
+def test_rerun_of_an_edited_record_is_one_clear_line(runs, tmp_path, capsys, edit, words) -> None:
+    """A results JSON cut short or edited by hand: one line naming what is missing, not a traceback."""
+    folder = tmp_path / "copy"
+    shutil.copytree(runs["coe"], folder)
+    path = next(folder.rglob("results_*.json"))
+    results = json.loads(path.read_text())
+    edit(results["config"]["coe"])
+    path.write_text(json.dumps(results))
+    assert cli.main(["rerun", str(folder), "--dry-run"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and words in error[0] and str(path) in error[0], error
+
+
 def test_local_weights_hash_follows_content(tmp_path) -> None:
     for name in ("one", "two"):
         (tmp_path / name).mkdir()

@@ -238,6 +238,37 @@ def test_lm_eval_reruns_reuse_only_answers_that_would_not_change(workspace, tmp_
     assert "not JSON answers" in stderr
 
 
+def test_a_separate_tokenizer_is_part_of_the_identity_and_of_the_record(tmp_path: Path, monkeypatch) -> None:
+    """``tokenizer=`` apart from the weights: its chat template shapes every prompt, so a changed one must
+    not be served the old answers, and ``benchcoe rerun`` must see the change."""
+    monkeypatch.setenv("BENCHCOE_CACHE", str(tmp_path / "benchcoe"))
+    for name in ("weights", "tokenizer"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ plain }}"}))
+    spec = ExpertSpec("a", "hf", {"pretrained": str(tmp_path / "weights"), "tokenizer": str(tmp_path / "tokenizer")})
+    first = spec.identity()
+    from benchcoe_plugins.core.provenance import expert_revision
+
+    recorded = expert_revision(spec)
+    (tmp_path / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ tagged }}"}))
+    assert spec.identity() != first
+    now = expert_revision(spec)
+    assert now["chat_template_sha256"] != recorded["chat_template_sha256"] and now["tokenizer"] != recorded["tokenizer"]
+
+
+def test_record_paths_with_glob_characters_in_their_names_are_hashed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BENCHCOE_CACHE", str(tmp_path / "benchcoe"))
+    log = tmp_path / "logs [alpha]" / "a.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"id": "a", "pred": "A"}) + "\n")
+    for records in ([str(log)], str(log.parent)):
+        spec = ExpertSpec("r", "coe_replay", {"records": records, "key": "id"})
+        first = spec.identity()
+        log.write_text(json.dumps({"id": "a", "pred": "B"}) + "\n")  # same size, new answer
+        assert spec.identity() != first, records
+        log.write_text(json.dumps({"id": "a", "pred": "A"}) + "\n")
+
+
 def test_benchcoe_cache_lists_and_clears(tmp_path: Path) -> None:
     from conftest import run_cli
 
@@ -246,21 +277,23 @@ def test_benchcoe_cache_lists_and_clears(tmp_path: Path) -> None:
         store.put_many((f"k{i}", i) for i in range(count))
         store.close()
     (tmp_path / "cccc3333.rank0.sqlite").write_bytes(b"garbage")
+    (tmp_path / "dddd4444.rank0.sqlite").mkdir()  # a folder named like a store file is not the cache's
     listing = run_cli(["benchcoe", "cache", "list", "--dir", str(tmp_path)], cwd=tmp_path).stdout
     lines = {line.split()[0]: line for line in listing.splitlines()}
     assert "alpha (hf /m/alpha)" in lines["aaaa1111"] and "3 entries" in lines["aaaa1111"]
     assert "5 entries" in lines["bbbb2222"] and "unusable" in lines["cccc3333"]
 
     run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", "beta"], cwd=tmp_path)
-    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite")) == ["aaaa1111", "cccc3333"]
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite") if p.is_file()) == ["aaaa1111", "cccc3333"]
     missing = run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", "zeta"], cwd=tmp_path,
                       check=False)
     assert missing.returncode != 0 and "matches no cached expert" in missing.stderr
     empty = run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path), "--expert", ""], cwd=tmp_path, check=False)
     assert empty.returncode != 0 and "--expert is empty" in empty.stderr
-    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite")) == ["aaaa1111", "cccc3333"], "nothing cleared"
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.sqlite") if p.is_file()) == ["aaaa1111", "cccc3333"], \
+        "nothing cleared"
     run_cli(["benchcoe", "cache", "clear", "--dir", str(tmp_path)], cwd=tmp_path)
-    assert not list(tmp_path.glob("*.sqlite*"))
+    assert [p.name for p in tmp_path.glob("*.sqlite*")] == ["dddd4444.rank0.sqlite"]
 
 
 @pytest.mark.parametrize("named_as", ["glob", "list", "folder"])

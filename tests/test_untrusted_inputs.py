@@ -173,3 +173,16 @@ def test_documents_left_out_are_counted_once(tmp_path: Path, capsys) -> None:
     assert cli.main(["train", *samples, "--router", "table", "--no-plots", "--output", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "1 documents lack some expert's result" in out, out
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--no-cost-curve", "--costs", "missing.json"], "--costs shape the accuracy-cost curve"),
+    (["--strong", "gemma-7b", "--weak", "gemma-7b"], "both name 'gemma-7b'"),
+])
+def test_evaluate_cost_options_that_cannot_apply_are_one_line(tmp_path: Path, capsys, monkeypatch, extra: list[str],
+                                                              words: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, ["evaluate", "--router", str(REPO / "router_ckpts" / "mmlu_pro_query"), "--records",
+                                   str(REPO.parent / "shared" / "data" / "mmlu_pro"), "--output", "out", *extra])
+    assert words in line, line
+    assert not list(tmp_path.iterdir()), "nothing written"

@@ -62,6 +62,11 @@ def chat_template_hash(folder: Path | None) -> str | None:
 def expert_revision(spec: ExpertSpec) -> dict[str, Any]:
     adapters = {key: value for key, value in spec.weight_arguments().items() if key in ADAPTER_KEYS}
     revision = _main_weights_revision(spec)
+    tokenizer = spec.tokenizer_reference()
+    if tokenizer is not None:  # the chat template is the tokenizer's, not the weights folder's
+        local = Path(tokenizer).expanduser()
+        revision["tokenizer"] = "sha256:" + local_weights_hash(local) if local.exists() else tokenizer
+        revision["chat_template_sha256"] = chat_template_hash(local.resolve()) if local.exists() else None
     if adapters:
         local = {key: Path(value).expanduser() for key, value in adapters.items()}
         revision["adapters"] = {key: "sha256:" + local_weights_hash(local[key]) if local[key].exists() else value

@@ -45,12 +45,41 @@ def recorded_run(results_dir: Path) -> tuple[Path, dict[str, Any]]:
         except (ValueError, RecursionError):
             print(f"benchcoe rerun: warning: {path} is not valid JSON; skipped", file=sys.stderr)
             continue
-        coe = (results.get("config") or {}).get("coe") or results.get("coe")
+        if not isinstance(results, dict):
+            continue
+        config = results.get("config")
+        coe = (config.get("coe") if isinstance(config, dict) else None) or results.get("coe")
         if isinstance(coe, dict) and isinstance(coe.get("reproducibility"), dict):
+            problem = record_problem(coe)
+            if problem:
+                raise ConfigError(f"{path}: its CoE record {problem}, so the run cannot be rebuilt (was the file "
+                                  f"edited or cut short?). Rerun from the results folder as the run wrote it.")
             return path, coe
     raise ConfigError(f"no results_*.json with a CoE reproducibility record under {results_dir}. "
                       f"Rerun needs the output of 'lm_eval --model coe' or 'lmms_eval --model coemodel' "
                       f"from benchcoe-plugins with this feature.")
+
+
+def record_problem(coe: dict[str, Any]) -> str | None:
+    """What a CoE record lacks that a rerun reads, in words; None when it is whole."""
+    def mapping_of_mappings(value: Any) -> bool:
+        return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+    record = coe["reproducibility"]
+    config, experts = coe.get("config"), coe.get("experts")
+    checks = [
+        (isinstance(config, dict) and mapping_of_mappings(config.get("experts")), "has no config with its experts"),
+        (mapping_of_mappings(experts) and all(isinstance(e.get("model_args"), dict) for e in experts.values()),
+         "has no experts with their model_args"),
+        (isinstance(record.get("router"), dict) and isinstance(record["router"].get("sha256"), str),
+         "has no router checksum"),
+        (isinstance(record.get("harness"), str), "names no harness"),
+        (isinstance(record.get("command"), list) and all(isinstance(w, str) for w in record["command"]),
+         "has no command as a list of words"),
+        (isinstance(record.get("versions"), dict), "has no package versions"),
+        (mapping_of_mappings(record.get("experts")), "has no expert revisions"),
+    ]
+    return next((problem for fine, problem in checks if not fine), None)
 
 
 def router_copy(results_dir: Path, results_file: Path, copy_name: str) -> Path | None:
@@ -150,7 +179,7 @@ def revision_changes(config_file: Path, record: dict[str, Any]) -> list[str]:
     changes = []
     for name, spec in load_config(config_file).experts.items():
         now, then = expert_revision(spec), record["experts"].get(name, {})
-        for key in ("revision", "adapters", "chat_template_sha256"):
+        for key in ("revision", "adapters", "tokenizer", "chat_template_sha256"):
             if now.get(key) != then.get(key):
                 changes.append(f"expert {name}: {key} was {then.get(key)} and is now {now.get(key)}")
     return changes

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def store_files(folder: Path) -> dict[str, list[Path]]:
     """Identity -> its store files (one per rank), including files set aside as unusable."""
     grouped: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(folder.glob(f"*.rank*{SUFFIX}*")):
+    for path in sorted(p for p in folder.glob(f"*.rank*{SUFFIX}*") if p.is_file()):  # only files are the store's
         grouped[path.name.split(".rank")[0]].append(path)
     return dict(grouped)
 

@@ -42,6 +42,13 @@ def library_versions() -> dict[str, str | None]:
     return found
 
 
+def matching_paths(item: str) -> list[str]:
+    """``item`` itself where it names an existing file or folder (its name may hold ``[``, ``*``), else
+    what it matches as a glob pattern."""
+    path = Path(item).expanduser()
+    return [str(path)] if path.exists() else sorted(glob.glob(str(path)))
+
+
 @dataclass(frozen=True)
 class ExpertSpec:
     """One expert of the pool as the config file names it."""
@@ -73,6 +80,11 @@ class ExpertSpec:
             found[main[0]] = main[1]
         return found
 
+    def tokenizer_reference(self) -> str | None:
+        """A ``tokenizer`` given apart from the weights (a folder or hub id), else None."""
+        tokenizer = self.model_args.get("tokenizer")
+        return tokenizer if isinstance(tokenizer, str) and tokenizer != self.weights_reference() else None
+
     def identity(self) -> str:
         """Hash of harness model, arguments, weights content (adapters too) and library versions; keys the
         result cache."""
@@ -83,6 +95,9 @@ class ExpertSpec:
                         for key, value in sorted(self.weight_arguments().items())} or None,
             "libraries": library_versions(),
         }
+        tokenizer = self.tokenizer_reference()
+        if tokenizer is not None:  # its own folder: its chat template shapes every prompt
+            payload["tokenizer"] = weights_identity(tokenizer, self.model_args)
         recorded = self._recorded_files()
         if recorded:
             payload["recorded_files"] = recorded
@@ -94,8 +109,7 @@ class ExpertSpec:
         glob or a list of them), so editing one file behind a glob changes the identity too."""
         names = [self.model_args.get(key) for key in REPLAY_SOURCE_KEYS]
         items = [v for value in names for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
-        return [local_weights_identity(match) for item in items
-                for match in sorted(glob.glob(str(Path(item).expanduser())))]
+        return [local_weights_identity(match) for item in items for match in matching_paths(item)]
 
     def describe(self) -> dict[str, Any]:
         return {

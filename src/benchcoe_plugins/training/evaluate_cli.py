@@ -108,6 +108,12 @@ def check_subset_arguments(args: argparse.Namespace) -> None:
     elif args.subset == "validation" and args.test_source:
         raise RecordsError("--test-source tests on another record set, so --subset validation would have no effect; "
                            "drop --subset validation, or --test-source.")
+    curve_only = given_flags(args, "--costs", "--strong", "--weak")
+    if args.no_cost_curve and curve_only:
+        raise RecordsError(f"{curve_only} shape the accuracy-cost curve, which --no-cost-curve skips; drop one of them.")
+    if args.strong is not None and args.strong == args.weak:
+        raise RecordsError(f"--strong and --weak both name {args.strong!r}; APGR / CPT measure the gap between two "
+                           f"experts, so name two.")
 
 
 def summary_line(evaluation: dict[str, Any]) -> str:

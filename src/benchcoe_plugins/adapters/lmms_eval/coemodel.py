@@ -81,6 +81,7 @@ class _CoEModel(lmms):
         self.session = CoESession(self.config, self._build_expert, self._rank, self._world_size,
                                   shapes.plain_answer)
         self._checked: set[tuple[str, str]] = set()
+        self._visual_digests: dict[tuple[str, str, str], str] = {}  # per document (doc_id, task, split)
         self._settings_checked: set[tuple[str, str]] = set()
         self._closed = False
         self._key_response_cache()
@@ -174,6 +175,19 @@ class _CoEModel(lmms):
                 return fields, False
         return self.config.question_fields_for(task), False
 
+    def _request_key(self, request_type: str, request: Any) -> str:
+        """The result-store key of an lmms-eval request, its document's visuals included (a request
+        rewritten for a text-only expert carries none: its answer never saw them)."""
+        args = tuple(getattr(request, "args", ()))
+        if not any(callable(a) for a in args):
+            return shapes.request_key(request_type, request)
+        document = shapes.document_of_args(args)
+        if document not in self._visual_digests:
+            request_view = shapes.view(request, shapes.kind_of_args(args))
+            self._visual_digests[document] = shapes.visuals_digest(shapes.visuals_of(request_view,
+                                                                                     self._doc(request_view)))
+        return shapes.request_key(request_type, request, self._visual_digests[document])
+
     def _document(self, request: Instance) -> RoutingDocument:
         request_view = shapes.view(request, self.kind)
         doc = self._doc(request_view)
@@ -231,7 +245,7 @@ class _CoEModel(lmms):
             expanded = {kind: [r for r in reqs for _ in range(r.repeats or 1)] for kind, reqs in pending.items()}
         self._check_conversions({request_type: requests, **(expanded or {})})
         return self.session.answer(request_type, requests, expanded, self._document, self._prepare,
-                                   shapes.request_key, self._call_expert)
+                                   self._request_key, self._call_expert)
 
     def _pending_requests(self) -> dict[str, list[Instance]]:
         """The evaluator's requests of the types this model answers (agentic tasks add request types the

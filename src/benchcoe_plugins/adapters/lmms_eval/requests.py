@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -163,9 +164,51 @@ def plain_answer(answer: Any) -> Any:
     return answer.text if isinstance(answer, GenerationResult) else answer
 
 
-def request_key(request_type: str, request: Any) -> str:
-    """Identity of a request inside one expert's result store: everything but the callables."""
+def document_of_args(args: tuple) -> tuple[str, str, str]:
+    """(doc_id, task, split) of an lmms-eval request of any kind: its last three arguments."""
+    return tuple(str(value) for value in args[-3:])  # type: ignore[return-value]
+
+
+def kind_of_args(args: tuple) -> str:
+    """Which kind of model an lmms-eval request was built for, from where its callable sits."""
+    return SIMPLE if callable(args[2]) else CHAT
+
+
+def visual_fingerprint(visual: Any) -> bytes:
+    """Bytes that change when the visual does: an image's pixels, a file's path, size and modification
+    time (videos are large), an audio array's samples; anything else by its repr."""
+    from PIL import Image
+
+    if isinstance(visual, Image.Image):
+        return f"image {visual.mode} {visual.size} ".encode() + visual.tobytes()
+    if isinstance(visual, dict) and "array" in visual:
+        import numpy as np
+
+        return f"audio {visual.get('sampling_rate')} ".encode() + np.asarray(visual["array"]).tobytes()
+    if isinstance(visual, (bytes, bytearray)):
+        return b"bytes " + bytes(visual)
+    if isinstance(visual, str) and os.path.isfile(visual):
+        stat = os.stat(visual)
+        return f"file {os.path.realpath(visual)} {stat.st_size} {stat.st_mtime_ns}".encode()
+    return f"other {visual!r}".encode()
+
+
+def visuals_digest(visuals: list[Any]) -> str:
+    """One hash of a request's visuals, in order (empty: the hash of nothing)."""
+    digest = hashlib.sha256()
+    for visual in visuals:
+        part = visual_fingerprint(visual)
+        digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()
+
+
+def request_key(request_type: str, request: Any, visuals: str | None = None) -> str:
+    """Identity of a request inside one expert's result store: everything but the callables, and the
+    digest of the visuals they give (``visuals``): the text alone would serve an answer about other
+    images (a dataset copy with other images under the same task name)."""
     args = [a for a in request.args if not callable(a)]
     payload = [request_type, getattr(request, "task_name", None), str(getattr(request, "doc_id", None)),
                getattr(request, "idx", 0), args, seed_if_sampling(args)]
+    if visuals is not None:
+        payload.append(visuals)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
