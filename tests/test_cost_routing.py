@@ -156,6 +156,11 @@ def test_evaluate_draws_the_accuracy_cost_curve(records: Path, tmp_path: Path, c
     front = curve["pareto_front"]
     assert all(not (q["cost"] <= p["cost"] and q["accuracy"] > p["accuracy"]) for p in front for q in front)
     assert all(row["holds"] for row in curve["calibrated_budgets"])
+    assert curve["documents_kind"] == "held-out"
+    assert main(["evaluate", "--router", str(tmp_path / "router"), *common, "--costs", str(shipped), "--no-plots",
+                 "--subset", "in-sample", "--output", str(tmp_path / "in_sample")]) == 0
+    assert "IN-SAMPLE cost curve" in capsys.readouterr().out, "a curve on fitted documents says so"
+    assert json.loads((tmp_path / "in_sample" / "cost_curve.json").read_text())["documents_kind"] == "IN-SAMPLE"
 
 
 def test_config_costs_and_budget(fitted, tmp_path: Path) -> None:
@@ -250,6 +255,30 @@ def test_cost_curve_edge_pools_and_budgets_it_cannot_meet() -> None:
     unreachable = [row for row in curve["calibrated_budgets"] if "unreachable" in row]
     assert [row["budget"] for row in unreachable] == [{"mean_cost": 3.9}, {"mean_cost": 6.5}], \
         "30 % and 50 % of 13 are below the cheapest cost, 8"
+
+
+def test_shares_below_every_setting_are_not_credited_with_a_setting_above_them() -> None:
+    """With --strong the cheapest expert, even the accuracy router sends it a share of the documents; at a
+    smaller share no setting works, so the curve shows none there and APGR counts only the weak expert
+    alone (PGR 0), not the setting at the smallest share."""
+    from benchcoe_plugins.training.cost_curve import SHARE_GRID, cost_curve, trapezoid_mean
+
+    rng = np.random.default_rng(5)
+    correct = (rng.uniform(size=(300, 2)) < [0.5, 0.35]).astype(float)
+    scores = correct + rng.normal(scale=0.6, size=correct.shape)
+    curve = cost_curve(scores, correct, ["cheap", "dear"], np.array([1.0, 10.0]), scores.argmax(axis=1),
+                       strong="cheap", weak="dear")
+    smallest = min(p["strong_share"] for p in curve["sweep"])
+    assert 0.2 < smallest < 1, smallest
+    assert curve["at_share"]["0.2"]["router"] is None
+    low, high = curve["singles"]["dear"]["accuracy"], curve["singles"]["cheap"]["accuracy"]
+    points = sorted(curve["sweep"], key=lambda p: (p["strong_share"], -p["cost_weight"]))
+    pgrs = []
+    for x in SHARE_GRID:
+        below = [p for p in points if p["strong_share"] <= x + 1e-12]
+        pgrs.append(0.0 if not below else (max(below, key=lambda p: (p["strong_share"], -p["cost_weight"]))["accuracy"]
+                                           - low) / (high - low))
+    assert curve["APGR"] == pytest.approx(trapezoid_mean(np.array(pgrs), SHARE_GRID))
 
 
 def test_a_curve_pays_each_choice_and_shows_each_expert_at_its_own_cost() -> None:

@@ -76,7 +76,10 @@ def workspace() -> Iterator[Path]:
     write("chat.yaml", {"llava": experts["llava"], "qwen": qwen_simple, "text": experts["text"]})
     write("simple.yaml", {"llava": llava_chat, "qwen": experts["qwen"], "text": experts["text"]})
     # qwen2_5_vl's own __init__ refuses several CPU processes (it asserts a multi-GPU setup): llava + text.
-    write("ranks.yaml", {"llava": experts["llava"], "text": experts["text"]}, router="router_ranks")
+    # The text expert names no device here: lmms-eval passes none, and lm-eval's HF model defaults to cuda.
+    text_no_device = {**experts["text"], "model_args": {k: v for k, v in experts["text"]["model_args"].items()
+                                                        if k != "device"}}
+    write("ranks.yaml", {"llava": experts["llava"], "text": text_no_device}, router="router_ranks")
     (root / "models.json").write_text(json.dumps({k: str(v) for k, v in models.items()}))
     yield root
     shutil.rmtree(root, ignore_errors=True)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from benchcoe_plugins.core.documents import DEFAULT_QUESTION_FIELDS
 from benchcoe_plugins.core.errors import ConfigError
 from benchcoe_plugins.core.model_args import parse_model_args, parse_value
 from benchcoe_plugins.experts.replay import REPLAY_MODEL, resolve_replay_paths
@@ -60,7 +61,6 @@ EXPERT_KEYS = {
 COST_UNITS = ("document", "token")
 RANK_LOADING = ("needed", "all")
 SUBJECT_SOURCES = ("field", "predicted")
-DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
 MAX_CONFIG_BYTES = 1 << 20  # a CoE config is a few KB; refuse what can only be a mistake or an attack
 MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded (alias bombs expand exponentially)
 DEFAULT_RESULT_CACHE = Path(os.environ.get("BENCHCOE_CACHE", "~/.cache/benchcoe_plugins")).expanduser() / "results"

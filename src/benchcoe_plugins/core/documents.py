@@ -39,6 +39,11 @@ class RoutingDocument:
         return (self.task, str(self.doc_id))
 
 
+# what the router reads of a document when the config names no question field, in this order, joined;
+# training from sample logs reads the same (training/sample_logs.py), so both see one text
+DEFAULT_QUESTION_FIELDS = ("question", "query", "problem", "input", "text")
+
+
 def question_text(doc: Mapping[str, Any], fields: Sequence[str], fallback: str | None, task: str,
                   doc_id: Any) -> str:
     """The configured question field(s) of ``doc``, joined; else the request context."""

@@ -155,7 +155,8 @@ class CascadeRouter(Router):
             raise RecordsError(f"{len(outputs)} answers of {expert!r} for {len(documents)} documents.")
         if not any(outputs):
             raise RecordsError(f"the records of {expert!r} hold no answer text (generated_text / response / "
-                               f"resps), which a cascade reads; give records or sample logs with the outputs.")
+                               f"resps), which a cascade reads; give records or sample logs with the outputs "
+                               f"(of a generate_until task: a log-likelihood task's responses are scores, not text).")
         if not isinstance(self.folds, int) or self.folds < 2:
             raise RecordsError(f"folds={self.folds!r}: the cascade chooses C by cross-validation, which needs at least "
                                f"2 folds.")

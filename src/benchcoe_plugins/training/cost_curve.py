@@ -130,10 +130,12 @@ def operating_points(sweep: Sequence[dict[str, Any]]) -> tuple[list[float], list
     return shares, [by_share[x] for x in shares]
 
 
-def operating_point(points: tuple[list[float], list[dict[str, Any]]], share: float) -> dict[str, Any]:
-    """The operating point with the largest strong share <= ``share`` (the smallest share if none is)."""
+def operating_point(points: tuple[list[float], list[dict[str, Any]]], share: float) -> dict[str, Any] | None:
+    """The operating point with the largest strong share <= ``share``; None where every setting sends
+    more documents to the strong expert (it can be so when the strong expert is not the most expensive)."""
     shares, settings = points
-    return settings[max(bisect.bisect_right(shares, share + 1e-12) - 1, 0)]
+    index = bisect.bisect_right(shares, share + 1e-12) - 1
+    return settings[index] if index >= 0 else None
 
 
 def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], costs: np.ndarray,
@@ -164,7 +166,8 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
     accuracy_router = _point(np.asarray(accuracy_choices), correct, costs, strong_index)
     points = operating_points(sweep)
     on_grid = [operating_point(points, x) for x in SHARE_GRID]
-    pgrs = [pgr(p["accuracy"]) for p in on_grid]
+    # a share below every setting's: the router cannot work there, so only the weak expert alone (PGR 0) can
+    pgrs = [0.0 if p is None else pgr(p["accuracy"]) for p in on_grid]
 
     def cpt(level: float) -> float | None:
         reached = [x for x, point in zip(*points)
@@ -179,7 +182,8 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
                    "cost": float((1 - s) * costs[weak_index] + s * costs[strong_index])}
                   for s in np.linspace(0, 1, 11)]
     matching = [p for p in sweep if p["accuracy"] >= high]
-    shown = stored_sweep(sweep, on_grid + ([min(matching, key=lambda p: p["cost"])] if matching else []))
+    shown = stored_sweep(sweep, [p for p in on_grid if p is not None]
+                         + ([min(matching, key=lambda p: p["cost"])] if matching else []))
     candidates = shown + [{**v, "name": k} for k, v in singles.items()]
     result: dict[str, Any] = {
         "documents": int(len(correct)), "experts": experts, "costs": dict(zip(experts, own_costs.tolist())),
@@ -188,7 +192,7 @@ def cost_curve(scores: np.ndarray, correct: np.ndarray, experts: Sequence[str], 
         "pareto_front": [candidates[i] for i in pareto_front(candidates)],
         "APGR": None if gap <= 0 else trapezoid_mean(np.array(pgrs, dtype=float), SHARE_GRID),
         "CPT_50": cpt(0.5), "CPT_80": cpt(0.8),
-        "at_share": {f"{x:.1f}": {"router": operating_point(points, x)["accuracy"],
+        "at_share": {f"{x:.1f}": {"router": None if (point := operating_point(points, x)) is None else point["accuracy"],
                                   "random_mix": float((1 - x) * low + x * high)} for x in (0.2, 0.3, 0.5, 0.8)},
         "cost_to_match_strong": (None if not matching else
                                  float(min(p["cost"] for p in matching) / singles[strong]["cost"])),
@@ -295,7 +299,7 @@ def plot_cost_curve(path: Path, curve: dict[str, Any], title: str) -> Path:
     ax.step([p["cost"] for p in front], [p["accuracy"] for p in front], where="post", color="black", lw=1.0,
             ls=":", zorder=5, label="Pareto front (router settings and single experts)")
     ax.set_xlabel("mean cost per document (" + curve.get("cost_label", "cost") + ")")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel(f"{curve.get('documents_kind', 'held-out')} accuracy")
     summary = ", ".join(f"{k} {v:.3f}" for k, v in (("APGR", curve["APGR"]), ("CPT(50%)", curve["CPT_50"]),
                                                     ("CPT(80%)", curve["CPT_80"])) if v is not None)
     ax.set_title(f"{title}\n{summary}", fontsize=9)

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path("benchcoe_eval") / name
     files = write_evaluation(output, name, evaluation, plots_too=not args.no_plots)
     if costs is not None:
-        write_cost_curve(router, held_out, costs, args, output, name, outputs)
+        write_cost_curve(router, held_out, costs, args, output, name, outputs, in_sample=bool(scenario.get("in_sample")))
     print(f"benchcoe evaluate: {name}: {summary_line(evaluation)}")
     if evaluation["guard_note"]:
         print(evaluation["guard_note"])
@@ -216,9 +216,10 @@ def expert_costs(args: argparse.Namespace, router: Any) -> Any:
 
 
 def write_cost_curve(router: Any, held_out: BenchmarkData, costs: Any, args: argparse.Namespace, output: Path,
-                     name: str, outputs: list[str] | None = None) -> dict[str, Any]:
-    """The accuracy-cost curve on the held-out documents: JSON, PNG and the summary line. A cascade
-    pays its first expert on every document, so its second expert costs both there."""
+                     name: str, outputs: list[str] | None = None, in_sample: bool = False) -> dict[str, Any]:
+    """The accuracy-cost curve on the held-out documents (``in_sample``: on documents the router was
+    fitted on, labelled so in the JSON, the plot and the console): JSON, PNG and the summary line. A
+    cascade pays its first expert on every document, so its second expert costs both there."""
     import numpy as np
 
     from benchcoe_plugins.training.cost_curve import cascade_curve, cost_curve, plot_cost_curve
@@ -236,16 +237,19 @@ def write_cost_curve(router: Any, held_out: BenchmarkData, costs: Any, args: arg
         curve = cost_curve(scores, held_out.correct, router.experts_, costs, choices, args.strong, args.weak,
                            calibration_scores=calibration)
     curve["cost_label"] = "billions of parameters" if args.costs is None else f"from {args.costs}"
+    curve["documents_kind"] = "IN-SAMPLE" if in_sample else "held-out"
     output.mkdir(parents=True, exist_ok=True)
     (output / "cost_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
     if not args.no_plots:
-        plot_cost_curve(output / "cost_curve.png", curve, f"{name}: accuracy vs cost on {len(held_out)} held-out documents")
+        plot_cost_curve(output / "cost_curve.png", curve,
+                        f"{name}: accuracy vs cost on {len(held_out)} {curve['documents_kind']} documents")
 
     def pct(value: float | None) -> str:
         return "not reached" if value is None else f"{100 * value:.1f} %"
 
     apgr = "undefined (the weak expert is not less accurate)" if curve["APGR"] is None else f"{curve['APGR']:.4f}"
-    print(f"cost curve ({curve['weak']} -> {curve['strong']}): APGR {apgr}, "
+    label = "IN-SAMPLE " if in_sample else ""
+    print(f"{label}cost curve ({curve['weak']} -> {curve['strong']}): APGR {apgr}, "
           f"CPT(50 %) {pct(curve['CPT_50'])}, CPT(80 %) {pct(curve['CPT_80'])}; strong-expert accuracy "
           + ("not reached" if curve["cost_to_match_strong"] is None
              else f"reached at {pct(curve['cost_to_match_strong'])} of its cost")

@@ -16,15 +16,16 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchcoe_plugins.core.documents import RoutingDocument, subject_of
+from benchcoe_plugins.core.documents import DEFAULT_QUESTION_FIELDS, RoutingDocument, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
 from benchcoe_plugins.training.dataset import STABLE_ID_FIELDS, BenchmarkData, ExpertRow, join_experts, stable_id
 from benchcoe_plugins.training.mmmu_acc import mmmu_row_score
 
-DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score")
-QUESTION_FIELDS = ("question", "problem", "query", "input", "text")
+# lmms-eval 0.7.3's mmstar logs its per-document score as "average" (a dict holding "score")
+DEFAULT_METRICS = ("exact_match", "acc", "mmmu_acc", "acc_norm", "mmstar_acc", "accuracy", "score", "average")
+QUESTION_FIELDS = DEFAULT_QUESTION_FIELDS  # what the run-time router reads of a document (core/documents.py)
 NOT_METRICS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "doc_hash", "prompt_hash",
                "target_hash", "input", "filter", "metrics"}
 
@@ -67,7 +68,7 @@ def correctness(row: Mapping[str, Any], metric: str | None, path: Path) -> tuple
     names = [metric] if metric else [m for m in DEFAULT_METRICS if m in row]
     if not names or names[0] not in row:
         numeric = sorted(k for k, v in row.items() if k not in NOT_METRICS and isinstance(v, (int, float, dict)))
-        wanted = f"metric {metric!r}" if metric else f"any of the default metrics {list(DEFAULT_METRICS)}"
+        wanted = f"metric {metric!r}" if metric else f"default metric ({', '.join(DEFAULT_METRICS)})"
         raise RecordsError(f"{path}: sample rows have no {wanted}; metric fields present: {numeric}. "
                            f"Choose one with --metric.")
     name = names[0]
@@ -101,19 +102,22 @@ def row_doc(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def first_response(row: Mapping[str, Any]) -> str | None:
-    """The text of the row's first response (``resps``: one list of responses per request), if any."""
+    """The generated text of the row's first response (``resps``: one list of responses per request), if
+    any. A log-likelihood row's response is a [log-prob, is-greedy] pair, not text: None."""
     value = row.get("resps")
-    while isinstance(value, list) and value:
-        value = value[0]
+    if isinstance(value, list) and value and isinstance(value[0], list) and value[0]:
+        value = value[0][0]
     return value if isinstance(value, str) else None
 
 
 def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
+    """The text the router learns from: the document's question fields joined in the order the run-time
+    router reads them (:func:`question_text`), else the logged prompt."""
     doc = row.get("doc")
     if isinstance(doc, Mapping):
-        for field in question_fields:
-            if doc.get(field) not in (None, ""):
-                return str(doc[field])
+        parts = [str(doc[field]) for field in question_fields if doc.get(field) not in (None, "")]
+        if parts:
+            return "\n".join(parts)
     if isinstance(row.get("input"), str):
         return row["input"]
     arguments = row.get("arguments")

@@ -108,6 +108,9 @@ def resolve_interfaces(specs: dict[str, ExpertSpec], outer_kind: str) -> dict[st
     return interfaces
 
 
+HF_TEXT_MODELS = ("hf", "hf-auto", "huggingface")  # lm-eval's HFLM names
+
+
 def build_expert(interface: ExpertInterface, harness_args: dict[str, Any]) -> Any:
     """The expert model. Its own model_args win over the CLI's batch_size / max_batch_size / device."""
     merged = {k: v for k, v in harness_args.items() if v is not None and k not in interface.model_args}
@@ -115,6 +118,11 @@ def build_expert(interface: ExpertInterface, harness_args: dict[str, Any]) -> An
     if interface.kind == TEXT:
         from lm_eval.api.registry import get_model
 
+        if interface.model in HF_TEXT_MODELS and "device" not in merged:
+            # lmms-eval passes no device; lm-eval's HF model would then take its own default, "cuda"
+            import torch
+
+            merged["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         return get_model(interface.model).create_from_arg_string("", merged)
     from lmms_eval.models import MODEL_REGISTRY_V2
 
