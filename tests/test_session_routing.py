@@ -116,3 +116,21 @@ def test_two_ranks_record_covers_both_ranks(tmp_path, monkeypatch) -> None:
     assert again["answers_from_result_cache"] == {"a": 1, "b": 3}
     assert again["expert_loads"] == {} and {row["requests"] for row in again["spend"].values()} == {0}
     assert first["documents_per_expert"] == again["documents_per_expert"] == {"toy": {"a": 1, "b": 3}}
+
+
+def test_a_task_the_router_was_not_trained_on_is_routed_with_one_warning(tmp_path, caplog) -> None:
+    """A router trained from lm-eval logs of some tasks, used on another task (or another harness): it
+    still routes by the text (transfer is a use), but says so once per task."""
+    import json
+
+    make_config(tmp_path, TEXT_EXPERTS)
+    manifest = json.loads((tmp_path / "router" / "router.json").read_text())
+    manifest["data"] = {"tasks": ["toy_a", "toy_b"]}
+    (tmp_path / "router" / "router.json").write_text(json.dumps(manifest))
+    session = CoESession(load_config(tmp_path / "coe.yaml"), never_built)
+    documents = [RoutingDocument(task, i, "q", {"subject": "law"}) for i, task in enumerate(["toy_a", "mmstar", "mmstar"])]
+    with caplog.at_level(logging.WARNING, logger="benchcoe_plugins"):
+        assert session.route(documents) == ["b", "b", "b"]
+        session.route([RoutingDocument("mmstar", 9, "q", {"subject": "law"})])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "task mmstar is not among them" in warnings[0] and "toy_a, toy_b" in warnings[0]

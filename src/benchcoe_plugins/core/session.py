@@ -27,7 +27,7 @@ from benchcoe_plugins.core.errors import RoutingError
 from benchcoe_plugins.experts.pool import ExpertPool, Job
 from benchcoe_plugins.experts.spec import ExpertSpec
 from benchcoe_plugins.routers.base import RouteDecision, folder_checksum
-from benchcoe_plugins.routers.registry import load_router
+from benchcoe_plugins.routers.registry import load_router, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ class CoESession:
                                plain_answer)
         self.routes: dict[tuple[str, str], RoutedDocument] = {}
         self._warned_subjects: set[str] = set()
+        data = read_manifest(config.router).get("data")
+        tasks = data.get("tasks") if isinstance(data, dict) else None
+        self.trained_tasks: set[str] = {t for t in tasks if isinstance(t, str)} if isinstance(tasks, list) else set()
+        self._noted_tasks: set[str] = set()
         self._stash: dict[tuple[str, str], list] = defaultdict(list)
         self._answered_types: set[str] = set()
         self.router_seconds = 0.0  # time inside router.decide, for the results JSON
@@ -150,12 +154,24 @@ class CoESession:
                 new.setdefault(document.key, document)
         if new:
             fresh = list(new.values())
+            self._note_unseen_tasks(fresh)
             start = time.perf_counter()
             decisions = self._decide(fresh)
             self.router_seconds += time.perf_counter() - start
             for document, decision in zip(fresh, decisions):
                 self.routes[document.key] = self._finalize(document, decision)
         return [self.routes[d.key].expert for d in documents]
+
+    def _note_unseen_tasks(self, documents: Sequence[RoutingDocument]) -> None:
+        """One warning per task the router was not trained on (transfer is allowed: a text router places
+        any document by its text; but a router meant for other tasks should not route silently)."""
+        unseen = sorted({d.task for d in documents} - self.trained_tasks - self._noted_tasks) if self.trained_tasks else []
+        for task in unseen:
+            self._noted_tasks.add(task)
+            trained = sorted(self.trained_tasks)
+            logger.warning("benchcoe: the router was trained on tasks %s; task %s is not among them, so its documents "
+                           "are routed by what the router learnt there (their text and subject)",
+                           ", ".join(trained[:4]) + (f", ... ({len(trained)})" if len(trained) > 4 else ""), task)
 
     def _decide(self, documents: list[RoutingDocument]) -> list[RouteDecision]:
         """The router's decisions; a subject router routes the tasks whose ``subject_source`` is
