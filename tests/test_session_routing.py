@@ -134,3 +134,12 @@ def test_a_task_the_router_was_not_trained_on_is_routed_with_one_warning(tmp_pat
         session.route([RoutingDocument("mmstar", 9, "q", {"subject": "law"})])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "task mmstar is not among them" in warnings[0] and "toy_a, toy_b" in warnings[0]
+    import contextlib
+    import io
+
+    from benchcoe_plugins import cli
+
+    printed = io.StringIO()  # inspect names the tasks, so a user can see them beforehand
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["inspect", str(tmp_path / "router")]) == 0
+    assert "tasks    2: toy_a, toy_b" in printed.getvalue()

@@ -239,7 +239,9 @@ def test_report_refuses_a_run_folder_holding_two_runs_of_a_task_in_words_about_r
     once = write_math_run(tmp_path / "once", {"none": [1.0] * 4})
     assert main(["report", f"--run=once={once}", f"--run=twice={twice}", "--output", str(tmp_path / "r")]) == 2
     error = capsys.readouterr().err
-    assert "appears twice" in error and "give --run twice the output folder of one run" in error, error
+    assert "2025-02-02T00-00-00.jsonl: document" in error and "appears in samples_mmlu_pro_math_2025-01-01T00-00-00.jsonl too" \
+        in error, "both files are named"
+    assert "give --run twice the output folder of one run" in error, error
     assert "expert" not in error and len(error.splitlines()) == 1
 
 

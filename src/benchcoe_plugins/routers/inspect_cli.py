@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     data = info["data"]
     if data:
         print(f"trained  on {data.get('documents', '?')} documents from {data.get('source', '?')}")
+        tasks = data.get("tasks")
+        if isinstance(tasks, list) and tasks:  # a task outside these is routed with a warning at run time
+            print(f"tasks    {len(tasks)}: {', '.join(map(str, tasks[:6]))}{', ...' if len(tasks) > 6 else ''}")
     split = {k: v for k, v in info["split"].items() if k in ("train", "validation", "test", "seed")}
     if split:
         print("split    " + ", ".join(f"{k} {v}" for k, v in split.items()))

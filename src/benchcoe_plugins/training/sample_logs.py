@@ -142,6 +142,7 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
     """One row per document; a task scored through several filters needs ``filter_name``. A document
     logged twice is an error ending with ``duplicate_fix``, which says what the caller's user should give."""
     rows: dict[Any, ExpertRow] = {}
+    logged_in: dict[Any, Path] = {}  # the file each document came from, to name both files of a duplicate
     used: set[str] = set()
     for path in sample_files(paths):
         task = task_of(path)
@@ -170,8 +171,10 @@ def read_expert_log(paths: Sequence[str | Path], metric: str | None = None,
             document = RoutingDocument(task, row["doc_id"], routing_text(row, question_fields), doc)
             key = (task, stable_id(document))
             if key in rows:
-                raise RecordsError(f"{path}: document {key[1]} of {task} appears twice (two runs of one task in the "
+                where = "twice in this file" if logged_in[key] == path else f"in {logged_in[key].name} too"
+                raise RecordsError(f"{path}: document {key[1]} of {task} appears {where} (two runs of one task in the "
                                    f"same folder?); {duplicate_fix}.")
+            logged_in[key] = path
             # a task without a subject field (e.g. gsm8k or arc) is its own subject, which the subject and
             # query routers then learn to predict from the text like any subject
             rows[key] = ExpertRow(document, score, doc_subject(task, doc) or task, first_response(row))
