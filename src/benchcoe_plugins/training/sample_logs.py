@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from benchcoe_plugins.core.documents import DEFAULT_QUESTION_FIELDS, RoutingDocument, subject_of
+from benchcoe_plugins.core.documents import DEFAULT_QUESTION_FIELDS, RoutingDocument, question_text, subject_of
 from benchcoe_plugins.core.errors import RecordsError
 from benchcoe_plugins.core.harness_files import task_from_filename
 from benchcoe_plugins.core.jsonl import read_jsonl
@@ -110,14 +110,8 @@ def first_response(row: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
-    """The text the router learns from: the document's question fields joined in the order the run-time
-    router reads them (:func:`question_text`), else the logged prompt."""
-    doc = row.get("doc")
-    if isinstance(doc, Mapping):
-        parts = [str(doc[field]) for field in question_fields if doc.get(field) not in (None, "")]
-        if parts:
-            return "\n".join(parts)
+def logged_prompt(row: Mapping[str, Any]) -> str:
+    """The prompt the harness logged for the row (lmms-eval ``input``, lm-eval's first argument), or ""."""
     if isinstance(row.get("input"), str):
         return row["input"]
     arguments = row.get("arguments")
@@ -126,6 +120,13 @@ def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
         if isinstance(first, dict) and first.get("arg_0"):
             return str(first["arg_0"])
     return ""
+
+
+def routing_text(row: Mapping[str, Any], question_fields: Sequence[str]) -> str:
+    """The text the router learns from: what the run-time router reads of the document
+    (:func:`question_text`: its question fields, joined), else the logged prompt."""
+    doc = row.get("doc")
+    return question_text(doc if isinstance(doc, Mapping) else {}, question_fields, logged_prompt(row), "", None)
 
 
 def doc_subject(task: str, doc: Mapping[str, Any]) -> str | None:
